@@ -1,0 +1,58 @@
+"""zasync: deferred work for ZODB applications."""
+
+import os
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read(name):
+    with open(os.path.join(HERE, name), encoding="utf-8") as f:
+        return f.read()
+
+
+setup(
+    name="zasync",
+    version="0.1.0.dev0",
+    description=(
+        "Deferred work for ZODB applications: jobs are queued in the "
+        "application's own transaction and run by workers"),
+    long_description=read("README.rst"),
+    long_description_content_type="text/x-rst",
+    license="ZPL-2.1",
+    python_requires=">=3.9",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    include_package_data=True,
+    package_data={"zasync": ["*.zcml", "web/templates/*.pt", "web/static/*"]},
+    zip_safe=False,
+    install_requires=[
+        "ZODB >= 5.8",
+        "ZEO >= 5.4",
+        "transaction >= 3.0",
+        "persistent >= 4.9",
+        "BTrees >= 4.11",
+        "zope.interface >= 5.0",
+        "zope.component >= 5.0",
+        "zope.event >= 4.5",
+        "zodburi >= 2.5",
+        "click >= 8.0",
+        "rich >= 12.0",
+    ],
+    extras_require={
+        "test": [
+            "pytest >= 7.0",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "zasync = zasync.cli:main",
+        ],
+    },
+    classifiers=[
+        "Framework :: ZODB",
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: Zope Public License",
+    ],
+)

@@ -1,0 +1,112 @@
+"""Agents: a dispatcher's pools of worker threads, each claiming only what
+it has room for and what its filter accepts."""
+
+import logging
+import queue as queue_module
+import threading
+
+from zope.interface import implementer
+
+from zasync.interfaces import ConfigurationError, IAgent
+
+logger = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+@implementer(IAgent)
+class Agent:
+    """See `IAgent`.
+
+    `size` threads run the agent's jobs; `filter(job) -> bool` (optional)
+    says which jobs it takes.  The dispatcher asks `free` before each claim,
+    so a busy agent leaves new jobs to other workers.
+    """
+
+    def __init__(self, size=1, filter=None, name="main"):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigurationError(f"agent size={size!r}: expected an int of 1 or more")
+        if filter is not None and not callable(filter):
+            raise ConfigurationError(f"agent filter={filter!r}: expected a callable job -> bool")
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"agent name={name!r}: expected a non-empty str")
+        self.size = size
+        self.filter = filter
+        self.name = name
+        self._lock = threading.Lock()
+        self._running = set()
+        self._tasks = queue_module.SimpleQueue()
+        self._threads = []
+        self._run = None
+        self._idle = threading.Condition(self._lock)
+
+    def __repr__(self):
+        return f"<zasync.Agent {self.name!r} size={self.size}>"
+
+    @property
+    def free(self):
+        with self._lock:
+            return self.size - len(self._running)
+
+    @property
+    def running(self):
+        with self._lock:
+            return set(self._running)
+
+    def accepts(self, job):
+        """See `IAgent`."""
+        if self.filter is None:
+            return True
+        try:
+            return bool(self.filter(job))
+        except Exception:
+            logger.exception("agent %s: filter failed on job %s; not taking it",
+                             self.name, getattr(job, "id", "?"))
+            return False
+
+    # -- driven by the dispatcher --------------------------------------------
+
+    def start(self, run, thread_name):
+        """Start the threads; `run(oid, job_id)` runs one claimed job."""
+        self._run = run
+        for index in range(self.size):
+            thread = threading.Thread(
+                target=self._work, name=f"{thread_name}-{self.name}-{index}",
+                daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def submit(self, oid, job_id):
+        """Hand a claimed job to a free thread."""
+        with self._lock:
+            if len(self._running) >= self.size:
+                raise RuntimeError(f"agent {self.name} has no free slot for {job_id}")
+            self._running.add(job_id)
+        self._tasks.put((oid, job_id))
+
+    def _work(self):
+        while True:
+            task = self._tasks.get()
+            if task is _STOP:
+                return
+            oid, job_id = task
+            try:
+                self._run(oid, job_id)
+            except BaseException:
+                logger.exception("agent %s: job %s ended its thread's run badly",
+                                 self.name, job_id)
+            finally:
+                with self._lock:
+                    self._running.discard(job_id)
+                    self._idle.notify_all()
+
+    def wait_idle(self, timeout=None):
+        """Wait until no job runs; return whether that happened in time."""
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._running, timeout)
+
+    def stop(self):
+        """Let the threads end once they have finished their jobs."""
+        for _ in self._threads:
+            self._tasks.put(_STOP)
+        self._threads = []

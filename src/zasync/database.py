@@ -1,0 +1,172 @@
+"""Opening a database, installing the queues in it, finding them again,
+and waiting for a job from outside."""
+
+import logging
+import os
+import time
+
+import transaction
+import ZODB
+import ZODB.FileStorage
+import zodburi
+from ZODB.Connection import Connection
+
+from zasync.interfaces import (
+    COMPLETED, ConfigurationError, NotInstalledError, WaitTimeoutError)
+from zasync.queue import Queues
+
+logger = logging.getLogger(__name__)
+
+#: The key of the `Queues` container in the database root.
+ROOT_KEY = "zasync"
+
+#: Dispatchers keep a connection per thread and one for claims; a larger
+#: pool than ZODB's default of 7 keeps them from being reported as too many.
+DEFAULT_POOL_SIZE = 32
+
+
+def open_db(target, **db_kwargs):
+    """Open a ZODB database from a FileStorage path or any zodburi URI
+    (``file://``, ``zeo://``, ``memory://``, RelStorage's ``postgresql://``).
+
+    A path's folder is created if missing.  Keyword arguments go to
+    `ZODB.DB` and win over those the URI sets.
+    """
+    if not isinstance(target, (str, os.PathLike)):
+        raise ConfigurationError(
+            f"database {target!r}: expected a FileStorage path or a URI "
+            f"such as zeo://127.0.0.1:8100")
+    target = os.fspath(target)
+    if "://" in target:
+        try:
+            factory, dbkw = zodburi.resolve_uri(target)
+        except KeyError as error:
+            raise ConfigurationError(
+                f"database URI {target!r}: unknown scheme {error}; known: "
+                + ", ".join(sorted(_schemes()))) from None
+        except Exception as error:
+            raise ConfigurationError(
+                f"database URI {target!r}: {type(error).__name__}: {error}") from None
+        dbkw = dict(dbkw)
+        dbkw.setdefault("pool_size", DEFAULT_POOL_SIZE)
+        dbkw.update(db_kwargs)
+        return ZODB.DB(factory(), **dbkw)
+    if not target or target.endswith(os.sep):
+        raise ConfigurationError(
+            f"database path {target!r}: expected a file name such as var/Data.fs")
+    folder = os.path.dirname(os.path.abspath(target))
+    os.makedirs(folder, exist_ok=True)
+    db_kwargs.setdefault("pool_size", DEFAULT_POOL_SIZE)
+    return ZODB.DB(ZODB.FileStorage.FileStorage(target), **db_kwargs)
+
+
+def _schemes():
+    try:
+        from importlib.metadata import entry_points
+        return {ep.name for ep in entry_points(group="zodburi.resolvers")}
+    except Exception:  # pragma: no cover
+        return {"file", "zeo", "memory", "zconfig"}
+
+
+def _check_names(queues):
+    if isinstance(queues, str):
+        queues = (queues,)
+    try:
+        names = tuple(queues)
+    except TypeError:
+        raise ConfigurationError(
+            f"queues={queues!r}: expected queue names (strings)") from None
+    for name in names:
+        if not isinstance(name, str):
+            raise ConfigurationError(
+                f"queue name {name!r}: expected a str ('' is the default queue)")
+    return names
+
+
+def install(db, queues=("",)):
+    """Create the queues container and the named queues (the default queue
+    is ''); idempotent, and safe to run from several processes at once.
+    Return the installed queue names."""
+    names = _check_names(queues)
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        for attempt in tm.attempts(5):
+            with attempt:
+                root = conn.root()
+                container = root.get(ROOT_KEY)
+                if container is None:
+                    container = root[ROOT_KEY] = Queues()
+                for name in names:
+                    if name not in container:
+                        container.add(name)
+                installed = container.keys()
+    finally:
+        conn.close()
+    logger.info("zasync queues installed: %s", ", ".join(map(repr, installed)))
+    return installed
+
+
+def _connection_of(conn_or_object):
+    if isinstance(conn_or_object, Connection):
+        return conn_or_object
+    jar = getattr(conn_or_object, "_p_jar", None)
+    if isinstance(jar, Connection):
+        return jar
+    raise ConfigurationError(
+        f"{conn_or_object!r}: expected a ZODB connection (or a persistent "
+        f"object stored in one)")
+
+
+def get_queues(conn):
+    """The `Queues` container of the connection's database."""
+    conn = _connection_of(conn)
+    container = conn.root().get(ROOT_KEY)
+    if container is None:
+        raise NotInstalledError(
+            "zasync is not installed in this database: call zasync.install(db)")
+    return container
+
+
+def get_queue(conn, name=""):
+    """The queue `name` ('' is the default) of the connection's database."""
+    if not isinstance(name, str):
+        raise ConfigurationError(f"queue name {name!r}: expected a str")
+    return get_queues(conn)[name]
+
+
+def wait_for(job, timeout=30.0, poll_interval=0.005):
+    """Wait until `job` completed and return it as seen from a fresh
+    connection (which stays open while the returned job is in use).
+
+    `job` must have been committed.  Raises `WaitTimeoutError` after
+    `timeout` seconds (None waits for ever).
+    """
+    jar = getattr(job, "_p_jar", None)
+    oid = getattr(job, "_p_oid", None)
+    if jar is None or oid is None:
+        raise ConfigurationError(
+            f"{job!r} is not stored yet: commit the transaction that put it "
+            f"before waiting for it")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+        raise ConfigurationError(f"timeout={timeout!r}: expected seconds (>= 0) or None")
+    tm = transaction.TransactionManager()
+    conn = jar.db().open(transaction_manager=tm)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = poll_interval
+    while True:
+        tm.begin()
+        seen = conn.get(oid)
+        if seen.status == COMPLETED:
+            seen._p_activate()
+            seen._live._p_activate()
+            return seen
+        if deadline is not None and time.monotonic() >= deadline:
+            status, job_id = seen.status, seen.id
+            tm.abort()
+            conn.close()
+            raise WaitTimeoutError(
+                f"job {job_id} is still {status} after {timeout} s")
+        time.sleep(delay if deadline is None else
+                   max(0.0, min(delay, deadline - time.monotonic())))
+        delay = min(delay * 2, 0.1)

@@ -1,0 +1,297 @@
+"""The dispatcher: one per process, claiming jobs for its agents as they
+have room and running them in their threads."""
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
+
+import transaction
+from zope.interface import implementer
+
+from zasync import clock, events
+from zasync.agent import Agent
+from zasync.interfaces import (
+    ASSIGNED, ConfigurationError, DispatcherError, IDispatcher)
+from zasync.queue import DispatcherRecord
+from zasync.runner import JobRunner
+
+logger = logging.getLogger(__name__)
+
+_local_dispatchers = weakref.WeakSet()
+_local_lock = threading.Lock()
+
+
+def wake_local_dispatchers():
+    """Tell the dispatchers of this process to look for work now (called
+    after a commit that put a job)."""
+    with _local_lock:
+        dispatchers = list(_local_dispatchers)
+    for dispatcher in dispatchers:
+        dispatcher.wake()
+
+
+def _positive(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigurationError(f"{name}={value!r}: expected a number of seconds > 0")
+    return float(value)
+
+
+@implementer(IDispatcher)
+class Dispatcher:
+    """See `IDispatcher`.
+
+    ``Dispatcher(db, threads=4)`` runs one agent of four threads on the
+    default queue.  ``agents=[Agent(2), Agent(1, filter=...)]`` gives several
+    agents instead; ``queues=("", "mail")`` serves several queues.
+
+    A put committed in this process wakes the dispatcher at once; commits
+    from other processes are seen at the next poll (`poll_interval`
+    seconds), which reads but writes nothing.  A heartbeat is written every
+    `ping_interval` seconds only.
+    """
+
+    def __init__(self, db, threads=None, agents=None, queues=("",), id=None,
+                 poll_interval=0.5, ping_interval=60.0):
+        if agents is not None and threads is not None:
+            raise ConfigurationError("give threads= or agents=, not both")
+        if agents is None:
+            agents = [Agent(size=1 if threads is None else threads)]
+        agents = list(agents)
+        if not agents or not all(isinstance(a, Agent) for a in agents):
+            raise ConfigurationError(f"agents={agents!r}: expected zasync.Agent objects")
+        names = [a.name for a in agents]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"agent names {names!r} must be unique")
+        if isinstance(queues, str):
+            queues = (queues,)
+        queues = tuple(queues)
+        if not queues or not all(isinstance(q, str) for q in queues):
+            raise ConfigurationError(f"queues={queues!r}: expected queue names (str)")
+        if id is None:
+            id = uuid.uuid4().hex
+        if not isinstance(id, str) or not id:
+            raise ConfigurationError(f"id={id!r}: expected a non-empty str")
+        self.db = db
+        self.id = id
+        self.agents = agents
+        self.queue_names = queues
+        self.poll_interval = _positive(poll_interval, "poll_interval")
+        self.ping_interval = _positive(ping_interval, "ping_interval")
+        self._wakeup = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = None
+        self._runner = JobRunner(self)
+        self._progress_lock = threading.Lock()
+        self._progress_tm = None
+        self._progress_conn = None
+        self._last_ping = 0.0
+        self.claim_conflicts = 0
+
+    def __repr__(self):
+        return f"<zasync.Dispatcher {self.id} {'running' if self.running else 'stopped'}>"
+
+    @property
+    def running(self):
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    # -- start and stop ----------------------------------------------------
+
+    def start(self):
+        """See `IDispatcher`."""
+        if self._thread is not None:
+            raise DispatcherError(f"dispatcher {self.id} is already started")
+        self._tm = transaction.TransactionManager()
+        self._conn = self.db.open(transaction_manager=self._tm)
+        try:
+            _bookkeeping_commit(self._tm, self._register)
+        except Exception:
+            self._conn.close()
+            raise
+        self._progress_tm = transaction.TransactionManager()
+        self._progress_conn = self.db.open(transaction_manager=self._progress_tm)
+        self._stopping.clear()
+        for agent in self.agents:
+            agent.start(self._runner, f"zasync-{self.id[:8]}")
+        self._thread = threading.Thread(
+            target=self._loop, name=f"zasync-dispatcher-{self.id[:8]}", daemon=True)
+        self._thread.start()
+        with _local_lock:
+            _local_dispatchers.add(self)
+        logger.info("dispatcher %s started: queues %s, agents %s", self.id,
+                    ", ".join(map(repr, self.queue_names)),
+                    ", ".join(f"{a.name}({a.size})" for a in self.agents))
+        events.notify(events.DispatcherStarted(self))
+
+    def _register(self):
+        from zasync.database import get_queues
+        container = get_queues(self._conn)
+        for name in self.queue_names:
+            container[name]   # an unknown name raises UnknownQueueError
+        record = container.dispatchers.get(self.id)
+        if record is None:
+            record = container.dispatchers[self.id] = DispatcherRecord(self.id)
+        now = clock.now()
+        record.started_at = record.last_ping = now
+        record.stopped_at = None
+        record.info = {
+            "host": socket.gethostname(), "pid": os.getpid(),
+            "queues": list(self.queue_names),
+            "agents": [{"name": a.name, "size": a.size} for a in self.agents],
+        }
+        self._last_ping = time.monotonic()
+        self._requeue_assigned(record)
+
+    def _requeue_assigned(self, record):
+        """Give back jobs this dispatcher claimed but never started."""
+        for job in record.jobs:
+            if job.status == ASSIGNED and job.dispatcher_id == self.id:
+                job._queue._requeue(job, job.begin_after)
+                record.jobs.discard(job.id)
+                logger.info("dispatcher %s: job %s put back in queue %r",
+                            self.id, job.id, job._queue.name)
+
+    def stop(self, timeout=None):
+        """See `IDispatcher`."""
+        if self._thread is None:
+            return True
+        self._stopping.set()
+        self._wakeup.set()
+        self._thread.join()
+        self._thread = None
+        with _local_lock:
+            _local_dispatchers.discard(self)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        finished = True
+        for agent in self.agents:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            finished = agent.wait_idle(left) and finished
+            agent.stop()
+        if not finished:
+            logger.warning("dispatcher %s stopped with jobs still running", self.id)
+
+        def mark_stopped():
+            from zasync.database import get_queues
+            record = get_queues(self._conn).dispatchers.get(self.id)
+            if record is not None:
+                record.stopped_at = clock.now()
+                self._requeue_assigned(record)
+        try:
+            _bookkeeping_commit(self._tm, mark_stopped)
+        except Exception:
+            logger.exception("dispatcher %s: could not record its stop", self.id)
+        self._conn.close()
+        with self._progress_lock:
+            self._progress_tm.abort()
+            self._progress_conn.close()
+        logger.info("dispatcher %s stopped", self.id)
+        events.notify(events.DispatcherStopped(self))
+        return finished
+
+    def wake(self):
+        """See `IDispatcher`."""
+        self._wakeup.set()
+
+    # -- the claim loop ----------------------------------------------------
+
+    def _loop(self):
+        while not self._stopping.is_set():
+            self._wakeup.clear()
+            try:
+                again = self._claim()
+                self._maybe_ping()
+            except Exception:
+                logger.exception("dispatcher %s: claim failed", self.id)
+                self._tm.abort()
+                again = False
+                self._stopping.wait(min(1.0, self.poll_interval))
+            if not again:
+                self._wakeup.wait(self.poll_interval)
+        self._tm.abort()
+
+    def _claim(self):
+        """Claim for every agent with room; return True to look again now."""
+        wanted = [(agent, agent.free) for agent in self.agents]
+        wanted = [(agent, free) for agent, free in wanted if free > 0]
+        if not wanted:
+            return False
+        from zasync.database import get_queues
+        self._tm.begin()
+        container = get_queues(self._conn)
+        queues = [container[name] for name in self.queue_names]
+        now = clock.now()
+        if not any(queue.has_work(now) for queue in queues):
+            self._tm.abort()
+            return False
+        handed = []
+        for agent, free in wanted:
+            for queue in queues:
+                if free <= 0:
+                    break
+                jobs = queue.claim(self.id, free, agent.accepts, now)
+                free -= len(jobs)
+                handed.extend((agent, job) for job in jobs)
+        try:
+            self._tm.commit()
+        except Exception as error:
+            self._tm.abort()
+            from ZODB.POSException import ConflictError
+            if isinstance(error, ConflictError):
+                self.claim_conflicts += 1
+                logger.debug("dispatcher %s: claim conflicted; trying again", self.id)
+                return True
+            raise
+        for agent, job in handed:
+            agent.submit(job._p_oid, job.id)
+        return bool(handed) and any(agent.free for agent in self.agents)
+
+    def _maybe_ping(self):
+        if time.monotonic() - self._last_ping < self.ping_interval:
+            return
+
+        def ping():
+            from zasync.database import get_queues
+            record = get_queues(self._conn).dispatchers.get(self.id)
+            if record is not None:
+                record.last_ping = clock.now()
+        _bookkeeping_commit(self._tm, ping)
+        self._last_ping = time.monotonic()
+
+    # -- progress, from the jobs' threads ------------------------------------
+
+    def progress_writer(self, live_oid):
+        """A function (fraction, message) -> cancel requested, that commits
+        a running job's progress in a short transaction of its own (a
+        fraction of None only reads the cancel request)."""
+        def write(fraction, message):
+            with self._progress_lock:
+                tm, conn = self._progress_tm, self._progress_conn
+                if fraction is None:
+                    tm.begin()
+                    cancelled = conn.get(live_oid).cancel_requested
+                    tm.abort()
+                    return cancelled
+                for attempt in tm.attempts(5):
+                    with attempt:
+                        live = conn.get(live_oid)
+                        live.progress = fraction
+                        live.progress_message = message
+                        cancelled = live.cancel_requested
+                return cancelled
+        return write
+
+
+def _bookkeeping_commit(tm, change, attempts=10):
+    for attempt in tm.attempts(attempts):
+        with attempt:
+            change()

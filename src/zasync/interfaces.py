@@ -1,0 +1,378 @@
+"""The contracts of zasync: jobs, queues, workers, retry policies, failures,
+lifecycle events, the status values and the exception tree.
+
+No behaviour lives here.  Each of the three components (job, queue, workers)
+is a black box to the others: code holding an `IJob` must not assume that an
+`IQueue` runs it, and a queue must not assume which `IDispatcher` claims from
+it.
+"""
+
+import transaction.interfaces
+from zope.interface import Attribute, Interface
+
+# -- statuses ---------------------------------------------------------------
+
+NEW = "new"                # not yet in a queue
+PENDING = "pending"        # in a queue, waiting for its time or a worker
+ASSIGNED = "assigned"      # claimed by an agent, not yet started
+ACTIVE = "active"          # running
+CALLBACKS = "callbacks"    # result stored, callbacks running
+COMPLETED = "completed"    # done: succeeded or failed
+
+STATUSES = (NEW, PENDING, ASSIGNED, ACTIVE, CALLBACKS, COMPLETED)
+
+# The simpler vocabulary of editors' tools and JSON clients.
+SIMPLE_PENDING = "pending"
+SIMPLE_STARTED = "started"
+SIMPLE_SUCCESS = "success"
+SIMPLE_FAILURE = "failure"
+
+
+# -- exceptions -------------------------------------------------------------
+
+class ZasyncError(Exception):
+    """Raised for every error that zasync itself reports."""
+
+
+class ConfigurationError(ZasyncError, ValueError):
+    """Raised when a call receives a value it cannot use."""
+
+
+class UnstorableError(ConfigurationError):
+    """Raised when a callable or argument cannot be stored in the database
+    and found again by a worker."""
+
+
+class NaiveDatetimeError(ConfigurationError):
+    """Raised when a datetime without a timezone is given as a time."""
+
+
+class UnknownQueueError(ZasyncError, KeyError):
+    """Raised when a queue name is not installed in the database."""
+
+    def __str__(self):
+        # KeyError would repr() the message; show it as written.
+        return str(self.args[0]) if self.args else ""
+
+
+class NotInstalledError(ZasyncError):
+    """Raised when the database has no zasync queues installed."""
+
+
+class JobStateError(ZasyncError):
+    """Raised when a job is asked to do what its status does not allow."""
+
+
+class AlreadyQueuedError(JobStateError):
+    """Raised when a job that is already in a queue is put again."""
+
+
+class AlreadyCompletedError(JobStateError):
+    """Raised when a completed job is called again."""
+
+
+class NotPendingError(JobStateError):
+    """Raised when a job that is not pending is removed from a queue."""
+
+
+class NotInJobError(ZasyncError):
+    """Raised when job-only calls such as `progress` run outside a job."""
+
+
+class WaitTimeoutError(ZasyncError, TimeoutError):
+    """Raised when `wait_for` gives up before the job completed."""
+
+
+class DispatcherError(ZasyncError):
+    """Raised when a dispatcher cannot start or stop as asked."""
+
+
+class TransientZasyncError(ZasyncError, transaction.interfaces.TransientError):
+    """Raised for a passing condition; retrying the transaction may succeed."""
+
+
+class Cancelled(ZasyncError):
+    """Signals that a job was cancelled; a cancelled job fails with it.
+
+    Not named ...Error: it is control flow, raised inside a running job
+    by `check_cancelled` and `progress` to stop it.
+    """
+
+
+class JobTimeoutError(ZasyncError):
+    """Raised (and recorded as the failure) when a job was not started by
+    its `begin_by` deadline, or ran past its time limit."""
+
+
+class InterruptedJobError(ZasyncError):
+    """Recorded as the failure of a job whose worker died while it ran and
+    whose retry policy gave up."""
+
+
+class UnstorableResultError(ZasyncError):
+    """Recorded as the failure of a job whose result cannot be stored."""
+
+
+# -- the job ----------------------------------------------------------------
+
+class IFailure(Interface):
+    """What is left of an exception that ended a job: text, no frames and
+    no live objects, so that it can be stored and shown anywhere."""
+
+    type = Attribute("Dotted name of the exception class, e.g. 'builtins.ValueError'.")
+    type_name = Attribute("The exception class's own name, e.g. 'ValueError'.")
+    message = Attribute("str() of the exception.")
+    traceback = Attribute("The whole formatted traceback, as text.")
+    time = Attribute("Aware UTC datetime at which the failure was recorded.")
+
+    def check(*exception_types):
+        """Return the first of the given classes (or dotted names) that
+        the failure's exception was an instance of, else None."""
+
+
+class IJob(Interface):
+    """A persistent deferred call.
+
+    Calling the job runs it.  A job knows nothing of queues and workers;
+    a queue and its workers use the same methods anyone may use.
+    """
+
+    id = Attribute("A stable string, safe in URLs and on the command line.")
+    callable = Attribute("What the job calls.")
+    args = Attribute("Positional arguments (a tuple).")
+    kwargs = Attribute("Keyword arguments (a dict).")
+    status = Attribute("One of `STATUSES`.")
+    status_history = Attribute(
+        "A list of (status, aware UTC datetime, dispatcher id or None), "
+        "oldest first.")
+    result = Attribute("The callable's return value once succeeded; else None.")
+    failure = Attribute("An `IFailure` once failed; else None.")
+    succeeded = Attribute("True once completed without failure.")
+    failed = Attribute("True once completed with a failure.")
+    progress = Attribute("A float in [0, 1]: 0 at start, 1 at completion.")
+    progress_message = Attribute("The last message given with progress, or None.")
+    annotations = Attribute("A persistent mapping for live information.")
+    queue = Attribute("The queue the job is in or ran from, or None.")
+    queue_name = Attribute("That queue's name, or None.")
+    callable_name = Attribute("A dotted name for the callable, for display.")
+    priority = Attribute("An int; higher runs first among due jobs.")
+    begin_after = Attribute("Aware UTC datetime before which it must not start.")
+    begin_by = Attribute(
+        "A timedelta, or None: a job not started by begin_after + begin_by "
+        "fails with a `JobTimeoutError`.")
+    retry_policy = Attribute("The `IRetryPolicy` that decides about failures.")
+    attempts = Attribute(
+        "A list of `IFailure`, one for each failed attempt that was retried.")
+    attempt_count = Attribute("How many times the job was started.")
+    created_at = Attribute("Aware UTC datetime of creation.")
+    started_at = Attribute("Aware UTC datetime of the last start, or None.")
+    ended_at = Attribute("Aware UTC datetime of completion, or None.")
+    duration = Attribute("ended_at - started_at in seconds, or None.")
+    dispatcher_id = Attribute("Id of the dispatcher holding the job, or None.")
+    callbacks = Attribute("The callback jobs, in the order they were added.")
+
+    def __call__():
+        """Run the callable now, in the caller's transaction, record its
+        result or failure and run the callbacks.  Return the result, or
+        the `IFailure`.  A completed job raises `AlreadyCompletedError`."""
+
+    def add_callback(callback):
+        """Add a callable (or an `IJob`) that receives the job's result, or
+        its `IFailure`, once the job completes, in its own transaction.
+        Added to a completed job, it runs at once.  Return the callback job."""
+
+    def add_callbacks(success=None, failure=None):
+        """Add a callback for success (receives the result) and one for
+        failure (receives the `IFailure`); either may be None.  Return the
+        callback jobs added, as a tuple."""
+
+    def cancel():
+        """Cancel the job.  A pending job is removed from its queue and
+        completes as failed with `Cancelled`."""
+
+
+class IRetryPolicy(Interface):
+    """Decides what happens to a job whose attempt raised."""
+
+    def retry_after(job, error, attempt):
+        """Return None to fail the job now, or a `datetime.timedelta` (zero
+        or more) after which to run the job again.
+
+        `error` is the exception of the attempt numbered `attempt` (the first
+        is 1).  A zero delay runs the job again at once in the same worker;
+        a positive one reschedules the job, so no worker thread sleeps.
+        """
+
+    def interrupted(job, attempt):
+        """Like `retry_after`, for a job whose worker died while it ran."""
+
+
+# -- the queue --------------------------------------------------------------
+
+class IQueue(Interface):
+    """A persistent queue of jobs, in due order: higher priority first, then
+    earlier due time.  Absorbs concurrent puts without conflicts reaching
+    the caller, and hands jobs to whoever claims them."""
+
+    name = Attribute("The queue's name; '' for the default queue.")
+
+    def put(job, begin_after=None, begin_by=None, retry_policy=None,
+            priority=0):
+        """Add a job (or a callable, which is wrapped in a job) in the
+        caller's transaction, and return the job.
+
+        Nothing else is written: if the transaction aborts, the job never
+        existed.  `begin_after` is an aware datetime, `begin_by` a
+        non-negative timedelta.
+        """
+
+    def remove(job):
+        """Take a pending job out of the queue; it goes back to `NEW`."""
+
+    def get(job_id, default=None):
+        """The job with this id that the queue holds or held, or `default`."""
+
+    def __len__():
+        """The number of pending jobs."""
+
+    def __iter__():
+        """The pending jobs, in the order they would be claimed if all
+        were due."""
+
+    def claim(dispatcher_id, count=1, accept=None, now=None):
+        """Mark up to `count` due jobs that `accept(job)` agrees to take
+        (all, when None) as assigned to the dispatcher and return them,
+        in due order.  The caller commits; two claimers conflict rather
+        than both get a job."""
+
+
+class IQueues(Interface):
+    """The container of named queues in a database, with the records of the
+    dispatchers that serve them."""
+
+    def __getitem__(name):
+        """The queue of this name, or `UnknownQueueError`."""
+
+    def get(name, default=None):
+        """The queue of this name, or `default`."""
+
+    def keys():
+        """The queue names, sorted."""
+
+    def __contains__(name):
+        """Whether a queue of this name exists."""
+
+    def __iter__():
+        """The queue names, sorted."""
+
+    def __len__():
+        """The number of queues."""
+
+    def add(name):
+        """Create the queue `name` if missing; return it."""
+
+    def find_job(job_id, default=None):
+        """The job of this id in any queue, or `default`."""
+
+    dispatchers = Attribute("Mapping of dispatcher id to `IDispatcherRecord`.")
+
+
+class IDispatcherRecord(Interface):
+    """What a queue keeps of a dispatcher that claims from it."""
+
+    id = Attribute("The dispatcher's id.")
+    started_at = Attribute("Aware UTC datetime the dispatcher last started.")
+    last_ping = Attribute("Aware UTC datetime of the last heartbeat.")
+    stopped_at = Attribute("Aware UTC datetime of a clean stop, or None.")
+    jobs = Attribute("The jobs the dispatcher holds (assigned or running).")
+    info = Attribute("A dict: host, pid, threads and other descriptions.")
+
+
+# -- the workers ------------------------------------------------------------
+
+class IAgent(Interface):
+    """Claims jobs for a dispatcher by its own load, and runs them."""
+
+    name = Attribute("The agent's name, unique within its dispatcher.")
+    size = Attribute("How many jobs it runs at once.")
+    filter = Attribute("None, or a callable job -> bool choosing what it takes.")
+    free = Attribute("How many more jobs it can take now.")
+    running = Attribute("The ids of the jobs it holds now.")
+
+    def accepts(job):
+        """Whether the agent takes this job (its filter agrees)."""
+
+
+class IDispatcher(Interface):
+    """One per process: registers in the database, claims jobs for its
+    agents as they have room, and runs them."""
+
+    id = Attribute("A stable id; the dispatcher's record is kept under it.")
+    db = Attribute("The ZODB database it serves.")
+    agents = Attribute("The `IAgent` objects, in claim order.")
+    queue_names = Attribute("The names of the queues it claims from.")
+    running = Attribute("True between start() and stop().")
+
+    def start():
+        """Register in the database and start claiming."""
+
+    def stop(timeout=None):
+        """Stop claiming, let running jobs finish (waiting up to `timeout`
+        seconds), put assigned jobs that did not start back in the queue
+        and mark the record stopped.  Return True if all jobs finished."""
+
+    def wake():
+        """Look for work now instead of at the next poll."""
+
+
+# -- events -----------------------------------------------------------------
+
+class IJobEvent(Interface):
+    """Something happened to a job; sent after the commit that made it so."""
+
+    job = Attribute("The job, as seen by the connection that committed.")
+
+
+class IJobPut(IJobEvent):
+    """A job was put in a queue."""
+
+
+class IJobStarted(IJobEvent):
+    """A worker started running a job."""
+
+
+class IJobCompleted(IJobEvent):
+    """A job completed (succeeded or failed)."""
+
+
+class IJobSucceeded(IJobCompleted):
+    """A job completed with a result."""
+
+
+class IJobFailed(IJobCompleted):
+    """A job completed with a failure."""
+
+
+class IJobCancelled(IJobFailed):
+    """A job was cancelled."""
+
+
+class IJobRetried(IJobEvent):
+    """A failed attempt of a job will be retried."""
+
+    failure = Attribute("The `IFailure` of the attempt.")
+
+
+class IDispatcherEvent(Interface):
+    """Something happened to a dispatcher."""
+
+    dispatcher = Attribute("The dispatcher (or its record).")
+
+
+class IDispatcherStarted(IDispatcherEvent):
+    """A dispatcher registered and started claiming."""
+
+
+class IDispatcherStopped(IDispatcherEvent):
+    """A dispatcher stopped."""
+

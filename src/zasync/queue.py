@@ -1,0 +1,435 @@
+"""The persistent queue and the container of named queues.
+
+Where jobs live, and who writes what:
+
+- ``_inbox``: a few `JobSet` lanes.  `put` adds the new job to one lane
+  and writes nothing else, so concurrent producers never conflict (the
+  lanes merge concurrent additions and removals themselves).  Rejected: a
+  BTree of pending jobs written by producers, which raises ConflictError
+  whenever two puts split the same bucket -- in the producer's transaction,
+  where zasync cannot retry it.
+- ``_pending``: an OOBTree keyed by (-priority, due time, id), written only
+  by claiming workers, who first move the inbox into it.  Workers retry
+  their own conflicts.  Claiming takes the first due key of each priority
+  level: O(log n) per level.
+- ``_deadlines``: (deadline, id) for pending jobs with a `begin_by`, so that
+  expired ones are found without a scan.
+- ``_index``: id -> job for every job the queue has seen and not pruned.
+- ``_done``: a `JobSet` that a finishing job's own transaction adds to
+  (merging, like the inbox); claims move its jobs into ``_history``, an
+  OOBTree keyed by (end time, id).
+"""
+
+import datetime
+import heapq
+import random
+
+import BTrees.Length
+import persistent
+import transaction
+from BTrees.OOBTree import OOBTree
+from zope.interface import implementer
+
+from zasync import clock, events
+from zasync.interfaces import (
+    ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, AlreadyQueuedError,
+    ConfigurationError, IDispatcherRecord, IJob, IQueue, IQueues,
+    JobStateError, JobTimeoutError, NotPendingError, UnknownQueueError)
+from zasync.failure import Failure
+from zasync.jobset import JobSet
+
+LANES = 16
+_AFTER_ALL = (float("inf"),)
+
+
+def _check_priority(priority):
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ConfigurationError(f"priority={priority!r}: expected an int")
+    return priority
+
+
+def _pending_key(job):
+    return (-job.priority, clock.to_micros(job.begin_after), job.id)
+
+
+@implementer(IQueue)
+class Queue(persistent.Persistent):
+    """See `IQueue`."""
+
+    __parent__ = None
+
+    def __init__(self, name=""):
+        self.name = name
+        self._inbox = tuple(JobSet() for _ in range(LANES))
+        self._pending = OOBTree()
+        self._pending_count = BTrees.Length.Length()
+        self._deadlines = OOBTree()
+        self._index = OOBTree()
+        self._done = JobSet()
+        self._history = OOBTree()
+
+    def __repr__(self):
+        return f"<zasync.Queue {self.name!r}>"
+
+    # -- producers ---------------------------------------------------------
+
+    def put(self, job, *args, begin_after=None, begin_by=None,
+            retry_policy=None, priority=0):
+        """See `IQueue`."""
+        from zasync.job import Job
+        if IJob.providedBy(job):
+            if args:
+                raise ConfigurationError(
+                    f"put() got a job and positional arguments {args!r}: give "
+                    f"arguments to Job() instead")
+        else:
+            job = Job(job, *args)
+        # Check everything before writing anything.
+        if job.status != NEW or job._queue is not None:
+            raise AlreadyQueuedError(
+                f"job {job.id} ({job.callable_name}) is already {job.status}"
+                + (f" in queue {job._queue.name!r}" if job._queue is not None else "")
+                + "; a job is put once")
+        if job._parent is not None:
+            raise AlreadyQueuedError(
+                f"job {job.id} is a callback of job {job._parent.id}")
+        jar = self._p_jar
+        if jar is None:
+            raise JobStateError(
+                f"{self!r} is not stored in a database; get it with "
+                f"zasync.get_queue(connection)")
+        if job._p_jar is not None and job._p_jar is not jar:
+            raise JobStateError(
+                f"job {job.id} belongs to another connection than {self!r}")
+        now = clock.now()
+        begin_after = now if begin_after is None else clock.aware(begin_after, "begin_after")
+        begin_by = clock.duration(begin_by, "begin_by")
+        priority = _check_priority(priority)
+        if retry_policy is not None:
+            from zasync.interfaces import IRetryPolicy
+            if not IRetryPolicy.providedBy(retry_policy):
+                raise ConfigurationError(
+                    f"retry_policy={retry_policy!r}: expected an IRetryPolicy "
+                    f"such as zasync.RetryTransient() or zasync.Backoff(...)")
+            from zasync.storable import check_value
+            check_value(retry_policy, "retry policy")
+
+        job.begin_after = begin_after
+        job.begin_by = begin_by
+        job.priority = priority
+        if retry_policy is not None:
+            job.retry_policy = retry_policy
+        job._queue = self
+        for callback in job._callbacks:
+            callback._queue = self
+        job._set_status(PENDING, now)
+        if job._p_jar is None:
+            jar.add(job)
+        self._inbox[random.randrange(len(self._inbox))].add(job)
+        txn = jar.transaction_manager.get()
+        events.notify_after_commit(txn, events.JobPut(job))
+        txn.addAfterCommitHook(_wake_after_commit)
+        return job
+
+    def remove(self, job):
+        """See `IQueue`."""
+        if job._queue is not self or job.status != PENDING:
+            raise NotPendingError(
+                f"job {job.id} is {job.status}"
+                + ("" if job._queue is self else f" and not in {self!r}")
+                + ": only a pending job can be removed")
+        self._take_out(job)
+        job._queue = None
+        job._set_status(NEW)
+        if job.id in self._index:
+            del self._index[job.id]
+
+    def _take_out(self, job):
+        """Remove a pending job from wherever it waits."""
+        for lane in self._inbox:
+            if job.id in lane:
+                lane.discard(job.id)
+                return
+        key = _pending_key(job)
+        if key in self._pending:
+            del self._pending[key]
+            self._pending_count.change(-1)
+        if job.begin_by is not None:
+            self._deadlines.pop((self._deadline(job), job.id), None)
+
+    def _put_completed(self, job):
+        """File a job completed outside a worker (a cancelled pending job).
+
+        A job still owing callbacks goes back through the inbox, so that a
+        worker claims it and runs them, each in its own transaction.
+        """
+        if job.status == CALLBACKS:
+            self._inbox[random.randrange(len(self._inbox))].add(job)
+            txn = self._p_jar.transaction_manager.get()
+            txn.addAfterCommitHook(_wake_after_commit)
+        else:
+            self._done.add(job)
+        events.notify_after_commit(
+            self._p_jar.transaction_manager.get(), events.completed_event(job))
+
+    # -- reading -----------------------------------------------------------
+
+    def __len__(self):
+        return self._pending_count() + sum(len(lane) for lane in self._inbox)
+
+    def __iter__(self):
+        waiting = sorted(
+            (job for lane in self._inbox for job in lane if job.status == PENDING),
+            key=_pending_key)
+        return iter(heapq.merge(self._pending.values(), waiting, key=_pending_key))
+
+    def get(self, job_id, default=None):
+        """See `IQueue`."""
+        if not isinstance(job_id, str):
+            return default
+        job = self._index.get(job_id)
+        if job is not None:
+            return job
+        for lane in self._inbox:
+            job = lane.get(job_id)
+            if job is not None:
+                return job
+        job = self._done.get(job_id)
+        return default if job is None else job
+
+    def history(self):
+        """Completed jobs that were filed, newest first."""
+        return iter(reversed(list(self._history.values())))
+
+    def jobs(self):
+        """Every job the queue knows (pending, running and completed)."""
+        seen = set()
+        for lane in self._inbox:
+            for job in lane:
+                seen.add(job.id)
+                yield job
+        for job in self._index.values():
+            if job.id not in seen:
+                yield job
+
+    # -- workers -----------------------------------------------------------
+
+    def _deadline(self, job):
+        return clock.to_micros(job.begin_after + job.begin_by)
+
+    def has_work(self, now=None):
+        """Whether a claim could find something to do, read without writing."""
+        if any(len(lane) for lane in self._inbox) or len(self._done):
+            return True
+        now_us = clock.to_micros(now or clock.now())
+        if self._deadlines:
+            if self._deadlines.minKey()[0] < now_us:
+                return True
+        return self._first_due(now_us) is not None
+
+    def _first_due(self, now_us):
+        if not self._pending:
+            return None
+        key = self._pending.minKey()
+        while key is not None:
+            level = key[0]
+            for due_key in self._pending.keys(min=(level,), max=(level, now_us + 1),
+                                              excludemax=True):
+                return due_key
+            try:
+                key = self._pending.minKey((level + 1,))
+            except ValueError:
+                key = None
+        return None
+
+    def _drain(self):
+        """Move the inbox into the ordered structures (workers only)."""
+        moved = []
+        for lane in self._inbox:
+            if not lane:
+                continue
+            ids = []
+            for job in lane:
+                ids.append(job.id)
+                if job.id not in self._index:
+                    self._index[job.id] = job
+                if job.status == PENDING:
+                    self._pending[_pending_key(job)] = job
+                    self._pending_count.change(1)
+                    if job.begin_by is not None:
+                        self._deadlines[(self._deadline(job), job.id)] = job
+                else:
+                    moved.append(job)   # completed outside a worker
+            lane.remove_all(ids)
+        return moved
+
+    def _archive(self):
+        for job in self._done:
+            if job.ended_at is not None:
+                self._history[(clock.to_micros(job.ended_at), job.id)] = job
+            if job.id not in self._index:
+                self._index[job.id] = job
+        self._done.remove_all(self._done.ids())
+
+    def claim(self, dispatcher_id, count=1, accept=None, now=None):
+        """See `IQueue`.
+
+        Also does the queue's housekeeping, as claims are the transactions
+        that workers retry: files completed jobs, and fails pending jobs whose
+        `begin_by` deadline passed (those with failure callbacks are returned
+        too, in `CALLBACKS` status, so the claimer runs them).
+        """
+        now = now or clock.now()
+        now_us = clock.to_micros(now)
+        claimed = []
+        record = None
+        if self.__parent__ is not None:
+            record = self.__parent__.dispatchers.get(dispatcher_id)
+        for job in self._drain():
+            if job.status == CALLBACKS:
+                claimed.append(job)
+            else:
+                self._done.add(job)
+        while self._deadlines and len(claimed) < count:
+            key = self._deadlines.minKey()
+            if key[0] >= now_us:
+                break
+            job = self._deadlines.pop(key)
+            self._take_out(job)
+            if job._complete(failure=Failure.from_exception(JobTimeoutError(
+                    f"job {job.id} was not started by its deadline "
+                    f"{clock.from_micros(key[0]).isoformat()} (begin_by "
+                    f"{job.begin_by})"))):
+                claimed.append(job)
+            else:
+                self._done.add(job)
+            events.notify_after_commit(
+                self._p_jar.transaction_manager.get(), events.completed_event(job))
+        if self._done:
+            self._archive()
+        for key, job in self._pick(now_us, accept, count - len(claimed)):
+            del self._pending[key]
+            self._pending_count.change(-1)
+            if job.begin_by is not None:
+                self._deadlines.pop((self._deadline(job), job.id), None)
+            job._set_status(ASSIGNED, now, dispatcher_id)
+            job.dispatcher_id = dispatcher_id
+            claimed.append(job)
+        if record is not None:
+            for job in claimed:
+                record.jobs.add(job)
+        return claimed
+
+    def _pick(self, now_us, accept, count):
+        picked = []
+        if not self._pending:
+            return picked
+        key = self._pending.minKey()
+        while key is not None and len(picked) < count:
+            level = key[0]
+            for due_key, job in self._pending.items(
+                    min=(level,), max=(level, now_us + 1), excludemax=True):
+                if accept is None or accept(job):
+                    picked.append((due_key, job))
+                    if len(picked) == count:
+                        break
+            try:
+                key = self._pending.minKey((level + 1,))
+            except ValueError:
+                key = None
+        return picked
+
+    def _requeue(self, job, begin_after):
+        """Put a job back as pending from a worker (a delayed retry, or an
+        assigned job its dispatcher gave back)."""
+        job.begin_after = begin_after
+        job.dispatcher_id = None
+        job._set_status(PENDING)
+        self._pending[_pending_key(job)] = job
+        self._pending_count.change(1)
+        if job.begin_by is not None:
+            self._deadlines[(self._deadline(job), job.id)] = job
+        txn = self._p_jar.transaction_manager.get()
+        txn.addAfterCommitHook(_wake_after_commit)
+
+
+def _wake_after_commit(committed):
+    if committed:
+        from zasync.dispatcher import wake_local_dispatchers
+        wake_local_dispatchers()
+
+
+@implementer(IDispatcherRecord)
+class DispatcherRecord(persistent.Persistent):
+    """See `IDispatcherRecord`."""
+
+    stopped_at = None
+
+    def __init__(self, id):
+        self.id = id
+        self.started_at = clock.now()
+        self.last_ping = self.started_at
+        self.info = {}
+        self.jobs = JobSet()
+
+    def __repr__(self):
+        return f"<zasync.DispatcherRecord {self.id}>"
+
+
+@implementer(IQueues)
+class Queues(persistent.Persistent):
+    """See `IQueues`."""
+
+    def __init__(self):
+        self._queues = OOBTree()
+        self.dispatchers = OOBTree()
+
+    def __getitem__(self, name):
+        queue = self._queues.get(name) if isinstance(name, str) else None
+        if queue is None:
+            raise UnknownQueueError(
+                f"no queue named {name!r}; installed: "
+                + ", ".join(repr(n) for n in self.keys())
+                + " (add one with zasync.install(db, queues=(...)))")
+        return queue
+
+    def get(self, name, default=None):
+        return self._queues.get(name, default) if isinstance(name, str) else default
+
+    def keys(self):
+        return list(self._queues.keys())
+
+    def values(self):
+        return list(self._queues.values())
+
+    def items(self):
+        return list(self._queues.items())
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __contains__(self, name):
+        return isinstance(name, str) and name in self._queues
+
+    def __len__(self):
+        return len(self._queues)
+
+    def add(self, name):
+        if not isinstance(name, str):
+            raise ConfigurationError(f"queue name {name!r}: expected a str")
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = Queue(name)
+            queue.__parent__ = self
+            self._queues[name] = queue
+        return queue
+
+    def find_job(self, job_id, default=None):
+        for queue in self._queues.values():
+            job = queue.get(job_id)
+            if job is not None:
+                return job
+        return default
+
+    def __repr__(self):
+        return f"<zasync.Queues {self.keys()!r}>"

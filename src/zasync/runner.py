@@ -1,0 +1,277 @@
+"""Running one claimed job in a worker thread, transaction by transaction.
+
+1. A short transaction marks the job active (its start time, attempt count).
+2. The job runs in its own transaction; its result, its bookkeeping and the
+   changes it made to the database commit together, so a job's effect
+   happens once.  If it raises (or its commit conflicts), everything it did
+   is aborted and its retry policy decides: run again at once, run again
+   later (the job is rescheduled, no thread sleeps) or fail.
+3. Each callback runs in a transaction of its own; a last one marks the job
+   completed.
+"""
+
+import datetime
+import logging
+import time
+
+import transaction
+from ZODB.POSException import ConflictError
+
+from zasync import clock, events, local, storable
+from zasync.failure import Failure
+from zasync.interfaces import (
+    ASSIGNED, CALLBACKS, COMPLETED, Cancelled, UnstorableError,
+    UnstorableResultError)
+from zasync.job import DEFAULT_RETRY_POLICY
+
+logger = logging.getLogger(__name__)
+
+_BOOKKEEPING_ATTEMPTS = 10
+ZERO = datetime.timedelta(0)
+
+
+def _policy(job):
+    return job.retry_policy if job.retry_policy is not None else DEFAULT_RETRY_POLICY
+
+
+def _bookkeeping(tm, what, job_id, change):
+    """Commit `change()` in its own transaction, retrying conflicts."""
+    for attempt in tm.attempts(_BOOKKEEPING_ATTEMPTS):
+        with attempt:
+            result = change()
+    return result
+
+
+class JobRunner:
+    """Runs the jobs a dispatcher claimed; one instance per dispatcher,
+    called from its agents' threads."""
+
+    def __init__(self, dispatcher):
+        self.dispatcher = dispatcher
+        self.db = dispatcher.db
+        self.dispatcher_id = dispatcher.id
+
+    # -- entry point -------------------------------------------------------
+
+    def __call__(self, oid, job_id):
+        tm = transaction.TransactionManager()
+        conn = self.db.open(transaction_manager=tm)
+        try:
+            self._run(tm, conn, oid, job_id)
+        except Exception:
+            logger.exception("dispatcher %s: job %s: the worker failed to "
+                             "record what happened", self.dispatcher_id, job_id)
+        finally:
+            tm.abort()
+            conn.close()
+
+    def _record(self, conn):
+        from zasync.database import get_queues
+        return get_queues(conn).dispatchers.get(self.dispatcher_id)
+
+    def _release(self, conn, job):
+        """Drop the job from the dispatcher's record (a merging set)."""
+        record = self._record(conn)
+        if record is not None:
+            record.jobs.discard(job.id)
+
+    def _file_completed(self, conn, job):
+        self._release(conn, job)
+        if job._queue is not None:
+            job._queue._done.add(job)
+
+    # -- the steps ---------------------------------------------------------
+
+    def _run(self, tm, conn, oid, job_id):
+        tm.begin()
+        job = conn.get(oid)
+        if job.status == CALLBACKS:
+            self._callbacks(tm, conn, oid)
+            return
+        if job.status != ASSIGNED or job.dispatcher_id != self.dispatcher_id:
+            logger.warning("dispatcher %s: job %s is %s for %s, not assigned to "
+                           "this dispatcher; not running it", self.dispatcher_id,
+                           job_id, job.status, job.dispatcher_id)
+            tm.abort()
+            return
+        while True:
+            outcome = self._attempt(tm, conn, oid, job_id)
+            if outcome != "again":
+                break
+        if outcome == "callbacks":
+            self._callbacks(tm, conn, oid)
+
+    def _attempt(self, tm, conn, oid, job_id):
+        """One attempt: 'done', 'callbacks', 'again' or 'rescheduled'."""
+        def start():
+            job = conn.get(oid)
+            if job._live.cancel_requested:
+                return job, False
+            job._start(self.dispatcher_id)
+            events.notify_after_commit(tm.get(), events.JobStarted(job))
+            return job, True
+        job, started = _bookkeeping(tm, "start", job_id, start)
+        if not started:
+            return self._fail(tm, conn, oid, job_id, Failure.from_exception(
+                Cancelled(f"job {job_id} was cancelled before it started")))
+        logger.debug("dispatcher %s: job %s (%s) started, attempt %d",
+                     self.dispatcher_id, job_id, job.callable_name, job.attempt_count)
+        began = time.monotonic()
+
+        tm.begin()
+        job = conn.get(oid)
+        live_oid = job._live._p_oid
+        try:
+            with local.running(job, self.dispatcher.progress_writer(live_oid)):
+                value = job._invoke()
+            try:
+                storable.check_value(value, f"the result of job {job_id}:")
+            except UnstorableError as error:
+                raise UnstorableResultError(str(error)) from None
+            more = job._complete(result=value, dispatcher_id=self.dispatcher_id)
+            if not more:
+                self._file_completed(conn, job)
+                events.notify_after_commit(tm.get(), events.JobSucceeded(job))
+            tm.commit()
+        except Exception as error:
+            tm.abort()
+            return self._after_error(tm, conn, oid, job_id, error, began)
+        logger.info("dispatcher %s: job %s (%s) succeeded in %.3fs",
+                    self.dispatcher_id, job_id, job.callable_name,
+                    time.monotonic() - began)
+        return "callbacks" if more else "done"
+
+    def _after_error(self, tm, conn, oid, job_id, error, began):
+        failure = Failure.from_exception(error)
+        tm.begin()
+        job = conn.get(oid)
+        attempt = job.attempt_count
+        if isinstance(error, Cancelled):
+            delay = None
+        else:
+            try:
+                delay = _policy(job).retry_after(job, error, attempt)
+            except Exception:
+                logger.exception("dispatcher %s: job %s: retry policy failed; "
+                                 "failing the job", self.dispatcher_id, job_id)
+                delay = None
+        tm.abort()
+        if delay is None:
+            logger.warning("dispatcher %s: job %s failed after %.3fs on attempt "
+                           "%d: %s", self.dispatcher_id, job_id,
+                           time.monotonic() - began, attempt, failure)
+            return self._fail(tm, conn, oid, job_id, failure)
+        if delay <= ZERO:
+            logger.info("dispatcher %s: job %s: attempt %d raised %s; retrying "
+                        "now", self.dispatcher_id, job_id, attempt, failure)
+
+            def record():
+                job = conn.get(oid)
+                job._record_attempt(failure)
+                events.notify_after_commit(tm.get(), events.JobRetried(job, failure))
+            _bookkeeping(tm, "retry", job_id, record)
+            return "again"
+        logger.info("dispatcher %s: job %s: attempt %d raised %s; retrying in "
+                    "%s", self.dispatcher_id, job_id, attempt, failure, delay)
+
+        def reschedule():
+            job = conn.get(oid)
+            job._record_attempt(failure)
+            job._queue._requeue(job, clock.now() + delay)
+            self._release(conn, job)
+            events.notify_after_commit(tm.get(), events.JobRetried(job, failure))
+        _bookkeeping(tm, "reschedule", job_id, reschedule)
+        return "rescheduled"
+
+    def _fail(self, tm, conn, oid, job_id, failure):
+        def fail():
+            job = conn.get(oid)
+            more = job._complete(failure=failure, dispatcher_id=self.dispatcher_id)
+            if not more:
+                self._file_completed(conn, job)
+                events.notify_after_commit(tm.get(), events.completed_event(job))
+            return more
+        return "callbacks" if _bookkeeping(tm, "fail", job_id, fail) else "done"
+
+    # -- callbacks ---------------------------------------------------------
+
+    def _callbacks(self, tm, conn, oid):
+        """Run the job's callbacks, each in its own transaction, then mark
+        the job completed."""
+        tm.begin()
+        job = conn.get(oid)
+        job_id = job.id
+        self._run_callbacks_of(tm, conn, oid)
+
+        def finish():
+            job = conn.get(oid)
+            job._finish_callbacks(self.dispatcher_id)
+            self._file_completed(conn, job)
+            events.notify_after_commit(tm.get(), events.completed_event(job))
+        _bookkeeping(tm, "finish", job_id, finish)
+        logger.info("dispatcher %s: job %s completed with its callbacks",
+                    self.dispatcher_id, job_id)
+
+    def _run_callbacks_of(self, tm, conn, parent_oid):
+        index = 0
+        while True:
+            tm.begin()
+            parent = conn.get(parent_oid)
+            callbacks = parent._callbacks
+            if index >= len(callbacks):
+                tm.abort()
+                return
+            callback = callbacks[index]
+            index += 1
+            if callback.status == COMPLETED:
+                tm.abort()
+                continue
+            if callback._p_oid is None:   # added but not committed yet
+                tm.abort()
+                continue
+            more = self._run_callback(tm, conn, parent_oid, callback._p_oid)
+            if more:
+                self._run_callbacks_of(tm, conn, callback._p_oid)
+                _bookkeeping(tm, "finish callback", callback.id, lambda cb_oid=callback._p_oid:
+                             conn.get(cb_oid)._finish_callbacks(self.dispatcher_id))
+
+    def _run_callback(self, tm, conn, parent_oid, oid):
+        """Run one callback; return whether it has callbacks of its own to run."""
+        attempt = 0
+        while True:
+            attempt += 1
+            tm.begin()
+            parent = conn.get(parent_oid)
+            callback = conn.get(oid)
+            outcome = parent._outcome()
+            if not callback._accepts_outcome(outcome):
+                callback.skipped = True
+                callback.ended_at = clock.now()
+                callback._set_status(COMPLETED, callback.ended_at, self.dispatcher_id)
+                tm.commit()
+                return False
+            callback._start(self.dispatcher_id)
+            try:
+                with local.running(callback, self.dispatcher.progress_writer(
+                        callback._live._p_oid)):
+                    value = callback._invoke(outcome)
+                storable.check_value(value, f"the result of callback {callback.id}:")
+                more = callback._complete(result=value, dispatcher_id=self.dispatcher_id)
+                tm.commit()
+                return more
+            except Exception as error:
+                tm.abort()
+                failure = Failure.from_exception(error)
+                retry = (isinstance(error, ConflictError)
+                         and attempt < _BOOKKEEPING_ATTEMPTS)
+                if retry:
+                    continue
+                logger.warning("dispatcher %s: callback %s failed: %s",
+                               self.dispatcher_id, oid, failure)
+
+                def fail():
+                    callback = conn.get(oid)
+                    callback._start(self.dispatcher_id)
+                    return callback._complete(failure=failure,
+                                              dispatcher_id=self.dispatcher_id)
+                return _bookkeeping(tm, "fail callback", oid, fail)

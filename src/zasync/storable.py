@@ -1,0 +1,115 @@
+"""Checks that a job's callable and arguments can be stored in the database
+and found again by a worker, so that a mistake is reported by `Job()` with
+the culprit's name instead of by a pickling error at commit."""
+
+import importlib
+import inspect
+import io
+import pickle
+import types
+
+import persistent
+
+from zasync.interfaces import UnstorableError
+
+
+def _lookup(module_name, qualname):
+    module = importlib.import_module(module_name)
+    found = module
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
+
+def _findable_by_name(obj):
+    """Whether pickle can store `obj` by its module and qualified name."""
+    module_name = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if not module_name or not qualname or "<" in qualname:
+        return False
+    try:
+        return _lookup(module_name, qualname) is obj
+    except Exception:
+        return False
+
+
+def describe(obj):
+    """A short, dotted description of a callable, for messages and display."""
+    self = getattr(obj, "__self__", None)
+    func = getattr(obj, "__func__", None)
+    if self is not None and func is not None:
+        return f"{type(self).__module__}.{type(self).__qualname__}.{func.__name__}"
+    qualname = getattr(obj, "__qualname__", None)
+    if qualname:
+        module = getattr(obj, "__module__", None)
+        return f"{module}.{qualname}" if module and module != "builtins" else qualname
+    return f"{type(obj).__module__}.{type(obj).__qualname__} instance"
+
+
+def check_callable(obj):
+    """Raise `UnstorableError` unless a worker can find `obj` again.
+
+    Accepted: module-level functions and classes, builtins, methods of
+    persistent objects, and persistent objects that are callable.  Lambdas,
+    nested functions, methods of plain objects and other callables that pickle
+    either cannot store or would store as a copy are refused.
+    """
+    if not callable(obj):
+        raise UnstorableError(f"{obj!r} is not callable")
+    if isinstance(obj, persistent.Persistent):
+        return
+    if isinstance(obj, (types.MethodType, types.BuiltinMethodType)) and not (
+            inspect.ismodule(getattr(obj, "__self__", None))):
+        owner = obj.__self__
+        if isinstance(owner, persistent.Persistent):
+            return
+        if isinstance(owner, type) and _findable_by_name(owner):
+            return  # a classmethod: stored by its class's name
+        raise UnstorableError(
+            f"cannot store the callable {describe(obj)} ({obj!r}): it is a "
+            f"method of a non-persistent {type(owner).__qualname__} object; "
+            f"use a method of a persistent object or a module-level function")
+    if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, type)):
+        if getattr(obj, "__name__", "") == "<lambda>":
+            raise UnstorableError(
+                f"cannot store the callable {obj!r}: a lambda cannot be found "
+                f"again by a worker; use a module-level function")
+        if "<locals>" in (getattr(obj, "__qualname__", "") or ""):
+            raise UnstorableError(
+                f"cannot store the callable {describe(obj)}: it is defined inside "
+                f"a function, so a worker cannot import it; define it at "
+                f"module level")
+        if _findable_by_name(obj):
+            return
+        raise UnstorableError(
+            f"cannot store the callable {describe(obj)}: it cannot be imported "
+            f"again as {getattr(obj, '__module__', '?')}."
+            f"{getattr(obj, '__qualname__', '?')}")
+    raise UnstorableError(
+        f"cannot store the callable {obj!r} ({type(obj).__qualname__}): expected "
+        f"a module-level function or class, a builtin, a method of a persistent "
+        f"object or a persistent callable object")
+
+
+class _TrialPickler(pickle.Pickler):
+    """Pickles a value as ZODB would, stopping at persistent objects."""
+
+    def persistent_id(self, obj):
+        if isinstance(obj, persistent.Persistent) and not isinstance(obj, type):
+            return "persistent"
+        return None
+
+
+def check_value(value, what):
+    """Raise `UnstorableError` unless `value` can be pickled into a job.
+
+    Persistent objects are stored by reference and are not looked into.
+    """
+    if isinstance(value, persistent.Persistent):
+        return
+    try:
+        _TrialPickler(io.BytesIO(), protocol=3).dump(value)
+    except Exception as error:
+        raise UnstorableError(
+            f"cannot store {what} {value!r:.200}: {type(error).__name__}: {error}"
+        ) from None
