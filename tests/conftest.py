@@ -1,0 +1,42 @@
+"""Fixtures shared by the test modules: real storages, real servers."""
+
+import os
+
+import pytest
+
+import zasync
+from zasync.testing import ZEOServer, installed_db
+
+
+@pytest.fixture
+def db(tmp_path):
+    """A FileStorage database (which resolves conflicts, unlike
+    MappingStorage) with the default queue and a 'mail' queue installed."""
+    database = installed_db(str(tmp_path / "Data.fs"), queues=("", "mail"))
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def dispatcher(db):
+    """A running in-process dispatcher of 2 threads on the default queue."""
+    with zasync.Dispatcher(db, threads=2, poll_interval=0.05) as running:
+        yield running
+
+
+@pytest.fixture
+def zeo_server(tmp_path):
+    """A real ZEO server on a free loopback port, stopped by its pid."""
+    server = ZEOServer(str(tmp_path / "zeo" / "Data.fs"))
+    os.makedirs(os.path.dirname(server.path), exist_ok=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def zeo_db(zeo_server):
+    """A database over the ZEO server, with zasync installed."""
+    database = installed_db(zeo_server.uri, queues=("", "mail"))
+    yield database
+    database.close()
