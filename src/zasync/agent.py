@@ -39,6 +39,10 @@ class Agent:
         self._threads = []
         self._run = None
         self._idle = threading.Condition(self._lock)
+        #: called (no arguments) each time a thread frees its slot; the
+        #: dispatcher sets it to its `wake`, so that a job put while every
+        #: thread was busy is claimed at once, not after a whole poll
+        self.on_free = None
 
     def __repr__(self):
         return f"<zasync.Agent {self.name!r} size={self.size}>"
@@ -99,6 +103,9 @@ class Agent:
                 with self._lock:
                     self._running.discard(job_id)
                     self._idle.notify_all()
+                on_free = self.on_free
+                if on_free is not None:
+                    on_free()
 
     def wait_idle(self, timeout=None):
         """Wait until no job runs; return whether that happened in time."""

@@ -122,6 +122,7 @@ class Dispatcher:
         self._progress_conn = self.db.open(transaction_manager=self._progress_tm)
         self._stopping.clear()
         for agent in self.agents:
+            agent.on_free = self.wake
             agent.start(self._runner, f"zasync-{self.id[:8]}")
         self._thread = threading.Thread(
             target=self._loop, name=f"zasync-dispatcher-{self.id[:8]}", daemon=True)
@@ -194,6 +195,7 @@ class Dispatcher:
         with self._progress_lock:
             self._progress_tm.abort()
             self._progress_conn.close()
+            self._progress_conn = None   # jobs still running write their own
         logger.info("dispatcher %s stopped", self.id)
         events.notify(events.DispatcherStopped(self))
         return finished
@@ -276,19 +278,35 @@ class Dispatcher:
         def write(fraction, message):
             with self._progress_lock:
                 tm, conn = self._progress_tm, self._progress_conn
-                if fraction is None:
-                    tm.begin()
-                    cancelled = conn.get(live_oid).cancel_requested
-                    tm.abort()
-                    return cancelled
-                for attempt in tm.attempts(5):
-                    with attempt:
-                        live = conn.get(live_oid)
-                        live.progress = fraction
-                        live.progress_message = message
-                        cancelled = live.cancel_requested
-                return cancelled
+                if conn is None:
+                    # stop() returned while this job ran and closed the
+                    # shared connection: use one of the job's own
+                    tm = transaction.TransactionManager()
+                    conn = self.db.open(transaction_manager=tm)
+                    try:
+                        return _write_progress(tm, conn, live_oid, fraction, message)
+                    finally:
+                        tm.abort()
+                        conn.close()
+                return _write_progress(tm, conn, live_oid, fraction, message)
         return write
+
+
+def _write_progress(tm, conn, live_oid, fraction, message):
+    """Commit a job's progress (a fraction of None only reads the cancel
+    request); return whether cancellation was requested."""
+    if fraction is None:
+        tm.begin()
+        cancelled = conn.get(live_oid).cancel_requested
+        tm.abort()
+        return cancelled
+    for attempt in tm.attempts(5):
+        with attempt:
+            live = conn.get(live_oid)
+            live.progress = fraction
+            live.progress_message = message
+            cancelled = live.cancel_requested
+    return cancelled
 
 
 def _bookkeeping_commit(tm, change, attempts=10):

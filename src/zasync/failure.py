@@ -47,6 +47,8 @@ class Failure:
         """See `IFailure`."""
         for wanted in exception_types:
             name = wanted if isinstance(wanted, str) else _dotted(wanted)
+            if name.startswith("builtins."):  # as IFailure's example spells it
+                name = name[len("builtins."):]
             if name in self.mro:
                 return wanted
         return None

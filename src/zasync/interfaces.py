@@ -119,7 +119,9 @@ class IFailure(Interface):
     """What is left of an exception that ended a job: text, no frames and
     no live objects, so that it can be stored and shown anywhere."""
 
-    type = Attribute("Dotted name of the exception class, e.g. 'builtins.ValueError'.")
+    type = Attribute(
+        "Dotted name of the exception class, e.g. 'zasync.interfaces.Cancelled'; "
+        "builtins are not prefixed: 'ValueError'.")
     type_name = Attribute("The exception class's own name, e.g. 'ValueError'.")
     message = Attribute("str() of the exception.")
     traceback = Attribute("The whole formatted traceback, as text.")

@@ -280,6 +280,11 @@ class Job(persistent.Persistent):
             raise JobStateError(
                 f"job {self.id} is a callback of job {self._parent.id}; "
                 f"it runs when that job completes")
+        # A pending job run here leaves its queue (as cancel() does), or a
+        # later claim would assign the completed job and run it again.
+        queued = self._queue if self.status == PENDING else None
+        if queued is not None:
+            queued._take_out(self)
         self._start()
         with local.running(self, writer=None):
             try:
@@ -292,6 +297,8 @@ class Job(persistent.Persistent):
             if callback.status != COMPLETED:
                 callback._run_callback(self._outcome())
         self._finish_callbacks()
+        if queued is not None:
+            queued._put_completed(self)
         return self._outcome()
 
     def _accepts_outcome(self, outcome):

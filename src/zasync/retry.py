@@ -22,10 +22,10 @@ import transaction.interfaces
 ZERO = datetime.timedelta(0)
 
 
-def _check_attempts(attempts):
+def _check_attempts(attempts, name="attempts"):
     if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
         raise ConfigurationError(
-            f"attempts={attempts!r}: expected an int of 1 or more")
+            f"{name}={attempts!r}: expected an int of 1 or more")
     return attempts
 
 
@@ -55,7 +55,8 @@ class RetryTransient:
         self.attempts = _check_attempts(attempts)
         self.disconnect_delay = _seconds(disconnect_delay, "disconnect_delay")
         self.max_delay = _seconds(max_delay, "max_delay")
-        self.interrupted_attempts = _check_attempts(interrupted_attempts)
+        self.interrupted_attempts = _check_attempts(
+            interrupted_attempts, "interrupted_attempts")
 
     def _backoff(self, base, attempt):
         return datetime.timedelta(

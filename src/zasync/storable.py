@@ -38,7 +38,8 @@ def describe(obj):
     self = getattr(obj, "__self__", None)
     func = getattr(obj, "__func__", None)
     if self is not None and func is not None:
-        return f"{type(self).__module__}.{type(self).__qualname__}.{func.__name__}"
+        owner = self if isinstance(self, type) else type(self)  # a classmethod's class
+        return f"{owner.__module__}.{owner.__qualname__}.{func.__name__}"
     qualname = getattr(obj, "__qualname__", None)
     if qualname:
         module = getattr(obj, "__module__", None)

@@ -1,0 +1,27 @@
+"""Support for running the narrative docs (docs/*.rst) as doctests.
+
+The documents start and stop their own dispatchers.  When an example fails,
+pytest stops that document at once, before it reaches its ``stop()`` calls;
+this fixture stops whatever dispatcher the document left running, so that
+its threads do not go on claiming from a database nobody will close.
+"""
+
+import pytest
+
+from zasync import dispatcher as dispatcher_module
+
+
+def _running_dispatchers():
+    # The dispatchers of this process register here to be woken after a
+    # commit; it is the one place that knows all of them.
+    with dispatcher_module._local_lock:
+        return list(dispatcher_module._local_dispatchers)
+
+
+@pytest.fixture(autouse=True)
+def stop_leftover_dispatchers():
+    before = set(map(id, _running_dispatchers()))
+    yield
+    for leftover in _running_dispatchers():
+        if id(leftover) not in before:
+            leftover.stop(timeout=10)

@@ -1,0 +1,260 @@
+"""The `zasync` command line: `zasync demo` and `zasync worker`.
+
+Every mistake in what the user typed ends as a `click.UsageError` (exit
+status 2, one "Error:" line naming the value and what was expected), never
+as a traceback.  What happens after the input was accepted is logged.
+"""
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+import click
+from zc.lockfile import LockError
+
+from zasync.database import get_queues, install, open_db
+from zasync.interfaces import NotInstalledError, ZasyncError
+
+logger = logging.getLogger(__name__)
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _version():
+    """The installed distribution's version."""
+    try:
+        from importlib.metadata import version
+        return version("zasync")
+    except Exception:  # pragma: no cover - not installed, run from a checkout
+        return "unknown"
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(_version(), "--version", prog_name="zasync",
+                      message="%(prog)s %(version)s")
+def main():
+    """zasync: deferred work for ZODB applications.
+
+    An application puts jobs into a queue stored in its own database, in its
+    own transaction; workers claim them, run them and record their results
+    and progress in the same database.  These commands run workers and show
+    zasync at work.
+
+    \b
+    Examples:
+      zasync demo                      # see it work, Ctrl-C to stop
+      zasync worker --db zeo://127.0.0.1:8100 --threads 4
+
+    Run `zasync COMMAND --help` for the options of each command.
+    """
+
+
+# -- helpers -----------------------------------------------------------------
+
+def _open_database(target, param_hint):
+    """Open `target` with `zasync.open_db`, or raise a `BadParameter` that
+    says why it could not be opened."""
+    try:
+        return open_db(target)
+    except ZasyncError as error:
+        raise click.BadParameter(str(error), param_hint=param_hint) from None
+    except Exception as error:
+        reason = f"{type(error).__name__}: {error}"
+        if isinstance(error, LockError):
+            reason += (" (another process has it open; share a database "
+                       "between processes through a ZEO server)")
+        raise click.BadParameter(
+            f"cannot open {target!r}: {reason}; expected a FileStorage path "
+            f"or a URI such as zeo://127.0.0.1:8100", param_hint=param_hint) from None
+
+
+def _configure_logging(level):
+    """Log to stderr at `level` (a name from LOG_LEVELS, in any case)."""
+    logging.basicConfig(level=getattr(logging, level.upper()), format=LOG_FORMAT,
+                        stream=sys.stderr)
+
+
+# -- demo --------------------------------------------------------------------
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--dir", "directory", default="var", show_default=True,
+              type=click.Path(file_okay=False, dir_okay=True),
+              help="Folder of the demo's database (DIR/Data.fs); created if missing.")
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Worker threads of the in-process dispatcher.")
+@click.option("--once", is_flag=True,
+              help="Run the examples to completion, print a summary and exit.")
+@click.option("--log-level", default="ERROR", show_default=True,
+              type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              help="Level of the log written to stderr.")
+def demo(directory, threads, once, log_level):
+    """Show zasync at work with example jobs.
+
+    Opens (or creates) an embedded FileStorage at DIR/Data.fs, installs
+    zasync in it, starts an in-process dispatcher and puts a handful of
+    example jobs: a slow one that reports its progress, one that fails (its
+    traceback is shown), one delayed by a few seconds, one that changes a
+    persistent counter in the database, and one with a callback.
+
+    The jobs are shown live, with progress bars, until Ctrl-C, which
+    cancels what is unfinished, stops the dispatcher and closes the
+    database.  With --once it waits for the examples instead, prints a
+    summary table and exits with status 0 (the failing example is expected
+    to fail; status 130 if interrupted).  Jobs of earlier runs in the same
+    DIR stay in its history.
+
+    \b
+    Examples:
+      zasync demo
+      zasync demo --dir /tmp/zasync-demo --threads 2
+      zasync demo --once               # run the examples, print a summary
+    """
+    from zasync import demo as demo_module
+    _configure_logging(log_level)
+    try:
+        status = demo_module.run(directory, threads=threads, once=once)
+    except demo_module.DemoDatabaseError as error:
+        raise click.BadParameter(str(error), param_hint="'--dir'") from None
+    sys.exit(status)
+
+
+# -- worker ------------------------------------------------------------------
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--db", "target", required=True, metavar="URI",
+              help="The database: a FileStorage path or a zodburi URI "
+                   "(zeo://HOST:PORT, file://..., postgresql://... for RelStorage).")
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Worker threads, i.e. jobs run at once.")
+@click.option("--queue", "queue_names", multiple=True, metavar="NAME",
+              help="A queue to serve; repeat for several.  [default: '' (the "
+                   "default queue)]")
+@click.option("--install/--no-install", "install_missing", default=True,
+              show_default=True,
+              help="Install zasync and the queues if missing, or refuse "
+                   "queues that are not installed.")
+@click.option("--poll-interval", default=0.5, show_default=True, metavar="SECONDS",
+              type=click.FloatRange(min=0, min_open=True),
+              help="How often to look for jobs put by other processes.")
+@click.option("--grace", default=30.0, show_default=True, metavar="SECONDS",
+              type=click.FloatRange(min=0),
+              help="On SIGTERM or SIGINT, how long to let running jobs finish.")
+@click.option("--id", "dispatcher_id", default=None, metavar="ID",
+              help="The dispatcher's id in the database.  [default: a new uuid]")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              help="Level of the log written to stderr.")
+def worker(target, threads, queue_names, install_missing, poll_interval, grace,
+           dispatcher_id, log_level):
+    """Run jobs from a database until SIGTERM or SIGINT.
+
+    Opens the database, installs the queues if missing, and runs a
+    dispatcher with THREADS worker threads that claims jobs from the
+    queues.  On SIGTERM or SIGINT it stops claiming, lets running jobs
+    finish for up to --grace seconds, and exits with status 0; a second
+    signal exits at once (jobs left running are recovered later).
+
+    Several workers can serve one database through a ZEO server or
+    RelStorage.  A FileStorage path serves only this process, as the file
+    is locked.  Logs go to stderr.
+
+    \b
+    Examples:
+      zasync worker --db zeo://127.0.0.1:8100
+      zasync worker --db zeo://db.example.com:8100 --threads 8 --queue mail
+      zasync worker --db var/Data.fs --queue '' --queue mail --grace 60
+    """
+    from zasync.dispatcher import Dispatcher
+    _configure_logging(log_level)
+    names = tuple(dict.fromkeys(queue_names)) or ("",)
+    if "://" not in target and not os.path.exists(target):
+        logger.warning("worker: %s does not exist; creating a new, empty "
+                       "database there", target)
+    db = _open_database(target, "'--db'")
+    finished = True
+    try:
+        _prepare_queues(db, target, names, install_missing)
+        try:
+            dispatcher = Dispatcher(db, threads=threads, queues=names,
+                                    id=dispatcher_id, poll_interval=poll_interval)
+        except ZasyncError as error:
+            raise click.UsageError(str(error)) from None
+        finished = _serve(dispatcher, grace)
+    finally:
+        if finished:
+            db.close()
+        else:
+            # Jobs still run in daemon threads: closing the storage under
+            # them would only add errors; the process ends anyway.
+            logger.warning("worker: leaving the database open for jobs still "
+                           "running; they are recovered later")
+    logger.info("worker: stopped")
+
+
+def _prepare_queues(db, target, names, install_missing):
+    """Install the queues `names`, or check that they are installed."""
+    if install_missing:
+        install(db, names)
+        return
+    conn = db.open()
+    try:
+        try:
+            container = get_queues(conn)
+        except NotInstalledError:
+            raise click.BadParameter(
+                f"zasync is not installed in {target!r}; expected a database "
+                f"with zasync installed (or drop --no-install)",
+                param_hint="'--db'") from None
+        for name in names:
+            if name not in container:
+                raise click.BadParameter(
+                    f"no queue named {name!r} in {target!r}; expected one of "
+                    + ", ".join(repr(n) for n in container.keys())
+                    + " (or drop --no-install to install it)",
+                    param_hint="'--queue'")
+    finally:
+        conn.transaction_manager.abort()
+        conn.close()
+
+
+def _serve(dispatcher, grace):
+    """Run `dispatcher` until a signal; return whether its jobs finished."""
+    stopping = threading.Event()
+    received = []
+
+    def on_signal(signum, frame):
+        if stopping.is_set():
+            # Writing to the log from a handler could deadlock; say it raw.
+            os.write(2, f"zasync worker: second {signal.Signals(signum).name}, "
+                        f"exiting without waiting for running jobs\n".encode())
+            os._exit(128 + signum)
+        received.append(signal.Signals(signum).name)
+        stopping.set()
+
+    previous = {signum: signal.signal(signum, on_signal)
+                for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        dispatcher.start()
+        logger.info("worker: pid %d, dispatcher %s serving %s with %d thread(s)",
+                    os.getpid(), dispatcher.id,
+                    ", ".join(repr(n) for n in dispatcher.queue_names),
+                    sum(a.size for a in dispatcher.agents))
+        while not stopping.wait(1.0):
+            pass
+        logger.info("worker: %s received; dispatcher %s stopping, waiting up "
+                    "to %.0f s for running jobs", received[0], dispatcher.id, grace)
+        finished = dispatcher.stop(timeout=grace)
+        if not finished:
+            running = sorted(job_id for agent in dispatcher.agents
+                             for job_id in agent.running)
+            logger.warning("worker: dispatcher %s: jobs still running after "
+                           "%.0f s: %s", dispatcher.id, grace, ", ".join(running))
+        return finished
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

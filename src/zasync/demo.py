@@ -1,0 +1,439 @@
+"""`zasync demo`: an embedded FileStorage, an in-process dispatcher and a
+handful of example jobs, shown live in the terminal.
+
+The jobs come from `zasync.examples` (workers must be able to import a job's
+callable, so they cannot live here in a closure).  The display reads the
+jobs from a connection of its own, with its own transaction manager: each
+refresh begins a transaction (which brings in what the workers committed),
+copies what it shows into plain `JobView` records and aborts.  It never
+writes, so it cannot conflict with the jobs it watches.
+
+Rejected: a `rich.live.Live` with ``get_renderable`` refreshed by rich's own
+thread, which would read the ZODB connection from two threads at once.  The
+main thread renders instead, between waits on the event that a signal sets.
+"""
+
+import dataclasses
+import datetime
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Optional
+
+import transaction
+from zc.lockfile import LockError
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from zasync import clock, examples
+from zasync.database import get_queue, install, open_db
+from zasync.dispatcher import Dispatcher
+from zasync.interfaces import (
+    ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, ZasyncError)
+from zasync.job import Job
+
+logger = logging.getLogger(__name__)
+
+#: Where the demo keeps its persistent counter in the database root.
+COUNTER_KEY = "zasync-demo-counter"
+
+#: A stable dispatcher id: a new run takes over the record of the last one
+#: and gives back the jobs it had claimed but not started.
+DISPATCHER_ID = "zasync-demo"
+
+#: Seconds between two refreshes of the display.
+REFRESH = 0.15
+
+#: Seconds that `--once` waits for the examples before giving up.
+ONCE_TIMEOUT = 120.0
+
+#: Seconds that stopping waits for running jobs after cancelling them.
+STOP_GRACE = 10.0
+
+_STATE_STYLES = {
+    "succeeded": "green", "failed": "bold red", "cancelled": "red",
+    "skipped": "dim", "active": "yellow", "callbacks": "yellow",
+    "assigned": "cyan", "pending": "cyan", "waiting": "dim cyan",
+}
+
+
+class DemoDatabaseError(ZasyncError):
+    """Raised when the demo's database cannot be opened or prepared."""
+
+
+@dataclasses.dataclass
+class JobView:
+    """What the display shows of a job, copied out of the database."""
+
+    id: str
+    callable: str
+    status: str
+    state: str
+    progress: float
+    detail: str
+    traceback: Optional[str] = None
+    is_callback: bool = False
+
+    @property
+    def done(self):
+        return self.status == COMPLETED
+
+
+def short_name(job):
+    """The job's callable without the examples' module prefix."""
+    name = job.callable_name
+    prefix = examples.__name__ + "."
+    return name[len(prefix):] if name.startswith(prefix) else name
+
+
+def _clip(text, limit=70):
+    """`text` on one line, cut to `limit` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def view_of(job, now, is_callback=False):
+    """A `JobView` of `job` as its connection sees it at `now`."""
+    detail = ""
+    traceback = None
+    if job.status == COMPLETED:
+        if job.skipped:
+            state = "skipped"
+        elif job.failed:
+            state = "cancelled" if job.cancelled else "failed"
+            detail = str(job.failure)
+            traceback = job.failure.traceback
+        else:
+            state = "succeeded"
+            detail = f"-> {job.result!r}"
+    elif job.status == PENDING and job.begin_after is not None and job.begin_after > now:
+        state = "waiting"
+        detail = f"starts in {(job.begin_after - now).total_seconds():.0f} s"
+    elif is_callback and job.status == NEW:
+        state = "waiting"
+        detail = f"runs when job {job.parent.id} completes"
+    else:
+        state = job.status
+        if job.status == ACTIVE:
+            detail = job.progress_message or "running"
+        elif job.status == CALLBACKS:
+            detail = "running its callbacks"
+        elif job.status == ASSIGNED:
+            detail = "claimed by a worker"
+        elif job.status == PENDING:
+            detail = "waiting for a free worker"
+    name = short_name(job) + (" (callback)" if is_callback else "")
+    return JobView(job.id, name, job.status, state, job.progress, _clip(detail),
+                   traceback, is_callback)
+
+
+def put_examples(db, delay=4.0):
+    """Put the example jobs in one transaction; return their oids, in the
+    order they are shown."""
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        with tm:
+            root = conn.root()
+            counter = root.get(COUNTER_KEY)
+            if counter is None:
+                counter = root[COUNTER_KEY] = examples.Counter()
+            queue = get_queue(conn)
+            now = clock.now()
+            jobs = [
+                queue.put(Job(examples.send_report, "2026-Q3", parts=12, pause=0.25)),
+                queue.put(examples.fail, "a deliberate failure, to show its traceback"),
+                queue.put(examples.add, 40, 2,
+                          begin_after=now + datetime.timedelta(seconds=delay)),
+                queue.put(counter.increment, 5),
+            ]
+            with_callback = queue.put(examples.add, 1, 2)
+            with_callback.add_callback(examples.record_outcome)
+            jobs.append(with_callback)
+        return [job._p_oid for job in jobs]
+    finally:
+        conn.close()
+
+
+class Demo:
+    """One run of the demo: the database, the dispatcher and the display."""
+
+    def __init__(self, directory, threads=4, console=None, delay=4.0):
+        self.directory = directory
+        self.path = os.path.join(directory, "Data.fs")
+        self.threads = threads
+        self.delay = delay
+        self.console = console or _default_console()
+        self.live_display = (self.console.is_terminal
+                             and not self.console.is_dumb_terminal)
+        self.stop_requested = threading.Event()
+        self.signal_name = None
+        self.db = None
+        self.dispatcher = None
+        self.oids = []
+        self._tm = transaction.TransactionManager()
+        self._conn = None
+        self._reported = {}
+
+    # -- signals -----------------------------------------------------------
+
+    def _on_signal(self, signum, frame):
+        if self.stop_requested.is_set():
+            # A second signal while stopping: let click report "Aborted!".
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        self.stop_requested.set()
+
+    def _install_signal_handlers(self):
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, self._on_signal)
+        return previous
+
+    # -- reading -----------------------------------------------------------
+
+    def snapshot(self):
+        """The views of this run's jobs and their callbacks, and the
+        demo counter's value, read in a fresh transaction."""
+        self._tm.begin()
+        try:
+            now = clock.now()
+            views = []
+            for oid in self.oids:
+                job = self._conn.get(oid)
+                views.append(view_of(job, now))
+                views.extend(view_of(cb, now, is_callback=True)
+                             for cb in job.callbacks)
+            counter = self._conn.root().get(COUNTER_KEY)
+            return views, None if counter is None else counter.value
+        finally:
+            self._tm.abort()
+
+    # -- showing -----------------------------------------------------------
+
+    def render(self, views, counter):
+        """The live table: one row per job."""
+        table = Table(title="zasync demo", title_justify="left", expand=False)
+        table.add_column("job", no_wrap=True)
+        table.add_column("callable", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        table.add_column("progress", no_wrap=True)
+        table.add_column("message, result or failure", overflow="fold")
+        for view in views:
+            style = _STATE_STYLES.get(view.state, "")
+            bar = ProgressBar(total=1.0, completed=view.progress, width=12,
+                              finished_style="red" if view.state in ("failed", "cancelled")
+                              else "green")
+            table.add_row(Text(view.id), Text(view.callable),
+                          Text(view.state, style=style), _bar_cell(bar, view.progress),
+                          Text(view.detail, style=style if view.done else ""))
+        footer = Text.assemble(
+            ("database ", "dim"), self.path, ("  counter ", "dim"), str(counter),
+            ("  dispatcher ", "dim"), f"{self.dispatcher.id} ({self.threads} threads)",
+            ("  Ctrl-C stops", "dim"))
+        return Group(table, footer)
+
+    def report_changes(self, views):
+        """Print what changed since the last look: in a terminal only the
+        failures' tracebacks (the table shows the rest); elsewhere one line
+        per change of state and per quarter of progress."""
+        for view in views:
+            quarter = int(view.progress * 4) if view.state == "active" else None
+            key = (view.state, quarter)
+            if self._reported.get(view.id) == key:
+                continue
+            first_time = self._reported.get(view.id, (None,))[0] != view.state
+            self._reported[view.id] = key
+            if not self.live_display and (first_time or quarter):
+                self.console.print(self._line(view), highlight=False, soft_wrap=True)
+            if first_time and view.traceback and view.state == "failed":
+                self.console.print(Panel(
+                    Text(view.traceback.rstrip()), title=f"job {view.id} failed",
+                    title_align="left", border_style="red"), highlight=False)
+
+    def _line(self, view):
+        when = time.strftime("%H:%M:%S")
+        progress = f" {view.progress:4.0%}" if view.state == "active" else ""
+        return Text.assemble(
+            (f"{when} ", "dim"), f"{view.id}  {view.callable:<28} ",
+            (f"{view.state:<9}", _STATE_STYLES.get(view.state, "")),
+            f"{progress}  {view.detail}")
+
+    def summary(self, views):
+        """A table of the jobs: id, callable, status, result or failure."""
+        table = Table(title="zasync demo: jobs of this run", title_justify="left")
+        table.add_column("job id", no_wrap=True)
+        table.add_column("callable", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        table.add_column("result or failure", overflow="fold")
+        for view in views:
+            style = _STATE_STYLES.get(view.state, "")
+            table.add_row(Text(view.id), Text(view.callable),
+                          Text(view.state, style=style), Text(view.detail))
+        return table
+
+    # -- the run -----------------------------------------------------------
+
+    def open(self):
+        """Open the database, install zasync, start the dispatcher and put
+        the examples.  Errors leave nothing open."""
+        try:
+            self.db = open_db(self.path)
+        except Exception as error:
+            reason = f"{type(error).__name__}: {error}"
+            if isinstance(error, LockError):
+                reason = "it is in use by another process (is a demo running there?)"
+            raise DemoDatabaseError(
+                f"cannot open {self.path}: {reason}; expected a folder this "
+                f"user can write, with no other process using its Data.fs") from None
+        try:
+            try:
+                install(self.db)
+            except ZasyncError as error:
+                raise DemoDatabaseError(f"cannot use {self.path}: {error}") from None
+            self.dispatcher = Dispatcher(self.db, threads=self.threads,
+                                         poll_interval=0.2, id=DISPATCHER_ID)
+            self.dispatcher.start()
+            self.oids = put_examples(self.db, self.delay)
+            self._conn = self.db.open(transaction_manager=self._tm)
+        except BaseException:
+            self.close()
+            raise
+
+    def stop(self):
+        """Cancel this run's unfinished jobs and stop the dispatcher; return
+        the number of jobs cancelled."""
+        if self.dispatcher is None or not self.dispatcher.running:
+            return 0
+        try:
+            cancelled = self._cancel_unfinished()
+        finally:
+            if not self.dispatcher.stop(timeout=STOP_GRACE):
+                logger.warning("demo: jobs were still running after %s s", STOP_GRACE)
+        return cancelled
+
+    def close(self):
+        """Stop the dispatcher if it runs, and close the database."""
+        try:
+            self.stop()
+        finally:
+            if self._conn is not None:
+                self._tm.abort()
+                self._conn.close()
+                self._conn = None
+            if self.db is not None:
+                self.db.close()
+                self.db = None
+
+    def _cancel_unfinished(self):
+        """Cancel this run's unfinished jobs, so that a stop is prompt and
+        the next run finds none of them left active."""
+        if not self.oids:
+            return 0
+        tm = transaction.TransactionManager()
+        conn = self.db.open(transaction_manager=tm)
+        try:
+            for attempt in tm.attempts(5):
+                with attempt:
+                    count = 0
+                    for oid in self.oids:
+                        job = conn.get(oid)
+                        if job.status != COMPLETED and job.cancel():
+                            count += 1
+            return count
+        finally:
+            conn.close()
+
+    def watch(self, until_done, timeout=None):
+        """Refresh until the jobs are done (if `until_done`), a signal
+        arrives or `timeout` passes; return the last views and whether all
+        jobs completed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        live = None
+        if self.live_display:
+            live = Live(console=self.console, auto_refresh=False, transient=True)
+            live.start()
+        try:
+            while True:
+                views, counter = self.snapshot()
+                self.report_changes(views)
+                if live is not None:
+                    live.update(self.render(views, counter), refresh=True)
+                done = all(view.done for view in views)
+                if (until_done and done) or self.stop_requested.is_set():
+                    return views, done
+                if deadline is not None and time.monotonic() > deadline:
+                    return views, done
+                self.stop_requested.wait(REFRESH)
+        finally:
+            if live is not None:
+                live.stop()
+
+
+def _default_console():
+    """A console on stdout: the terminal's width, or 120 columns elsewhere."""
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Rich assumes 80 columns for a file or a pipe; logs read better wider.
+        console = Console(width=120)
+    return console
+
+
+def _bar_cell(bar, fraction):
+    """A progress bar followed by its percentage."""
+    table = Table.grid(padding=(0, 1))
+    table.add_row(bar, Text(f"{fraction:4.0%}"))
+    return table
+
+
+def run(directory="var", threads=4, once=False, console=None, delay=4.0,
+        timeout=ONCE_TIMEOUT):
+    """Run the demo; return the process's exit status.
+
+    Without `once`, it shows the jobs until SIGINT or SIGTERM; with `once`,
+    until every example completed (failing as expected or not), then prints
+    a summary.  Either way it stops the dispatcher and closes the database.
+    """
+    demo = Demo(directory, threads=threads, console=console, delay=delay)
+    console = demo.console
+    previous = demo._install_signal_handlers()
+    try:
+        demo.open()
+        console.print(
+            f"zasync demo: database [bold]{escape(demo.path)}[/], dispatcher "
+            f"{demo.dispatcher.id} with {threads} thread(s); "
+            + ("waiting for the examples to complete." if once
+               else "press Ctrl-C to stop."), highlight=False)
+        status = 0
+        try:
+            views, done = demo.watch(until_done=once, timeout=timeout if once else None)
+            cancelled = demo.stop()
+            if cancelled:
+                views, _ = demo.snapshot()
+                demo.report_changes(views)
+        finally:
+            demo.close()
+        console.print(demo.summary(views))
+        if once and not done:
+            if demo.stop_requested.is_set():
+                console.print(f"Interrupted by {demo.signal_name} before the "
+                              f"examples completed.")
+                status = 130
+            else:
+                console.print(f"[red]The examples did not complete in {timeout:.0f} s.[/]")
+                status = 1
+        if cancelled:
+            console.print(f"Cancelled {cancelled} unfinished job(s).")
+        console.print(Text(f"Dispatcher stopped and {demo.path} closed. Goodbye!"))
+        return status
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,278 @@
+"""The `zasync` command line, run as a real command (``python -m zasync``):
+help, version, bad input, and `zasync worker` against a real ZEO server."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import transaction
+
+import zasync
+from zasync import examples
+from zasync.interfaces import ACTIVE, NotInstalledError
+
+COMMAND_TIMEOUT = 60
+
+
+def _env():
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "COLUMNS"):
+        env.pop(name, None)
+    return env
+
+
+def run_zasync(*args, timeout=COMMAND_TIMEOUT):
+    """Run ``python -m zasync ARGS`` to its end; return the completed process."""
+    return subprocess.run([sys.executable, "-m", "zasync", *args], env=_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_usage_error(result, *expected):
+    """Exit status 2, one Error line holding every `expected` text, no traceback."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    for text in expected:
+        assert text in errors[0], errors[0]
+    return errors[0]
+
+
+def wait_until(predicate, timeout=30.0, what="condition"):
+    """Poll `predicate` until it is true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+class Worker:
+    """A `zasync worker` subprocess, its log in a file, killed by its pid."""
+
+    def __init__(self, tmp_path, *args):
+        self.log_path = tmp_path / "worker.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "zasync", "worker", *args],
+                stdout=log, stderr=subprocess.STDOUT, env=_env())
+
+    @property
+    def log(self):
+        return self.log_path.read_text()
+
+    def terminate(self, signum=signal.SIGTERM, timeout=20.0):
+        """Send `signum`; return the exit status and the seconds it took."""
+        began = time.monotonic()
+        os.kill(self.process.pid, signum)
+        status = self.process.wait(timeout)
+        return status, time.monotonic() - began
+
+    def kill(self):
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def _put(db, callable, *args, queue="", **kwargs):
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    with tm:
+        job = zasync.get_queue(conn, queue).put(zasync.Job(callable, *args, **kwargs))
+    return job, conn
+
+
+def _status(db, oid):
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        return conn.get(oid).status
+    finally:
+        tm.abort()
+        conn.close()
+
+
+# -- help and version -------------------------------------------------------
+
+def test_version():
+    result = run_zasync("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"zasync {_installed_version()}"
+
+
+def _installed_version():
+    from importlib.metadata import version
+    return version("zasync")
+
+
+def test_top_level_help_lists_commands_with_an_example():
+    result = run_zasync("--help")
+    assert result.returncode == 0
+    for text in ("deferred work for ZODB", "demo", "worker", "Examples:",
+                 "zasync worker --db zeo://"):
+        assert text in result.stdout
+
+
+@pytest.mark.parametrize("command, texts", [
+    ("demo", ("--dir", "--threads", "--once", "Data.fs", "Ctrl-C", "Examples:",
+              "zasync demo --once")),
+    ("worker", ("--db", "--threads", "--queue", "--poll-interval", "--grace",
+                "--log-level", "SIGTERM", "Examples:", "zasync worker --db zeo://")),
+])
+def test_subcommand_help_explains_itself(command, texts):
+    result = run_zasync(command, "--help")
+    assert result.returncode == 0
+    for text in texts:
+        assert text in result.stdout, text
+
+
+def test_python_dash_m_and_no_command_shows_usage():
+    result = run_zasync()
+    assert result.returncode in (0, 2)
+    assert "Usage:" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# -- bad input ----------------------------------------------------------------
+
+def test_worker_without_db():
+    assert_usage_error(run_zasync("worker"), "--db")
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--threads", "0", "0 is not in the range x>=1"),
+    ("--threads", "many", "'many' is not a valid integer"),
+    ("--poll-interval", "0", "0.0 is not in the range x>0"),
+    ("--grace", "-1", "-1.0 is not in the range x>=0"),
+    ("--log-level", "loud", "'loud' is not one of"),
+])
+def test_worker_bad_option_values(tmp_path, option, value, expected):
+    result = run_zasync("worker", "--db", str(tmp_path / "Data.fs"), option, value)
+    assert_usage_error(result, option, expected)
+    assert not (tmp_path / "Data.fs").exists()   # nothing was opened
+
+
+def test_worker_unknown_uri_scheme():
+    assert_usage_error(run_zasync("worker", "--db", "bogus://somewhere"),
+                       "'--db'", "bogus://somewhere", "zeo")
+
+
+def test_worker_file_that_is_not_a_filestorage(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a database\n")
+    assert_usage_error(run_zasync("worker", "--db", str(path)),
+                       "'--db'", str(path), "FileStorage")
+
+
+def test_worker_path_under_a_file(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert_usage_error(run_zasync("worker", "--db", str(blocker / "Data.fs")),
+                       "'--db'", str(blocker / "Data.fs"))
+
+
+def test_worker_filestorage_locked_by_another_process(db, tmp_path):
+    # The `db` fixture holds tmp_path/Data.fs open, and so locked.
+    assert_usage_error(run_zasync("worker", "--db", str(tmp_path / "Data.fs")),
+                       "'--db'", "another process", "ZEO")
+
+
+def test_worker_unknown_queue_without_install(zeo_db, zeo_server):
+    result = run_zasync("worker", "--db", zeo_server.uri, "--no-install",
+                        "--queue", "mial")
+    assert_usage_error(result, "'--queue'", "'mial'", "'mail'")
+
+
+def test_worker_not_installed_without_install(zeo_server):
+    result = run_zasync("worker", "--db", zeo_server.uri, "--no-install")
+    assert_usage_error(result, "'--db'", "not installed", zeo_server.uri)
+
+
+def test_demo_bad_threads_and_dir(tmp_path):
+    assert_usage_error(run_zasync("demo", "--threads", "0", "--dir", str(tmp_path)),
+                       "--threads", "0 is not in the range x>=1")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert_usage_error(run_zasync("demo", "--once", "--dir", str(blocker)),
+                       "--dir", str(blocker), "is a file")
+
+
+def test_demo_dir_in_use(db, tmp_path):
+    # The `db` fixture holds tmp_path/Data.fs open, as a running demo would.
+    assert_usage_error(run_zasync("demo", "--once", "--dir", str(tmp_path)),
+                       "'--dir'", "in use by another process")
+
+
+# -- worker over ZEO ------------------------------------------------------------
+
+def test_worker_runs_a_job_and_stops_on_sigterm(zeo_db, zeo_server, tmp_path):
+    job, conn = _put(zeo_db, examples.add, 2, 3)
+    worker = Worker(tmp_path, "--db", zeo_server.uri, "--threads", "2",
+                    "--poll-interval", "0.1")
+    try:
+        done = zasync.wait_for(job, timeout=COMMAND_TIMEOUT)
+        assert done.succeeded and done.result == 5
+        status, seconds = worker.terminate(signal.SIGTERM)
+        assert status == 0, worker.log
+        assert seconds < 10, worker.log
+    finally:
+        worker.kill()
+        conn.close()
+    log = worker.log
+    assert "Traceback" not in log
+    assert "with 2 thread(s)" in log
+    assert "SIGTERM received" in log
+    assert f"job {job.id} (zasync.examples.add) succeeded" in log
+    assert "worker: stopped" in log
+
+
+def test_worker_lets_a_running_job_finish_on_sigint(zeo_db, zeo_server, tmp_path):
+    job, conn = _put(zeo_db, examples.send_report, "Q1", parts=10, pause=0.1)
+    worker = Worker(tmp_path, "--db", zeo_server.uri, "--poll-interval", "0.1",
+                    "--grace", "30")
+    try:
+        wait_until(lambda: _status(zeo_db, job._p_oid) == ACTIVE,
+                   COMMAND_TIMEOUT, "the job to start")
+        status, _ = worker.terminate(signal.SIGINT)
+        assert status == 0, worker.log
+        done = zasync.wait_for(job, timeout=0)
+        assert done.succeeded, done.failure
+        assert done.result == "report Q1 sent"
+    finally:
+        worker.kill()
+        conn.close()
+    assert "SIGINT received" in worker.log
+
+
+def test_worker_installs_missing_queues(zeo_server, tmp_path):
+    db = zasync.open_db(zeo_server.uri)
+    worker = Worker(tmp_path, "--db", zeo_server.uri, "--queue", "", "--queue", "mail",
+                    "--poll-interval", "0.1", "--log-level", "debug")
+    conn = None
+    try:
+        def installed():
+            tm = transaction.TransactionManager()
+            c = db.open(transaction_manager=tm)
+            try:
+                return "mail" in zasync.get_queues(c)
+            except NotInstalledError:
+                return False
+            finally:
+                tm.abort()
+                c.close()
+        wait_until(installed, COMMAND_TIMEOUT, "the worker to install 'mail'")
+        job, conn = _put(db, examples.add, 20, 22, queue="mail")
+        assert zasync.wait_for(job, timeout=COMMAND_TIMEOUT).result == 42
+        status, _ = worker.terminate()
+        assert status == 0, worker.log
+    finally:
+        worker.kill()
+        if conn is not None:
+            conn.close()
+        db.close()
+    assert "serving '', 'mail'" in worker.log

@@ -1,0 +1,205 @@
+"""`zasync demo`, run as a real command, and the views it shows of jobs."""
+
+import datetime
+import os
+import queue as queue_module
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import transaction
+
+import zasync
+from zasync import clock, demo, examples
+from zasync.interfaces import ASSIGNED, ACTIVE, COMPLETED, PENDING
+
+COMMAND_TIMEOUT = 90
+EXAMPLE_CALLABLES = ("send_report", "fail", "add", "Counter.increment",
+                     "record_outcome (callback)")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def _env(**extra):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TERM="xterm-256color")
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "COLUMNS"):
+        env.pop(name, None)
+    env.update(extra)
+    return env
+
+
+def run_demo(*args, **env):
+    return subprocess.run([sys.executable, "-m", "zasync", "demo", *args],
+                          env=_env(**env), capture_output=True, text=True,
+                          timeout=COMMAND_TIMEOUT)
+
+
+def _read_db(directory):
+    """The demo's jobs (as plain tuples) and counter, from its database."""
+    db = zasync.open_db(os.path.join(directory, "Data.fs"))
+    try:
+        tm = transaction.TransactionManager()
+        conn = db.open(transaction_manager=tm)
+        try:
+            jobs = [(job.id, job.callable_name, job.status, job.succeeded)
+                    for job in zasync.get_queue(conn).jobs()]
+            counter = conn.root()[demo.COUNTER_KEY].value
+            return jobs, counter
+        finally:
+            tm.abort()
+            conn.close()
+    finally:
+        db.close()
+
+
+def _assert_names_every_job_and_the_failure(output):
+    for name in EXAMPLE_CALLABLES:
+        assert name in output, name
+    assert "ValueError: a deliberate failure" in output
+    assert "Traceback (most recent call last)" in output
+    assert 'examples.py", line' in output       # the traceback's own frames
+    assert "Goodbye" in output
+
+
+# -- the command ------------------------------------------------------------------
+
+def test_demo_once_runs_the_examples_twice_in_one_dir(tmp_path):
+    directory = str(tmp_path / "var")
+    first = run_demo("--once", "--dir", directory, "--threads", "2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    output = first.stdout
+    assert "\x1b[" not in output                # not a terminal: plain text
+    assert "Traceback" not in first.stderr
+    _assert_names_every_job_and_the_failure(output)
+    assert "succeeded" in output and "failed" in output
+    assert "-> 42" in output                    # the delayed job ran
+    assert "-> 'succeeded: 3'" in output        # the callback got its result
+    jobs, counter = _read_db(directory)
+    assert counter == 5
+    assert len(jobs) == 5
+    assert all(status == COMPLETED for _, _, status, _ in jobs)
+
+    second = run_demo("--once", "--dir", directory)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "-> 10" in second.stdout            # the same counter, once more
+    jobs, counter = _read_db(directory)
+    assert counter == 10
+    assert len(jobs) == 10                      # the first run's are history
+    assert sorted(ok for _, _, _, ok in jobs) == [False] * 2 + [True] * 8
+
+
+def test_demo_once_in_a_terminal_draws_live_progress(tmp_path):
+    result = run_demo("--once", "--dir", str(tmp_path / "var"),
+                      TTY_COMPATIBLE="1", COLUMNS="140")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "\x1b[" in result.stdout             # rich drew a live display
+    output = ANSI.sub("", result.stdout)
+    _assert_names_every_job_and_the_failure(output)
+    assert "━" in output                         # progress bars
+    assert re.search(r"part \d+ of 12", output)   # progress messages
+
+
+class LineReader:
+    """Reads a subprocess's output lines in a thread, to wait for one with a
+    timeout."""
+
+    def __init__(self, stream):
+        self.lines = []
+        self._queue = queue_module.Queue()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream):
+        for line in stream:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, pattern, timeout):
+        """Return the first line matching `pattern`; fail after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue_module.Empty:
+                pytest.fail(f"no line matched {pattern!r} in {timeout} s: "
+                            + "".join(self.lines))
+            if line is None:
+                pytest.fail(f"output ended before {pattern!r}: " + "".join(self.lines))
+            self.lines.append(line)
+            if re.search(pattern, line):
+                return line
+
+    def rest(self, timeout):
+        self._thread.join(timeout)
+        while not self._queue.empty():
+            line = self._queue.get()
+            if line is not None:
+                self.lines.append(line)
+        return "".join(self.lines)
+
+
+def test_demo_stops_cleanly_on_sigint(tmp_path):
+    directory = str(tmp_path / "var")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "zasync", "demo", "--dir", directory],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    try:
+        reader = LineReader(process.stdout)
+        reader.wait_for(r"send_report\s+active", COMMAND_TIMEOUT)
+        began = time.monotonic()
+        os.kill(process.pid, signal.SIGINT)
+        assert process.wait(timeout=20) == 0, reader.rest(5)
+        assert time.monotonic() - began < 15
+        output = reader.rest(5)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+        process.stdout.close()
+    assert "Traceback (most recent call last)" in output   # the failing job's
+    assert "Goodbye" in output
+    assert "Aborted" not in output
+    # The database opens again; the run left no job half-way.
+    jobs, counter = _read_db(directory)
+    assert len(jobs) == 5
+    assert not [job for job in jobs if job[2] in (ASSIGNED, ACTIVE)]
+    assert all(status in (COMPLETED, PENDING) for _, _, status, _ in jobs)
+
+
+# -- what the rows show ----------------------------------------------------------
+
+def test_view_of_a_succeeded_job_and_its_callback():
+    job = zasync.Job(examples.add, 1, 2)
+    job.add_callback(examples.record_outcome)
+    now = clock.now()
+    assert demo.view_of(job.callbacks[0], now, is_callback=True).state == "waiting"
+    job()
+    view = demo.view_of(job, now)
+    assert (view.callable, view.state, view.detail, view.progress) == (
+        "add", "succeeded", "-> 3", 1.0)
+    assert view.done and view.traceback is None
+    callback = demo.view_of(job.callbacks[0], now, is_callback=True)
+    assert callback.callable == "record_outcome (callback)"
+    assert callback.detail == "-> 'succeeded: 3'"
+
+
+def test_view_of_a_failed_job_keeps_its_traceback():
+    job = zasync.Job(examples.fail, "no luck")
+    job()
+    view = demo.view_of(job, clock.now())
+    assert view.state == "failed"
+    assert view.detail == "ValueError: no luck"
+    assert "raise ValueError(message)" in view.traceback
+
+
+def test_view_of_a_delayed_job_says_when_it_starts():
+    job = zasync.Job(examples.add, 40, 2)
+    job.status = PENDING
+    now = clock.now()
+    job.begin_after = now + datetime.timedelta(seconds=4)
+    view = demo.view_of(job, now)
+    assert (view.state, view.detail) == ("waiting", "starts in 4 s")
+    assert not view.done
