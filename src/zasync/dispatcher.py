@@ -89,6 +89,9 @@ class Dispatcher:
         self._progress_tm = None
         self._progress_conn = None
         self._last_ping = 0.0
+        self._results_lock = threading.Lock()
+        self._results = []
+        self._accepting = False
         self.claim_conflicts = 0
 
     def __repr__(self):
@@ -121,6 +124,7 @@ class Dispatcher:
         self._progress_tm = transaction.TransactionManager()
         self._progress_conn = self.db.open(transaction_manager=self._progress_tm)
         self._stopping.clear()
+        self._accepting = True
         for agent in self.agents:
             agent.on_free = self.wake
             agent.start(self._runner, f"zasync-{self.id[:8]}")
@@ -180,6 +184,12 @@ class Dispatcher:
             agent.stop()
         if not finished:
             logger.warning("dispatcher %s stopped with jobs still running", self.id)
+        with self._results_lock:
+            self._accepting = False
+        try:
+            self._commit_results()
+        except Exception:
+            logger.exception("dispatcher %s: could not store the last results", self.id)
 
         def mark_stopped():
             from zasync.database import get_queues
@@ -210,52 +220,132 @@ class Dispatcher:
         while not self._stopping.is_set():
             self._wakeup.clear()
             try:
-                again = self._claim()
+                again, next_due = self._cycle()
                 self._maybe_ping()
             except Exception:
                 logger.exception("dispatcher %s: claim failed", self.id)
                 self._tm.abort()
-                again = False
+                again, next_due = False, None
                 self._stopping.wait(min(1.0, self.poll_interval))
             if not again:
-                self._wakeup.wait(self.poll_interval)
+                wait = self.poll_interval
+                # A job due later than now: wake up for it.  One due now that
+                # was not claimed waits for room (a freed slot wakes us) or
+                # for another worker; looking again at once would spin.
+                if next_due is not None and next_due > 0:
+                    wait = min(wait, next_due)
+                self._wakeup.wait(wait)
         self._tm.abort()
 
-    def _claim(self):
-        """Claim for every agent with room; return True to look again now."""
+    def hand_result(self, oid, job_id, value, began):
+        """Take the result of a job that wrote nothing else, to commit it
+        with the next claim (called from the agents' threads).  Return False
+        once the dispatcher stopped: the job's thread commits it itself."""
+        with self._results_lock:
+            if not self._accepting:
+                return False
+            self._results.append((oid, job_id, value, began))
+        self._wakeup.set()
+        return True
+
+    def _take_results(self):
+        with self._results_lock:
+            results, self._results = self._results, []
+        return results
+
+    def _store_results(self, results):
+        """Write handed results into the current transaction; return the
+        jobs and results for logging after commit."""
+        from zasync.runner import complete_handed
+        stored = []
+        txn = self._tm.get()
+        for oid, job_id, value, began in results:
+            job = complete_handed(self._conn, self.id, oid, value,
+                                  self._runner._file_completed)
+            if job is None:
+                logger.warning("dispatcher %s: job %s is no longer ours; its "
+                               "result %r is dropped", self.id, job_id, value)
+                continue
+            events.notify_after_commit(txn, events.JobSucceeded(job))
+            stored.append((job_id, job.callable_name, began))
+        return stored
+
+    def _log_results(self, stored):
+        if logger.isEnabledFor(logging.INFO):
+            now = time.monotonic()
+            for job_id, name, began in stored:
+                logger.info("dispatcher %s: job %s (%s) succeeded in %.3fs",
+                            self.id, job_id, name, now - began)
+
+    def _commit_results(self):
+        """Commit handed results on their own (when not claiming)."""
+        results = self._take_results()
+        if not results:
+            return
+        stored = []
+
+        def store():
+            stored[:] = self._store_results(results)
+        _bookkeeping_commit(self._tm, store)
+        self._log_results(stored)
+
+    def _cycle(self):
+        """Commit finished results and claim for every agent with room, in
+        one transaction.  Return (look again now?, seconds to the next due
+        job or None)."""
+        from ZODB.POSException import ConflictError
+
+        from zasync.database import get_queues
+        results = self._take_results()
         wanted = [(agent, agent.free) for agent in self.agents]
         wanted = [(agent, free) for agent, free in wanted if free > 0]
-        if not wanted:
-            return False
-        from zasync.database import get_queues
         self._tm.begin()
-        container = get_queues(self._conn)
-        queues = [container[name] for name in self.queue_names]
-        now = clock.now()
-        if not any(queue.has_work(now) for queue in queues):
-            self._tm.abort()
-            return False
-        handed = []
-        for agent, free in wanted:
-            for queue in queues:
-                if free <= 0:
-                    break
-                jobs = queue.claim(self.id, free, agent.accepts, now)
-                free -= len(jobs)
-                handed.extend((agent, job) for job in jobs)
         try:
+            stored = self._store_results(results) if results else []
+            handed = []
+            next_due = None
+            container = get_queues(self._conn)
+            now = clock.now()
+            for name in self.queue_names:
+                queue = container[name]
+                if queue.has_work(now):
+                    # With no room, a claim of 0 still moves the inbox into
+                    # the queue and files completed jobs, so that the inbox
+                    # stays small while every thread is busy.
+                    for index, (agent, free) in enumerate(wanted or [(None, 0)]):
+                        if agent is None:
+                            queue.claim(self.id, 0, None, now)
+                            continue
+                        if free <= 0:
+                            continue
+                        jobs = queue.claim(self.id, free, agent.accepts, now)
+                        for job in jobs:
+                            if job.status == ASSIGNED:
+                                job._start(self.id)
+                        wanted[index] = (agent, free - len(jobs))
+                        handed.extend((agent, job) for job in jobs)
+                due = queue.next_due(now)
+                if due is not None and (next_due is None or due < next_due):
+                    next_due = due
+            for agent, job in handed:
+                events.notify_after_commit(self._tm.get(), events.JobStarted(job))
             self._tm.commit()
-        except Exception as error:
+        except ConflictError:
             self._tm.abort()
-            from ZODB.POSException import ConflictError
-            if isinstance(error, ConflictError):
-                self.claim_conflicts += 1
-                logger.debug("dispatcher %s: claim conflicted; trying again", self.id)
-                return True
+            with self._results_lock:
+                self._results[:0] = results
+            self.claim_conflicts += 1
+            logger.debug("dispatcher %s: claim conflicted; trying again", self.id)
+            return True, None
+        except Exception:
+            self._tm.abort()
+            with self._results_lock:
+                self._results[:0] = results
             raise
+        self._log_results(stored)
         for agent, job in handed:
             agent.submit(job._p_oid, job.id)
-        return bool(handed) and any(agent.free for agent in self.agents)
+        return bool(handed) and any(agent.free for agent in self.agents), next_due
 
     def _maybe_ping(self):
         if time.monotonic() - self._last_ping < self.ping_interval:

@@ -20,19 +20,17 @@ Where jobs live, and who writes what:
   OOBTree keyed by (end time, id).
 """
 
-import datetime
 import heapq
 import random
 
 import BTrees.Length
 import persistent
-import transaction
 from BTrees.OOBTree import OOBTree
 from zope.interface import implementer
 
 from zasync import clock, events
 from zasync.interfaces import (
-    ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, AlreadyQueuedError,
+    ASSIGNED, CALLBACKS, NEW, PENDING, AlreadyQueuedError,
     ConfigurationError, IDispatcherRecord, IJob, IQueue, IQueues,
     JobStateError, JobTimeoutError, NotPendingError, UnknownQueueError)
 from zasync.failure import Failure
@@ -226,6 +224,26 @@ class Queue(persistent.Persistent):
             if self._deadlines.minKey()[0] < now_us:
                 return True
         return self._first_due(now_us) is not None
+
+    def next_due(self, now=None):
+        """Seconds until the earliest pending job falls due (or its begin_by
+        deadline passes), 0 if one is due, None if none waits; read only."""
+        now_us = clock.to_micros(now or clock.now())
+        earliest = None
+        if self._deadlines:
+            earliest = self._deadlines.minKey()[0]
+        if self._pending:
+            key = self._pending.minKey()
+            while key is not None:
+                if earliest is None or key[1] < earliest:
+                    earliest = key[1]
+                try:
+                    key = self._pending.minKey((key[0] + 1,))
+                except ValueError:
+                    key = None
+        if earliest is None:
+            return None
+        return max(0.0, (earliest - now_us) / 1e6)
 
     def _first_due(self, now_us):
         if not self._pending:

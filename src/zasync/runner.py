@@ -1,11 +1,16 @@
 """Running one claimed job in a worker thread, transaction by transaction.
 
-1. A short transaction marks the job active (its start time, attempt count).
+1. The claim that handed the job to this thread already marked it active
+   (start time, attempt count), in the dispatcher's transaction.
 2. The job runs in its own transaction; its result, its bookkeeping and the
    changes it made to the database commit together, so a job's effect
-   happens once.  If it raises (or its commit conflicts), everything it did
-   is aborted and its retry policy decides: run again at once, run again
-   later (the job is rescheduled, no thread sleeps) or fail.
+   happens once.  A job that changed nothing in the database hands its
+   result to the dispatcher instead, which commits the results of several
+   such jobs with its next claim: one commit for many jobs, and still each
+   job's result is all it did.  If the job raises (or its commit
+   conflicts), everything it did is aborted and its retry policy decides:
+   run again at once, run again later (the job is rescheduled, no thread
+   sleeps) or fail.
 3. Each callback runs in a transaction of its own; a last one marks the job
    completed.
 """
@@ -20,7 +25,7 @@ from ZODB.POSException import ConflictError
 from zasync import clock, events, local, storable
 from zasync.failure import Failure
 from zasync.interfaces import (
-    ASSIGNED, CALLBACKS, COMPLETED, Cancelled, UnstorableError,
+    ACTIVE, CALLBACKS, COMPLETED, Cancelled, UnstorableError,
     UnstorableResultError)
 from zasync.job import DEFAULT_RETRY_POLICY
 
@@ -28,6 +33,28 @@ logger = logging.getLogger(__name__)
 
 _BOOKKEEPING_ATTEMPTS = 10
 ZERO = datetime.timedelta(0)
+
+
+def _joined(tm):
+    """Whether the running transaction has anything to commit.
+
+    ZODB connections join a transaction when an object is first changed,
+    and other data managers (SQL sessions, mail) join when used; a job whose
+    transaction nobody joined changed nothing.  `_resources` is private to
+    `transaction`; if it is ever missing, every job counts as writing.
+    """
+    return bool(getattr(tm.get(), "_resources", True))
+
+
+def complete_handed(conn, dispatcher_id, oid, value, file_completed):
+    """Store a handed-over result in the dispatcher's transaction; return
+    the job, or None if it is no longer this dispatcher's to complete."""
+    job = conn.get(oid)
+    if job.status != ACTIVE or job.dispatcher_id != dispatcher_id:
+        return None
+    job._complete(result=value, dispatcher_id=dispatcher_id)
+    file_completed(conn, job)
+    return job
 
 
 def _policy(job):
@@ -88,8 +115,8 @@ class JobRunner:
         if job.status == CALLBACKS:
             self._callbacks(tm, conn, oid)
             return
-        if job.status != ASSIGNED or job.dispatcher_id != self.dispatcher_id:
-            logger.warning("dispatcher %s: job %s is %s for %s, not assigned to "
+        if job.status != ACTIVE or job.dispatcher_id != self.dispatcher_id:
+            logger.warning("dispatcher %s: job %s is %s for %s, not started by "
                            "this dispatcher; not running it", self.dispatcher_id,
                            job_id, job.status, job.dispatcher_id)
             tm.abort()
@@ -102,24 +129,16 @@ class JobRunner:
             self._callbacks(tm, conn, oid)
 
     def _attempt(self, tm, conn, oid, job_id):
-        """One attempt: 'done', 'callbacks', 'again' or 'rescheduled'."""
-        def start():
-            job = conn.get(oid)
-            if job._live.cancel_requested:
-                return job, False
-            job._start(self.dispatcher_id)
-            events.notify_after_commit(tm.get(), events.JobStarted(job))
-            return job, True
-        job, started = _bookkeeping(tm, "start", job_id, start)
-        if not started:
+        """One attempt: 'done', 'callbacks', 'again', 'handed' or 'rescheduled'."""
+        began = time.monotonic()
+        tm.begin()
+        job = conn.get(oid)
+        if job._live.cancel_requested:
+            tm.abort()
             return self._fail(tm, conn, oid, job_id, Failure.from_exception(
                 Cancelled(f"job {job_id} was cancelled before it started")))
         logger.debug("dispatcher %s: job %s (%s) started, attempt %d",
                      self.dispatcher_id, job_id, job.callable_name, job.attempt_count)
-        began = time.monotonic()
-
-        tm.begin()
-        job = conn.get(oid)
         live_oid = job._live._p_oid
         try:
             with local.running(job, self.dispatcher.progress_writer(live_oid)):
@@ -128,6 +147,13 @@ class JobRunner:
                 storable.check_value(value, f"the result of job {job_id}:")
             except UnstorableError as error:
                 raise UnstorableResultError(str(error)) from None
+            if (not job._callbacks and not _joined(tm)
+                    and not storable.holds_persistent(value)
+                    and self.dispatcher.hand_result(oid, job_id, value, began)):
+                # Nothing but the result to store: the dispatcher commits it
+                # with others.  The abort only ends this read-only snapshot.
+                tm.abort()
+                return "handed"
             more = job._complete(result=value, dispatcher_id=self.dispatcher_id)
             if not more:
                 self._file_completed(conn, job)
@@ -168,6 +194,7 @@ class JobRunner:
             def record():
                 job = conn.get(oid)
                 job._record_attempt(failure)
+                job._start(self.dispatcher_id)
                 events.notify_after_commit(tm.get(), events.JobRetried(job, failure))
             _bookkeeping(tm, "retry", job_id, record)
             return "again"

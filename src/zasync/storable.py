@@ -106,7 +106,7 @@ def check_value(value, what):
 
     Persistent objects are stored by reference and are not looked into.
     """
-    if isinstance(value, persistent.Persistent):
+    if isinstance(value, (persistent.Persistent, type(None), bool, int, float, str, bytes)):
         return
     try:
         _TrialPickler(io.BytesIO(), protocol=3).dump(value)
@@ -114,3 +114,32 @@ def check_value(value, what):
         raise UnstorableError(
             f"cannot store {what} {value!r:.200}: {type(error).__name__}: {error}"
         ) from None
+
+
+class _PersistentFinder(pickle.Pickler):
+    """Pickles a value only to learn whether it holds persistent objects."""
+
+    found = False
+
+    def persistent_id(self, obj):
+        if isinstance(obj, persistent.Persistent) and not isinstance(obj, type):
+            self.found = True
+            return "persistent"
+        return None
+
+
+_PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+def holds_persistent(value):
+    """Whether storing `value` stores references to persistent objects."""
+    if isinstance(value, _PLAIN):
+        return False
+    if isinstance(value, persistent.Persistent):
+        return True
+    finder = _PersistentFinder(io.BytesIO(), protocol=3)
+    try:
+        finder.dump(value)
+    except Exception:
+        return True
+    return finder.found
