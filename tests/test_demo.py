@@ -148,7 +148,11 @@ def test_demo_stops_cleanly_on_sigint(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
     try:
         reader = LineReader(process.stdout)
-        reader.wait_for(r"send_report\s+active", COMMAND_TIMEOUT)
+        # The failing job fails at once, the slow one runs for seconds:
+        # interrupt once the first failed and while the second runs.
+        reader.wait_for(r"ValueError: a deliberate failure", COMMAND_TIMEOUT)
+        if not any(re.search(r"send_report\s+active", line) for line in reader.lines):
+            reader.wait_for(r"send_report\s+active", COMMAND_TIMEOUT)
         began = time.monotonic()
         os.kill(process.pid, signal.SIGINT)
         assert process.wait(timeout=20) == 0, reader.rest(5)

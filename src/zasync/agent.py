@@ -21,16 +21,28 @@ class Agent:
     `size` threads run the agent's jobs; `filter(job) -> bool` (optional)
     says which jobs it takes.  The dispatcher asks `free` before each claim,
     so a busy agent leaves new jobs to other workers.
+
+    Only when the queue holds a backlog (more due jobs than twice what this
+    agent could hold) does it take up to `prefetch` jobs more than it has
+    free threads, so that one commit claims many jobs; they wait in this
+    process, `assigned`, until a thread is free.  `prefetch=0` never takes
+    more than the free threads.  The default is the agent's size.
     """
 
-    def __init__(self, size=1, filter=None, name="main"):
+    def __init__(self, size=1, filter=None, name="main", prefetch=None):
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigurationError(f"agent size={size!r}: expected an int of 1 or more")
         if filter is not None and not callable(filter):
             raise ConfigurationError(f"agent filter={filter!r}: expected a callable job -> bool")
+        if prefetch is None:
+            prefetch = size
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+            raise ConfigurationError(
+                f"agent prefetch={prefetch!r}: expected an int of 0 or more")
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"agent name={name!r}: expected a non-empty str")
         self.size = size
+        self.prefetch = prefetch
         self.filter = filter
         self.name = name
         self._lock = threading.Lock()
@@ -50,7 +62,13 @@ class Agent:
     @property
     def free(self):
         with self._lock:
-            return self.size - len(self._running)
+            return max(0, self.size - len(self._running))
+
+    @property
+    def room(self):
+        """How many more jobs it may hold, counting `prefetch`."""
+        with self._lock:
+            return self.size + self.prefetch - len(self._running)
 
     @property
     def running(self):
@@ -83,7 +101,7 @@ class Agent:
     def submit(self, oid, job_id):
         """Hand a claimed job to a free thread."""
         with self._lock:
-            if len(self._running) >= self.size:
+            if len(self._running) >= self.size + self.prefetch:
                 raise RuntimeError(f"agent {self.name} has no free slot for {job_id}")
             self._running.add(job_id)
         self._tasks.put((oid, job_id))

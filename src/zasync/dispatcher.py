@@ -15,7 +15,7 @@ from zope.interface import implementer
 from zasync import clock, events
 from zasync.agent import Agent
 from zasync.interfaces import (
-    ASSIGNED, ConfigurationError, DispatcherError, IDispatcher)
+    ACTIVE, ASSIGNED, ConfigurationError, DispatcherError, IDispatcher)
 from zasync.queue import DispatcherRecord
 from zasync.runner import JobRunner
 
@@ -91,6 +91,7 @@ class Dispatcher:
         self._last_ping = 0.0
         self._results_lock = threading.Lock()
         self._results = []
+        self._started = []
         self._accepting = False
         self.claim_conflicts = 0
 
@@ -237,21 +238,43 @@ class Dispatcher:
                 self._wakeup.wait(wait)
         self._tm.abort()
 
-    def hand_result(self, oid, job_id, value, began):
+    def hand_result(self, oid, job_id, value, began, started=None):
         """Take the result of a job that wrote nothing else, to commit it
         with the next claim (called from the agents' threads).  Return False
         once the dispatcher stopped: the job's thread commits it itself."""
         with self._results_lock:
             if not self._accepting:
                 return False
-            self._results.append((oid, job_id, value, began))
+            self._results.append((oid, job_id, value, began, started))
         self._wakeup.set()
         return True
+
+    def note_started(self, oid, job_id, when):
+        """Record, with the next claim, that a job taken ahead of a free
+        thread has started (called from the agents' threads)."""
+        with self._results_lock:
+            self._started.append((oid, job_id, when))
+        self._wakeup.set()
 
     def _take_results(self):
         with self._results_lock:
             results, self._results = self._results, []
-        return results
+            started, self._started = self._started, []
+        return results, started
+
+    def _give_back(self, results, started):
+        with self._results_lock:
+            self._results[:0] = results
+            self._started[:0] = started
+
+    def _mark_started(self, started, results):
+        finished = {oid for oid, *_ in results}
+        for oid, job_id, when in started:
+            if oid in finished:
+                continue       # its outcome records the start
+            job = self._conn.get(oid)
+            if job._status == ASSIGNED and job.dispatcher_id == self.id:
+                job._live.started_at = when
 
     def _store_results(self, results):
         """Write handed results into the current transaction; return the
@@ -259,8 +282,8 @@ class Dispatcher:
         from zasync.runner import complete_handed
         stored = []
         txn = self._tm.get()
-        for oid, job_id, value, began in results:
-            job = complete_handed(self._conn, self.id, oid, value,
+        for oid, job_id, value, began, started in results:
+            job = complete_handed(self._conn, self.id, oid, value, started,
                                   self._runner._file_completed)
             if job is None:
                 logger.warning("dispatcher %s: job %s is no longer ours; its "
@@ -279,12 +302,13 @@ class Dispatcher:
 
     def _commit_results(self):
         """Commit handed results on their own (when not claiming)."""
-        results = self._take_results()
-        if not results:
+        results, started = self._take_results()
+        if not results and not started:
             return
         stored = []
 
         def store():
+            self._mark_started(started, results)
             stored[:] = self._store_results(results)
         _bookkeeping_commit(self._tm, store)
         self._log_results(stored)
@@ -296,56 +320,71 @@ class Dispatcher:
         from ZODB.POSException import ConflictError
 
         from zasync.database import get_queues
-        results = self._take_results()
-        wanted = [(agent, agent.free) for agent in self.agents]
-        wanted = [(agent, free) for agent, free in wanted if free > 0]
+        results, started = self._take_results()
         self._tm.begin()
         try:
+            self._mark_started(started, results)
             stored = self._store_results(results) if results else []
-            handed = []
-            next_due = None
             container = get_queues(self._conn)
             now = clock.now()
+            handed = []
+            next_due = None
             for name in self.queue_names:
                 queue = container[name]
                 if queue.has_work(now):
-                    # With no room, a claim of 0 still moves the inbox into
-                    # the queue and files completed jobs, so that the inbox
-                    # stays small while every thread is busy.
-                    for index, (agent, free) in enumerate(wanted or [(None, 0)]):
-                        if agent is None:
-                            queue.claim(self.id, 0, None, now)
-                            continue
-                        if free <= 0:
-                            continue
-                        jobs = queue.claim(self.id, free, agent.accepts, now)
-                        for job in jobs:
-                            if job.status == ASSIGNED:
-                                job._start(self.id)
-                        wanted[index] = (agent, free - len(jobs))
-                        handed.extend((agent, job) for job in jobs)
+                    handed.extend(self._claim_from(queue, now))
                 due = queue.next_due(now)
                 if due is not None and (next_due is None or due < next_due):
                     next_due = due
+            txn = self._tm.get()
             for agent, job in handed:
-                events.notify_after_commit(self._tm.get(), events.JobStarted(job))
+                if job._status == ACTIVE:
+                    events.notify_after_commit(txn, events.JobStarted(job))
             self._tm.commit()
         except ConflictError:
             self._tm.abort()
-            with self._results_lock:
-                self._results[:0] = results
+            self._give_back(results, started)
             self.claim_conflicts += 1
             logger.debug("dispatcher %s: claim conflicted; trying again", self.id)
             return True, None
         except Exception:
             self._tm.abort()
-            with self._results_lock:
-                self._results[:0] = results
+            self._give_back(results, started)
             raise
         self._log_results(stored)
         for agent, job in handed:
             agent.submit(job._p_oid, job.id)
         return bool(handed) and any(agent.free for agent in self.agents), next_due
+
+    def _claim_from(self, queue, now):
+        """Claim from one queue for each agent: as many jobs as it has free
+        threads (started at once), then, only under a backlog, up to its
+        prefetch more (left assigned until a thread takes them)."""
+        handed = []
+        claimed_any = False
+        for agent in self.agents:
+            free, room = agent.free, agent.room
+            free -= sum(1 for a, _ in handed if a is agent)
+            room -= sum(1 for a, _ in handed if a is agent)
+            if free > 0:
+                jobs = queue.claim(self.id, free, agent.accepts, now)
+                claimed_any = True
+                for job in jobs:
+                    if job._status == ASSIGNED:
+                        job._start(self.id, now)
+                handed.extend((agent, job) for job in jobs)
+                room -= len(jobs)
+            if room > 0 and agent.prefetch and queue.pending_count() > 2 * (
+                    agent.size + agent.prefetch):
+                jobs = queue.claim(self.id, room, agent.accepts, now)
+                claimed_any = True
+                handed.extend((agent, job) for job in jobs)
+        if not claimed_any:
+            # No room: a claim of none still moves the inbox into the queue
+            # and files completed jobs, so the inbox stays small while every
+            # thread is busy.
+            queue.claim(self.id, 0, None, now)
+        return handed
 
     def _maybe_ping(self):
         if time.monotonic() - self._last_ping < self.ping_interval:

@@ -91,6 +91,7 @@ class LiveState(persistent.mapping.PersistentMapping):
     progress = 0.0
     progress_message = None
     cancel_requested = False
+    started_at = None      # set for a job started while still ASSIGNED
 
     def _p_resolveConflict(self, old, saved, new):
         try:
@@ -109,6 +110,7 @@ class Job(persistent.Persistent):
     _parent = None
     _on = None           # callbacks: 'success', 'failure' or None for both
     dispatcher_id = None
+    _status = NEW
     started_at = None
     ended_at = None
     begin_after = None
@@ -131,11 +133,25 @@ class Job(persistent.Persistent):
         self.args = tuple(args)
         self.kwargs = dict(kwargs)
         self.created_at = clock.now()
-        self.status = NEW
+        self._status = NEW
         self.status_history = ((NEW, self.created_at, None),)
         self._live = LiveState()
 
     # -- reading ---------------------------------------------------------
+
+    @property
+    def status(self):
+        status = self._status
+        if status == ASSIGNED and self._live.started_at is not None:
+            # Taken ahead of a free thread (see `Agent.prefetch`) and since
+            # started: the worker said so in the live state, which the job's
+            # own transaction does not write.
+            return ACTIVE
+        return status
+
+    @status.setter
+    def status(self, value):
+        self._status = value
 
     @property
     def callable_name(self):
@@ -216,15 +232,15 @@ class Job(persistent.Persistent):
     def _set_status(self, status, when=None, dispatcher_id=None):
         assert status in STATUSES, status
         when = when or clock.now()
-        self.status = status
+        self._status = status
         self.status_history = self.status_history + ((status, when, dispatcher_id),)
         return when
 
-    def _start(self, dispatcher_id=None):
+    def _start(self, dispatcher_id=None, when=None):
         """Mark the job active for a new attempt; its progress starts at 0."""
-        if self.status == COMPLETED:
+        if self._status == COMPLETED:
             raise AlreadyCompletedError(f"job {self.id} has already completed")
-        self.started_at = self._set_status(ACTIVE, dispatcher_id=dispatcher_id)
+        self.started_at = self._set_status(ACTIVE, when, dispatcher_id)
         self.dispatcher_id = dispatcher_id
         self.attempt_count += 1
         self.ended_at = None
@@ -232,6 +248,19 @@ class Job(persistent.Persistent):
         if live.progress != 0.0 or live.progress_message is not None:
             live.progress = 0.0
             live.progress_message = None
+
+    def _ensure_started(self, dispatcher_id, when):
+        """Record the start of a job its worker took ahead of a free thread
+        (still `ASSIGNED` in the database) at the time it really started."""
+        if self._status == ASSIGNED:
+            self._start(dispatcher_id, when)
+
+    def _assign(self, dispatcher_id, when=None):
+        """Mark the job claimed by a dispatcher, not yet started."""
+        self._set_status(ASSIGNED, when, dispatcher_id)
+        self.dispatcher_id = dispatcher_id
+        if self._live.started_at is not None:
+            self._live.started_at = None
 
     def _invoke(self, *extra):
         """Call the callable; callbacks get the parent's outcome in `extra`."""

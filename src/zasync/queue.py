@@ -30,13 +30,13 @@ from zope.interface import implementer
 
 from zasync import clock, events
 from zasync.interfaces import (
-    ASSIGNED, CALLBACKS, NEW, PENDING, AlreadyQueuedError,
+    CALLBACKS, NEW, PENDING, AlreadyQueuedError,
     ConfigurationError, IDispatcherRecord, IJob, IQueue, IQueues,
     JobStateError, JobTimeoutError, NotPendingError, UnknownQueueError)
 from zasync.failure import Failure
 from zasync.jobset import JobSet
 
-LANES = 16
+LANES = 64
 _AFTER_ALL = (float("inf"),)
 
 
@@ -215,6 +215,10 @@ class Queue(persistent.Persistent):
     def _deadline(self, job):
         return clock.to_micros(job.begin_after + job.begin_by)
 
+    def pending_count(self):
+        """Pending jobs the workers have already moved out of the inbox."""
+        return self._pending_count()
+
     def has_work(self, now=None):
         """Whether a claim could find something to do, read without writing."""
         if any(len(lane) for lane in self._inbox) or len(self._done):
@@ -330,8 +334,7 @@ class Queue(persistent.Persistent):
             self._pending_count.change(-1)
             if job.begin_by is not None:
                 self._deadlines.pop((self._deadline(job), job.id), None)
-            job._set_status(ASSIGNED, now, dispatcher_id)
-            job.dispatcher_id = dispatcher_id
+            job._assign(dispatcher_id, now)
             claimed.append(job)
         if record is not None:
             for job in claimed:

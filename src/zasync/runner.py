@@ -25,7 +25,7 @@ from ZODB.POSException import ConflictError
 from zasync import clock, events, local, storable
 from zasync.failure import Failure
 from zasync.interfaces import (
-    ACTIVE, CALLBACKS, COMPLETED, Cancelled, UnstorableError,
+    ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, Cancelled, UnstorableError,
     UnstorableResultError)
 from zasync.job import DEFAULT_RETRY_POLICY
 
@@ -46,12 +46,14 @@ def _joined(tm):
     return bool(getattr(tm.get(), "_resources", True))
 
 
-def complete_handed(conn, dispatcher_id, oid, value, file_completed):
+def complete_handed(conn, dispatcher_id, oid, value, started, file_completed):
     """Store a handed-over result in the dispatcher's transaction; return
     the job, or None if it is no longer this dispatcher's to complete."""
     job = conn.get(oid)
-    if job.status != ACTIVE or job.dispatcher_id != dispatcher_id:
+    if job._status not in (ACTIVE, ASSIGNED) or job.dispatcher_id != dispatcher_id:
         return None
+    if started is not None:
+        job._ensure_started(dispatcher_id, started)
     job._complete(result=value, dispatcher_id=dispatcher_id)
     file_completed(conn, job)
     return job
@@ -115,28 +117,42 @@ class JobRunner:
         if job.status == CALLBACKS:
             self._callbacks(tm, conn, oid)
             return
-        if job.status != ACTIVE or job.dispatcher_id != self.dispatcher_id:
-            logger.warning("dispatcher %s: job %s is %s for %s, not started by "
+        if (job._status not in (ACTIVE, ASSIGNED)
+                or job.dispatcher_id != self.dispatcher_id):
+            logger.warning("dispatcher %s: job %s is %s for %s, not claimed by "
                            "this dispatcher; not running it", self.dispatcher_id,
                            job_id, job.status, job.dispatcher_id)
             tm.abort()
             return
+        started = None
+        if job._status == ASSIGNED:
+            # taken ahead of a free thread: its start is recorded by the
+            # transaction that stores its outcome, and meanwhile shown
+            # through the live state
+            started = clock.now()
+            self.dispatcher.note_started(oid, job_id, started)
         while True:
-            outcome = self._attempt(tm, conn, oid, job_id)
+            outcome = self._attempt(tm, conn, oid, job_id, started)
+            started = None
             if outcome != "again":
                 break
         if outcome == "callbacks":
             self._callbacks(tm, conn, oid)
 
-    def _attempt(self, tm, conn, oid, job_id):
-        """One attempt: 'done', 'callbacks', 'again', 'handed' or 'rescheduled'."""
+    def _attempt(self, tm, conn, oid, job_id, started=None):
+        """One attempt: 'done', 'callbacks', 'again', 'handed' or 'rescheduled'.
+
+        `started` is the start time of a job still `ASSIGNED` in the
+        database, whose start the outcome's transaction records.
+        """
         began = time.monotonic()
         tm.begin()
         job = conn.get(oid)
         if job._live.cancel_requested:
             tm.abort()
             return self._fail(tm, conn, oid, job_id, Failure.from_exception(
-                Cancelled(f"job {job_id} was cancelled before it started")))
+                Cancelled(f"job {job_id} was cancelled before it started")),
+                started=None)
         logger.debug("dispatcher %s: job %s (%s) started, attempt %d",
                      self.dispatcher_id, job_id, job.callable_name, job.attempt_count)
         live_oid = job._live._p_oid
@@ -149,11 +165,13 @@ class JobRunner:
                 raise UnstorableResultError(str(error)) from None
             if (not job._callbacks and not _joined(tm)
                     and not storable.holds_persistent(value)
-                    and self.dispatcher.hand_result(oid, job_id, value, began)):
+                    and self.dispatcher.hand_result(oid, job_id, value, began, started)):
                 # Nothing but the result to store: the dispatcher commits it
                 # with others.  The abort only ends this read-only snapshot.
                 tm.abort()
                 return "handed"
+            if started is not None:
+                job._ensure_started(self.dispatcher_id, started)
             more = job._complete(result=value, dispatcher_id=self.dispatcher_id)
             if not more:
                 self._file_completed(conn, job)
@@ -161,17 +179,17 @@ class JobRunner:
             tm.commit()
         except Exception as error:
             tm.abort()
-            return self._after_error(tm, conn, oid, job_id, error, began)
+            return self._after_error(tm, conn, oid, job_id, error, began, started)
         logger.info("dispatcher %s: job %s (%s) succeeded in %.3fs",
                     self.dispatcher_id, job_id, job.callable_name,
                     time.monotonic() - began)
         return "callbacks" if more else "done"
 
-    def _after_error(self, tm, conn, oid, job_id, error, began):
+    def _after_error(self, tm, conn, oid, job_id, error, began, started=None):
         failure = Failure.from_exception(error)
         tm.begin()
         job = conn.get(oid)
-        attempt = job.attempt_count
+        attempt = job.attempt_count + (1 if job._status == ASSIGNED else 0)
         if isinstance(error, Cancelled):
             delay = None
         else:
@@ -186,13 +204,14 @@ class JobRunner:
             logger.warning("dispatcher %s: job %s failed after %.3fs on attempt "
                            "%d: %s", self.dispatcher_id, job_id,
                            time.monotonic() - began, attempt, failure)
-            return self._fail(tm, conn, oid, job_id, failure)
+            return self._fail(tm, conn, oid, job_id, failure, started)
         if delay <= ZERO:
             logger.info("dispatcher %s: job %s: attempt %d raised %s; retrying "
                         "now", self.dispatcher_id, job_id, attempt, failure)
 
             def record():
                 job = conn.get(oid)
+                job._ensure_started(self.dispatcher_id, started)
                 job._record_attempt(failure)
                 job._start(self.dispatcher_id)
                 events.notify_after_commit(tm.get(), events.JobRetried(job, failure))
@@ -203,6 +222,7 @@ class JobRunner:
 
         def reschedule():
             job = conn.get(oid)
+            job._ensure_started(self.dispatcher_id, started)
             job._record_attempt(failure)
             job._queue._requeue(job, clock.now() + delay)
             self._release(conn, job)
@@ -210,9 +230,11 @@ class JobRunner:
         _bookkeeping(tm, "reschedule", job_id, reschedule)
         return "rescheduled"
 
-    def _fail(self, tm, conn, oid, job_id, failure):
+    def _fail(self, tm, conn, oid, job_id, failure, started=None):
         def fail():
             job = conn.get(oid)
+            if started is not None:
+                job._ensure_started(self.dispatcher_id, started)
             more = job._complete(failure=failure, dispatcher_id=self.dispatcher_id)
             if not more:
                 self._file_completed(conn, job)
