@@ -16,7 +16,8 @@ import zasync
 import zasync.interfaces as interfaces
 from zasync import events
 from zasync.failure import Failure
-from zasync.queue import DispatcherRecord, Queue, Queues
+from zasync.queue import Queue, Queues
+from zasync.record import DispatcherRecord
 
 import unit_jobs
 

@@ -498,7 +498,7 @@ def test_cancel_a_drained_pending_job(db):
     _check_cancelled(db, job_id)
     with fresh(db) as queue:
         assert len(queue._deadlines) == 0
-        assert job_id in ids(queue.history())
+        assert job_id in ids(queue.history)
 
 
 def test_cancel_in_an_aborted_transaction_changes_nothing(db):
@@ -566,7 +566,7 @@ def test_calling_a_pending_job_takes_it_out_of_the_queue(db, drained):
         assert job.status == zasync.COMPLETED and job.result == 3
         assert job.attempt_count == 1
         assert len(queue._deadlines) == 0
-        assert job_id in ids(queue.history())
+        assert job_id in ids(queue.history)
 
 
 # -- claim --------------------------------------------------------------------------------

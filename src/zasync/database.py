@@ -3,7 +3,9 @@ and waiting for a job from outside."""
 
 import logging
 import os
+import threading
 import time
+import weakref
 
 import transaction
 import ZODB
@@ -48,7 +50,8 @@ def open_db(target, **db_kwargs):
             raise ConfigurationError(
                 f"database URI {target!r}: {type(error).__name__}: {error}") from None
         dbkw = dict(dbkw)
-        dbkw.setdefault("pool_size", DEFAULT_POOL_SIZE)
+        if "pool_size" not in target.partition("?")[2]:
+            dbkw["pool_size"] = DEFAULT_POOL_SIZE
         dbkw.update(db_kwargs)
         return ZODB.DB(factory(), **dbkw)
     if not target or target.endswith(os.sep):
@@ -135,9 +138,27 @@ def get_queue(conn, name=""):
     return get_queues(conn)[name]
 
 
+_waiting = threading.local()
+
+
+def _wait_connection(db):
+    """This thread's connection for waiting on `db`: one, reused, so that
+    waiting often does not open connection after connection."""
+    connections = getattr(_waiting, "connections", None)
+    if connections is None:
+        connections = _waiting.connections = weakref.WeakKeyDictionary()
+    found = connections.get(db)
+    if found is None or found[1].opened is None:
+        tm = transaction.TransactionManager()
+        found = connections[db] = (tm, db.open(transaction_manager=tm))
+    return found
+
+
 def wait_for(job, timeout=30.0, poll_interval=0.005):
     """Wait until `job` completed and return it as seen from a fresh
-    connection (which stays open while the returned job is in use).
+    transaction, on a connection of this thread kept for waiting (the job
+    returned stays readable until the next `wait_for` of this thread shows
+    it anew).
 
     `job` must have been committed.  Raises `WaitTimeoutError` after
     `timeout` seconds (None waits for ever).
@@ -150,8 +171,7 @@ def wait_for(job, timeout=30.0, poll_interval=0.005):
             f"before waiting for it")
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
         raise ConfigurationError(f"timeout={timeout!r}: expected seconds (>= 0) or None")
-    tm = transaction.TransactionManager()
-    conn = jar.db().open(transaction_manager=tm)
+    tm, conn = _wait_connection(jar.db())
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = poll_interval
     while True:
@@ -164,7 +184,6 @@ def wait_for(job, timeout=30.0, poll_interval=0.005):
         if deadline is not None and time.monotonic() >= deadline:
             status, job_id = seen.status, seen.id
             tm.abort()
-            conn.close()
             raise WaitTimeoutError(
                 f"job {job_id} is still {status} after {timeout} s")
         time.sleep(delay if deadline is None else

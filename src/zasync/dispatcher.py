@@ -12,11 +12,11 @@ import weakref
 import transaction
 from zope.interface import implementer
 
-from zasync import clock, events
+from zasync import clock, events, wakeup
 from zasync.agent import Agent
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, ConfigurationError, DispatcherError, IDispatcher)
-from zasync.queue import DispatcherRecord
+from zasync.record import DispatcherRecord
 from zasync.runner import JobRunner
 
 logger = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ class Dispatcher:
         self._progress_tm = None
         self._progress_conn = None
         self._last_ping = 0.0
+        self._watch = None
         self._results_lock = threading.Lock()
         self._results = []
         self._started = []
@@ -126,6 +127,9 @@ class Dispatcher:
         self._progress_conn = self.db.open(transaction_manager=self._progress_tm)
         self._stopping.clear()
         self._accepting = True
+        self._watch = wakeup.watch(self.db, self.wake)
+        if self._watch is not None:
+            self._watch.oids = frozenset(self._lane_oids())
         for agent in self.agents:
             agent.on_free = self.wake
             agent.start(self._runner, f"zasync-{self.id[:8]}")
@@ -138,6 +142,15 @@ class Dispatcher:
                     ", ".join(map(repr, self.queue_names)),
                     ", ".join(f"{a.name}({a.size})" for a in self.agents))
         events.notify(events.DispatcherStarted(self))
+
+    def _lane_oids(self):
+        from zasync.database import get_queues
+        self._tm.begin()
+        container = get_queues(self._conn)
+        oids = [lane._p_oid for name in self.queue_names
+                for lane in container[name]._inbox]
+        self._tm.abort()
+        return oids
 
     def _register(self):
         from zasync.database import get_queues
@@ -175,6 +188,8 @@ class Dispatcher:
         self._wakeup.set()
         self._thread.join()
         self._thread = None
+        wakeup.unwatch(self.db, self._watch)
+        self._watch = None
         with _local_lock:
             _local_dispatchers.discard(self)
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -119,6 +119,8 @@ class Job(persistent.Persistent):
     priority = 0
     attempt_count = 0
     attempts = ()
+    quotas = ()
+    dismissed = False
     _callbacks = ()
     skipped = False
 
@@ -277,6 +279,8 @@ class Job(persistent.Persistent):
         self._result = result
         self._failure = failure
         self.ended_at = clock.now()
+        if self.quotas and self._queue is not None:
+            self._queue._release_quotas(self)
         if self.started_at is None:
             self.started_at = self.ended_at
         pending = [cb for cb in self._callbacks if cb.status != COMPLETED]

@@ -15,9 +15,9 @@ Where jobs live, and who writes what:
 - ``_deadlines``: (deadline, id) for pending jobs with a `begin_by`, so that
   expired ones are found without a scan.
 - ``_index``: id -> job for every job the queue has seen and not pruned.
-- ``_done``: a `JobSet` that a finishing job's own transaction adds to
-  (merging, like the inbox); claims move its jobs into ``_history``, an
-  OOBTree keyed by (end time, id).
+- ``history``: completed jobs (see `zasync.history`); a finishing job's
+  own transaction only adds to a merging set there.
+- ``quotas``: name -> `Quota`, limits on the jobs held at once.
 """
 
 import heapq
@@ -31,10 +31,12 @@ from zope.interface import implementer
 from zasync import clock, events
 from zasync.interfaces import (
     CALLBACKS, NEW, PENDING, AlreadyQueuedError,
-    ConfigurationError, IDispatcherRecord, IJob, IQueue, IQueues,
+    ConfigurationError, IJob, IQueue, IQueues,
     JobStateError, JobTimeoutError, NotPendingError, UnknownQueueError)
 from zasync.failure import Failure
+from zasync.history import History
 from zasync.jobset import JobSet
+from zasync.quota import Quota, check_size
 
 LANES = 64
 _AFTER_ALL = (float("inf"),)
@@ -63,8 +65,8 @@ class Queue(persistent.Persistent):
         self._pending_count = BTrees.Length.Length()
         self._deadlines = OOBTree()
         self._index = OOBTree()
-        self._done = JobSet()
-        self._history = OOBTree()
+        self.history = History()
+        self.quotas = OOBTree()
 
     def __repr__(self):
         return f"<zasync.Queue {self.name!r}>"
@@ -72,7 +74,7 @@ class Queue(persistent.Persistent):
     # -- producers ---------------------------------------------------------
 
     def put(self, job, *args, begin_after=None, begin_by=None,
-            retry_policy=None, priority=0):
+            retry_policy=None, priority=0, quotas=()):
         """See `IQueue`."""
         from zasync.job import Job
         if IJob.providedBy(job):
@@ -103,6 +105,7 @@ class Queue(persistent.Persistent):
         begin_after = now if begin_after is None else clock.aware(begin_after, "begin_after")
         begin_by = clock.duration(begin_by, "begin_by")
         priority = _check_priority(priority)
+        quotas = self._check_quota_names(quotas)
         if retry_policy is not None:
             from zasync.interfaces import IRetryPolicy
             if not IRetryPolicy.providedBy(retry_policy):
@@ -115,6 +118,8 @@ class Queue(persistent.Persistent):
         job.begin_after = begin_after
         job.begin_by = begin_by
         job.priority = priority
+        if quotas:
+            job.quotas = quotas
         if retry_policy is not None:
             job.retry_policy = retry_policy
         job._queue = self
@@ -128,6 +133,64 @@ class Queue(persistent.Persistent):
         events.notify_after_commit(txn, events.JobPut(job))
         txn.addAfterCommitHook(_wake_after_commit)
         return job
+
+    def _check_quota_names(self, quotas):
+        if isinstance(quotas, str):
+            quotas = (quotas,)
+        try:
+            quotas = tuple(quotas)
+        except TypeError:
+            raise ConfigurationError(
+                f"quotas={quotas!r}: expected quota names (strings)") from None
+        for name in quotas:
+            if not isinstance(name, str) or name not in self.quotas:
+                raise ConfigurationError(
+                    f"quota {name!r} is not defined in {self!r}; defined: "
+                    + (", ".join(repr(n) for n in self.quotas.keys()) or "none")
+                    + " (define one with queue.set_quota(name, size))")
+        return quotas
+
+    # -- quotas --------------------------------------------------------------
+
+    def set_quota(self, name, size):
+        """Define quota `name` or change its size (also while workers run);
+        return it."""
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"quota name {name!r}: expected a non-empty str")
+        size = check_size(size, name)
+        quota = self.quotas.get(name)
+        if quota is None:
+            quota = self.quotas[name] = Quota(name, size)
+        elif quota.size != size:
+            quota.size = size
+        return quota
+
+    def _quota_check(self, accept):
+        """Wrap `accept` so that a job is taken only while each of its
+        quotas has room, counting the jobs taken in this claim."""
+        quotas = self.quotas
+
+        def check(job):
+            names = job.quotas
+            if names:
+                for name in names:
+                    quota = quotas.get(name)
+                    if quota is not None and not quota.has_room():
+                        return False
+            if accept is not None and not accept(job):
+                return False
+            for name in names:
+                quota = quotas.get(name)
+                if quota is not None:
+                    quota.take(job)
+            return True
+        return check
+
+    def _release_quotas(self, job):
+        for name in job.quotas:
+            quota = self.quotas.get(name)
+            if quota is not None:
+                quota.release(job.id)
 
     def remove(self, job):
         """See `IQueue`."""
@@ -166,7 +229,7 @@ class Queue(persistent.Persistent):
             txn = self._p_jar.transaction_manager.get()
             txn.addAfterCommitHook(_wake_after_commit)
         else:
-            self._done.add(job)
+            self.history.add(job)
         events.notify_after_commit(
             self._p_jar.transaction_manager.get(), events.completed_event(job))
 
@@ -192,12 +255,18 @@ class Queue(persistent.Persistent):
             job = lane.get(job_id)
             if job is not None:
                 return job
-        job = self._done.get(job_id)
+        job = self.history._done.get(job_id)
         return default if job is None else job
 
-    def history(self):
-        """Completed jobs that were filed, newest first."""
-        return iter(reversed(list(self._history.values())))
+    def dismiss(self, job):
+        """Take a failed job off the list of failures to look at."""
+        if job.failure is None:
+            raise ConfigurationError(f"job {job.id} did not fail; only failures are dismissed")
+        self.history.dismiss(job)
+
+    def failed(self):
+        """Failed jobs not yet dismissed, newest first."""
+        return self.history.failed()
 
     def jobs(self):
         """Every job the queue knows (pending, running and completed)."""
@@ -221,9 +290,9 @@ class Queue(persistent.Persistent):
 
     def has_work(self, now=None):
         """Whether a claim could find something to do, read without writing."""
-        if any(len(lane) for lane in self._inbox) or len(self._done):
-            return True
         now_us = clock.to_micros(now or clock.now())
+        if any(len(lane) for lane in self._inbox) or self.history.has_work(now_us):
+            return True
         if self._deadlines:
             if self._deadlines.minKey()[0] < now_us:
                 return True
@@ -285,14 +354,6 @@ class Queue(persistent.Persistent):
             lane.remove_all(ids)
         return moved
 
-    def _archive(self):
-        for job in self._done:
-            if job.ended_at is not None:
-                self._history[(clock.to_micros(job.ended_at), job.id)] = job
-            if job.id not in self._index:
-                self._index[job.id] = job
-        self._done.remove_all(self._done.ids())
-
     def claim(self, dispatcher_id, count=1, accept=None, now=None):
         """See `IQueue`.
 
@@ -311,24 +372,26 @@ class Queue(persistent.Persistent):
             if job.status == CALLBACKS:
                 claimed.append(job)
             else:
-                self._done.add(job)
+                self.history.add(job)
         while self._deadlines and len(claimed) < count:
             key = self._deadlines.minKey()
             if key[0] >= now_us:
                 break
             job = self._deadlines.pop(key)
             self._take_out(job)
-            if job._complete(failure=Failure.from_exception(JobTimeoutError(
+            if job._complete(dispatcher_id=dispatcher_id, failure=Failure.from_exception(JobTimeoutError(
                     f"job {job.id} was not started by its deadline "
                     f"{clock.from_micros(key[0]).isoformat()} (begin_by "
                     f"{job.begin_by})"))):
                 claimed.append(job)
             else:
-                self._done.add(job)
+                self.history.add(job)
             events.notify_after_commit(
                 self._p_jar.transaction_manager.get(), events.completed_event(job))
-        if self._done:
-            self._archive()
+        self.history.archive(self._index)
+        self.history.prune(now_us, self._index)
+        if self.quotas:
+            accept = self._quota_check(accept)
         for key, job in self._pick(now_us, accept, count - len(claimed)):
             del self._pending[key]
             self._pending_count.change(-1)
@@ -363,6 +426,7 @@ class Queue(persistent.Persistent):
     def _requeue(self, job, begin_after):
         """Put a job back as pending from a worker (a delayed retry, or an
         assigned job its dispatcher gave back)."""
+        self._release_quotas(job)
         job.begin_after = begin_after
         job.dispatcher_id = None
         job._set_status(PENDING)
@@ -378,23 +442,6 @@ def _wake_after_commit(committed):
     if committed:
         from zasync.dispatcher import wake_local_dispatchers
         wake_local_dispatchers()
-
-
-@implementer(IDispatcherRecord)
-class DispatcherRecord(persistent.Persistent):
-    """See `IDispatcherRecord`."""
-
-    stopped_at = None
-
-    def __init__(self, id):
-        self.id = id
-        self.started_at = clock.now()
-        self.last_ping = self.started_at
-        self.info = {}
-        self.jobs = JobSet()
-
-    def __repr__(self):
-        return f"<zasync.DispatcherRecord {self.id}>"
 
 
 @implementer(IQueues)

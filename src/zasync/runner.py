@@ -107,7 +107,7 @@ class JobRunner:
     def _file_completed(self, conn, job):
         self._release(conn, job)
         if job._queue is not None:
-            job._queue._done.add(job)
+            job._queue.history.add(job)
 
     # -- the steps ---------------------------------------------------------
 

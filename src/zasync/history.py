@@ -1,0 +1,120 @@
+"""What a queue keeps of its completed jobs.
+
+A finishing job's own transaction only adds the job to a merging `JobSet`
+(so that the results of concurrent jobs never conflict there); the workers'
+claims file them by end time and prune what is older than the retention.
+Failed jobs are also listed apart until someone dismisses them, so that an
+operator's banner can count them.
+"""
+
+import datetime
+
+import BTrees.Length
+import persistent
+from BTrees.OOBTree import OOBTree
+
+from zasync import clock
+from zasync.interfaces import ConfigurationError
+from zasync.jobset import JobSet
+
+DEFAULT_RETENTION = datetime.timedelta(days=7)
+
+
+class History(persistent.Persistent):
+    """Completed jobs of one queue, newest first."""
+
+    def __init__(self, retention=DEFAULT_RETENTION):
+        self.retention = clock.duration(retention, "retention", allow_none=False)
+        self._done = JobSet()
+        # (-end micros, id) -> job: iterating gives the newest first, and
+        # the oldest, to prune, is the largest key
+        self._by_end = OOBTree()
+        self._failed = OOBTree()        # id -> failed job not dismissed
+        self._length = BTrees.Length.Length()
+
+    def set_retention(self, retention):
+        retention = clock.duration(retention, "retention", allow_none=False)
+        if retention <= datetime.timedelta(0):
+            raise ConfigurationError(
+                f"retention={retention!r}: expected a positive timedelta")
+        self.retention = retention
+
+    # -- written by finishing jobs ------------------------------------------
+
+    def add(self, job):
+        """File a completed job (merges with concurrent additions)."""
+        self._done.add(job)
+
+    # -- written by workers' claims -----------------------------------------
+
+    def has_work(self, now_us):
+        if self._done:
+            return True
+        if self._by_end:
+            return -self._by_end.maxKey()[0] < now_us - _micros(self.retention)
+        return False
+
+    def archive(self, index):
+        """Move newly completed jobs into the time-ordered store."""
+        if not self._done:
+            return 0
+        jobs = list(self._done)
+        for job in jobs:
+            end = job.ended_at or clock.now()
+            key = (-clock.to_micros(end), job.id)
+            if key not in self._by_end:
+                self._by_end[key] = job
+                self._length.change(1)
+            if job.failure is not None and not getattr(job, "dismissed", False):
+                self._failed[job.id] = job
+            if job.id not in index:
+                index[job.id] = job
+        self._done.remove_all([job.id for job in jobs])
+        return len(jobs)
+
+    def prune(self, now_us, index, limit=500):
+        """Forget up to `limit` jobs that ended before the retention."""
+        cutoff = now_us - _micros(self.retention)
+        removed = 0
+        while self._by_end and removed < limit:
+            key = self._by_end.maxKey()
+            if -key[0] >= cutoff:
+                break
+            job = self._by_end.pop(key)
+            self._length.change(-1)
+            self._failed.pop(job.id, None)
+            if index.get(job.id) is job:
+                del index[job.id]
+            removed += 1
+        return removed
+
+    # -- read and acted on by operators -------------------------------------
+
+    def dismiss(self, job):
+        """Take a failed job off the list of failures to look at."""
+        job.dismissed = True
+        if self._done.get(job.id) is not None:
+            return
+        self._failed.pop(job.id, None)
+
+    def failed(self):
+        """Failed jobs not dismissed, newest first."""
+        jobs = [job for job in self._done if job.failure is not None
+                and not getattr(job, "dismissed", False)]
+        jobs.extend(self._failed.values())
+        return sorted(jobs, key=lambda j: (j.ended_at or clock.now(), j.id),
+                      reverse=True)
+
+    def __len__(self):
+        return self._length() + len(self._done)
+
+    def __iter__(self):
+        """Completed jobs, newest first."""
+        fresh = sorted(self._done, key=lambda j: (j.ended_at or clock.now(), j.id),
+                       reverse=True)
+        yield from fresh
+        yield from self._by_end.values()
+
+
+def _micros(delta):
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds

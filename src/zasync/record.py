@@ -1,0 +1,30 @@
+"""What the database keeps of each dispatcher."""
+
+import persistent
+from zope.interface import implementer
+
+from zasync import clock
+from zasync.interfaces import IDispatcherRecord
+from zasync.jobset import JobSet
+
+
+@implementer(IDispatcherRecord)
+class DispatcherRecord(persistent.Persistent):
+    """See `IDispatcherRecord`.
+
+    Written rarely (start, stop and a heartbeat every `ping_interval`); the
+    jobs it holds are a separate merging set that claims add to and finishing
+    jobs remove from.
+    """
+
+    stopped_at = None
+
+    def __init__(self, id):
+        self.id = id
+        self.started_at = clock.now()
+        self.last_ping = self.started_at
+        self.info = {}
+        self.jobs = JobSet()
+
+    def __repr__(self):
+        return f"<zasync.DispatcherRecord {self.id}>"
