@@ -140,17 +140,28 @@ def demo(directory, threads, once, log_level):
                    "queues that are not installed.")
 @click.option("--poll-interval", default=0.5, show_default=True, metavar="SECONDS",
               type=click.FloatRange(min=0, min_open=True),
-              help="How often to look for jobs put by other processes.")
+              help="How often to look for due jobs when nothing wakes the "
+                   "worker: a commit over ZEO or in this process wakes it at "
+                   "once; RelStorage is only polled.")
 @click.option("--grace", default=30.0, show_default=True, metavar="SECONDS",
               type=click.FloatRange(min=0),
               help="On SIGTERM or SIGINT, how long to let running jobs finish.")
+@click.option("--prefetch", default=None, type=click.IntRange(min=0), metavar="N",
+              help="Under a backlog, jobs claimed ahead of free threads in one "
+                   "commit (0: never more than the free threads).  [default: THREADS]")
+@click.option("--filter", "filter_spec", default=None, metavar="MODULE:FUNCTION",
+              help="Take only jobs for which FUNCTION(job) is true, e.g. "
+                   "myapp.jobs:is_cpu_bound.")
+@click.option("--ping-interval", default=60.0, show_default=True, metavar="SECONDS",
+              type=click.FloatRange(min=0, min_open=True),
+              help="How often the worker writes its heartbeat in the database.")
 @click.option("--id", "dispatcher_id", default=None, metavar="ID",
               help="The dispatcher's id in the database.  [default: a new uuid]")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(LOG_LEVELS, case_sensitive=False),
               help="Level of the log written to stderr.")
 def worker(target, threads, queue_names, install_missing, poll_interval, grace,
-           dispatcher_id, log_level):
+           prefetch, filter_spec, ping_interval, dispatcher_id, log_level):
     """Run jobs from a database until SIGTERM or SIGINT.
 
     Opens the database, installs the queues if missing, and runs a
@@ -168,8 +179,11 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
       zasync worker --db zeo://127.0.0.1:8100
       zasync worker --db zeo://db.example.com:8100 --threads 8 --queue mail
       zasync worker --db var/Data.fs --queue '' --queue mail --grace 60
+      zasync worker --db zeo://127.0.0.1:8100 --filter myapp.jobs:is_report
     """
+    from zasync.agent import Agent
     from zasync.dispatcher import Dispatcher
+    job_filter = _load_filter(filter_spec) if filter_spec else None
     _configure_logging(log_level)
     names = tuple(dict.fromkeys(queue_names)) or ("",)
     if "://" not in target and not os.path.exists(target):
@@ -180,8 +194,10 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
     try:
         _prepare_queues(db, target, names, install_missing)
         try:
-            dispatcher = Dispatcher(db, threads=threads, queues=names,
-                                    id=dispatcher_id, poll_interval=poll_interval)
+            agent = Agent(threads, filter=job_filter, prefetch=prefetch)
+            dispatcher = Dispatcher(db, agents=[agent], queues=names,
+                                    id=dispatcher_id, poll_interval=poll_interval,
+                                    ping_interval=ping_interval)
         except ZasyncError as error:
             raise click.UsageError(str(error)) from None
         finished = _serve(dispatcher, grace)
@@ -194,6 +210,27 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
             logger.warning("worker: leaving the database open for jobs still "
                            "running; they are recovered later")
     logger.info("worker: stopped")
+
+
+def _load_filter(spec):
+    """Import the job filter named MODULE:FUNCTION."""
+    import importlib
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise click.BadParameter(
+            f"{spec!r}: expected MODULE:FUNCTION, e.g. myapp.jobs:is_report",
+            param_hint="'--filter'")
+    try:
+        found = importlib.import_module(module_name)
+        for part in name.split("."):
+            found = getattr(found, part)
+    except Exception as error:
+        raise click.BadParameter(
+            f"{spec!r}: cannot import it ({type(error).__name__}: {error})",
+            param_hint="'--filter'") from None
+    if not callable(found):
+        raise click.BadParameter(f"{spec!r} is not callable", param_hint="'--filter'")
+    return found
 
 
 def _prepare_queues(db, target, names, install_missing):

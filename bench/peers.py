@@ -1,0 +1,120 @@
+"""Running the peers' benchmark (../shared/bench/peers/run_all.sh) in the
+same run, zasync's bench_zasync.py among them.
+
+run_all.sh runs the `bench_<name>.py` found in its own folder, and that
+folder is not ours to write to; so a scratch folder mirrors it with
+symbolic links (run_all.sh, benchlib.py, the peers' bench and task files)
+plus a link to our bench_zasync.py, and run_all.sh runs from there.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+from common import HERE, REPO, say
+
+DEFAULT_SYSTEMS = "zasync huey celery rq dramatiq"
+LINE = re.compile(r"^(\w+) enqueue_per_s=(\S+) e2e_per_s=(\S+) "
+                  r"p50_latency_ms=(\S+) p95_latency_ms=(\S+)")
+#: Run 2 of ../shared/bench/peers/README.md, quoted by issue 3; used for the
+#: ratios when the peers are not run (--peers not given).
+REFERENCE = {"huey": 1612.0, "celery": 426.0}
+
+
+def peers_dir():
+    """The peers' folder: $PEERS_DIR, or shared/bench/peers beside the clone."""
+    found = os.environ.get("PEERS_DIR") or os.path.join(
+        os.path.dirname(REPO), "shared", "bench", "peers")
+    return os.path.abspath(found)
+
+
+def peers_python():
+    return os.path.join(os.environ.get("PEERS_VENV", "/tmp/peers-venv"), "bin", "python")
+
+
+def _run(argv, **kwargs):
+    say("running: " + " ".join(argv))
+    return subprocess.run(argv, **kwargs)
+
+
+def ensure_venv(folder):
+    """Create the peers' venv with their setup.sh if it is missing, and
+    install this checkout of zasync into it (pip install -e) if it cannot
+    import zasync."""
+    python = peers_python()
+    if not os.path.exists(python):
+        say("the peers' venv is missing: running their setup.sh (a few minutes)")
+        if _run(["bash", os.path.join(folder, "setup.sh")], stdout=sys.stderr).returncode:
+            raise RuntimeError("the peers' setup.sh failed")
+    probe = subprocess.run([python, "-c", "import zasync, ZEO"], capture_output=True)
+    if probe.returncode:
+        say("zasync is not installed in the peers' venv: installing this checkout")
+        if _run([python, "-m", "pip", "install", "--quiet", "-e", REPO],
+                stdout=sys.stderr).returncode:
+            raise RuntimeError(f"pip install -e {REPO} into {python} failed")
+
+
+def mirror(folder, target):
+    """Fill `target` with links to the peers' files and to bench_zasync.py."""
+    for name in sorted(os.listdir(folder)):
+        if name.endswith((".py", ".sh", ".txt")):
+            os.symlink(os.path.join(folder, name), os.path.join(target, name))
+    os.symlink(os.path.join(HERE, "bench_zasync.py"), os.path.join(target, "bench_zasync.py"))
+    return os.path.join(target, "run_all.sh")
+
+
+def parse(text):
+    """{system: {metric: float or None, 'error': ...}} from result lines."""
+    found = {}
+    for line in text.splitlines():
+        match = LINE.match(line)
+        if not match:
+            continue
+        values = [None if v == "NA" else float(v) for v in match.groups()[1:]]
+        found[match.group(1)] = dict(zip(
+            ("enqueue_per_s", "e2e_per_s", "p50_latency_ms", "p95_latency_ms"), values))
+        found[match.group(1)]["line"] = line.strip()
+    return found
+
+
+def run(scratch, cfg):
+    """Run run_all.sh for cfg.peer_systems; return (parsed lines, raw text)."""
+    folder = peers_dir()
+    if not os.path.exists(os.path.join(folder, "run_all.sh")):
+        raise RuntimeError(f"no run_all.sh in {folder} (set PEERS_DIR)")
+    ensure_venv(folder)
+    script = mirror(folder, scratch.folder("peers"))
+    results = os.path.join(cfg.results_dir, "peers")
+    os.makedirs(results, exist_ok=True)
+    env = dict(os.environ, BENCH_SYSTEMS=cfg.peer_systems, BENCH_RESULTS_DIR=results)
+    say(f"peers: BENCH_SYSTEMS='{cfg.peer_systems}' {folder}/run_all.sh "
+        f"(run from a mirror; results in {results})")
+    proc = subprocess.Popen(["bash", script], env=env, stdout=subprocess.PIPE,
+                            stderr=sys.stderr, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate()
+    except BaseException:
+        # run_all.sh traps TERM: it stops its bench (which stops its worker)
+        # and the Redis it started.
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        raise
+    if proc.returncode:
+        say(f"run_all.sh exited with status {proc.returncode}")
+    return parse(out), out
+
+
+def reference_or_measured(peers, system):
+    """(e2e, source) for a peer: this run's figure if measured, else the
+    reference one."""
+    measured = (peers or {}).get(system, {}).get("e2e_per_s")
+    if measured:
+        return measured, "this run"
+    return REFERENCE[system], "reference run 2 of the peers' README, not this run"
