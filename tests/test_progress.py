@@ -93,8 +93,9 @@ def test_progress_values_are_clamped_to_0_and_1(dispatcher, producer, viewer):
 def test_start_time_end_time_and_duration_are_recorded(dispatcher, producer):
     name = unique("timed")
     before = clock.now()
-    job = producer.put(zasync.Job(jobs.timed, name))
-    assert job.started_at is None and job.ended_at is None and job.duration is None
+    new = zasync.Job(jobs.timed, name)
+    assert new.started_at is None and new.ended_at is None and new.duration is None
+    job = producer.put(new)
     done = zasync.wait_for(job, timeout=TIMEOUT)
     after = clock.now()
     [inside] = jobs.records[name]

@@ -125,6 +125,25 @@ class Agent:
                 if on_free is not None:
                     on_free()
 
+    def drop_waiting(self):
+        """Forget the jobs handed to this agent that no thread has taken
+        yet; return their ids (the dispatcher gives them back)."""
+        dropped = []
+        while True:
+            try:
+                task = self._tasks.get_nowait()
+            except queue_module.Empty:
+                break
+            if task is _STOP:
+                self._tasks.put(task)
+                break
+            dropped.append(task[1])
+        with self._lock:
+            for job_id in dropped:
+                self._running.discard(job_id)
+            self._idle.notify_all()
+        return dropped
+
     def wait_idle(self, timeout=None):
         """Wait until no job runs; return whether that happened in time."""
         with self._lock:

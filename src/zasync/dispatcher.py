@@ -12,7 +12,7 @@ import weakref
 import transaction
 from zope.interface import implementer
 
-from zasync import clock, events, wakeup
+from zasync import clock, events, recovery, wakeup
 from zasync.agent import Agent
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, ConfigurationError, DispatcherError, IDispatcher)
@@ -55,7 +55,7 @@ class Dispatcher:
     """
 
     def __init__(self, db, threads=None, agents=None, queues=("",), id=None,
-                 poll_interval=0.5, ping_interval=60.0):
+                 poll_interval=0.5, ping_interval=60.0, death_interval=None):
         if agents is not None and threads is not None:
             raise ConfigurationError("give threads= or agents=, not both")
         if agents is None:
@@ -81,6 +81,14 @@ class Dispatcher:
         self.queue_names = queues
         self.poll_interval = _positive(poll_interval, "poll_interval")
         self.ping_interval = _positive(ping_interval, "ping_interval")
+        if death_interval is None:
+            death_interval = 3 * self.ping_interval
+        self.death_interval = _positive(death_interval, "death_interval")
+        if self.death_interval <= self.ping_interval:
+            raise ConfigurationError(
+                f"death_interval={death_interval!r} must be longer than "
+                f"ping_interval={ping_interval!r}: a live dispatcher would be "
+                f"declared dead between two heartbeats")
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
         self._thread = None
@@ -89,6 +97,7 @@ class Dispatcher:
         self._progress_tm = None
         self._progress_conn = None
         self._last_ping = 0.0
+        self._session = uuid.uuid4().hex
         self._watch = None
         self._results_lock = threading.Lock()
         self._results = []
@@ -123,6 +132,7 @@ class Dispatcher:
         except Exception:
             self._conn.close()
             raise
+        _sessions_here.add(self._session)
         self._progress_tm = transaction.TransactionManager()
         self._progress_conn = self.db.open(transaction_manager=self._progress_tm)
         self._stopping.clear()
@@ -158,27 +168,54 @@ class Dispatcher:
         for name in self.queue_names:
             container[name]   # an unknown name raises UnknownQueueError
         record = container.dispatchers.get(self.id)
+        now = clock.now()
         if record is None:
             record = container.dispatchers[self.id] = DispatcherRecord(self.id)
-        now = clock.now()
+        else:
+            self._check_not_running_elsewhere(record, now)
         record.started_at = record.last_ping = now
         record.stopped_at = None
+        record.dead_at = None
+        record.session = self._session
         record.info = {
             "host": socket.gethostname(), "pid": os.getpid(),
             "queues": list(self.queue_names),
             "agents": [{"name": a.name, "size": a.size} for a in self.agents],
+            "ping_interval": self.ping_interval,
+            "death_interval": self.death_interval,
         }
         self._last_ping = time.monotonic()
-        self._requeue_assigned(record)
+        # Jobs an earlier run under this id left: recovered now, without
+        # waiting out the death interval.
+        if len(record.jobs):
+            done = recovery.recover_record(
+                record, f"dispatcher {self.id} restarted", self._tm.get(), now=now)
+            logger.warning("dispatcher %s: recovered %d job(s) of its earlier "
+                           "run: %s", self.id, len(done), _summary(done))
 
-    def _requeue_assigned(self, record):
-        """Give back jobs this dispatcher claimed but never started."""
-        for job in record.jobs:
-            if job.status == ASSIGNED and job.dispatcher_id == self.id:
-                job._queue._requeue(job, job.begin_after)
-                record.jobs.discard(job.id)
-                logger.info("dispatcher %s: job %s put back in queue %r",
-                            self.id, job.id, job._queue.name)
+    def _check_not_running_elsewhere(self, record, now):
+        """Refuse to run under an id a live process runs under."""
+        if record.stopped_at is not None:
+            return
+        age = (now - record.last_ping).total_seconds()
+        death = record.info.get("death_interval", self.death_interval)
+        if age > death:
+            return
+        host, pid = record.info.get("host"), record.info.get("pid")
+        if host == socket.gethostname() and pid is not None:
+            if pid == os.getpid() and record.session in _sessions_here:
+                raise DispatcherError(
+                    f"dispatcher {self.id} is already running in this process")
+            if pid != os.getpid() and _pid_alive(pid):
+                raise DispatcherError(
+                    f"dispatcher id {self.id} is in use by live process {pid} "
+                    f"on this host (heartbeat {age:.0f} s ago); two processes "
+                    f"cannot run under one id")
+            return   # its process is gone: take over at once
+        raise DispatcherError(
+            f"dispatcher id {self.id} is in use on host {host!r} (pid {pid}, "
+            f"heartbeat {age:.0f} s ago); it counts as dead after "
+            f"{death:.0f} s without a heartbeat")
 
     def stop(self, timeout=None):
         """See `IDispatcher`."""
@@ -192,14 +229,20 @@ class Dispatcher:
         self._watch = None
         with _local_lock:
             _local_dispatchers.discard(self)
+        waiting = [job_id for agent in self.agents for job_id in agent.drop_waiting()]
         deadline = None if timeout is None else time.monotonic() + timeout
         finished = True
         for agent in self.agents:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             finished = agent.wait_idle(left) and finished
             agent.stop()
+        still_running = {job_id for agent in self.agents for job_id in agent.running}
         if not finished:
-            logger.warning("dispatcher %s stopped with jobs still running", self.id)
+            logger.warning("dispatcher %s stopped with jobs still running: %s",
+                           self.id, ", ".join(sorted(still_running)))
+        if waiting:
+            logger.info("dispatcher %s: %d job(s) not started go back to the "
+                        "queue", self.id, len(waiting))
         with self._results_lock:
             self._accepting = False
         try:
@@ -207,24 +250,55 @@ class Dispatcher:
         except Exception:
             logger.exception("dispatcher %s: could not store the last results", self.id)
 
+        if still_running:
+            # The jobs go on in their threads.  Keep the heartbeat going
+            # until they end, then record the stop: if this process ends
+            # first, the heartbeat stops and another dispatcher recovers
+            # them after the death interval.
+            threading.Thread(
+                target=self._linger, name=f"zasync-linger-{self.id[:8]}",
+                daemon=True).start()
+        else:
+            self._finish_stop()
+        with self._progress_lock:
+            self._progress_tm.abort()
+            self._progress_conn.close()
+            self._progress_conn = None   # jobs still running write their own
+        _sessions_here.discard(self._session)
+        logger.info("dispatcher %s stopped", self.id)
+        events.notify(events.DispatcherStopped(self))
+        return finished
+
+    def _finish_stop(self):
+        """Record the stop; jobs not started (taken ahead of a thread) go
+        back to their queue."""
         def mark_stopped():
             from zasync.database import get_queues
             record = get_queues(self._conn).dispatchers.get(self.id)
-            if record is not None:
-                record.stopped_at = clock.now()
-                self._requeue_assigned(record)
+            if record is None or record.session != self._session:
+                return
+            record.stopped_at = clock.now()
+            done = recovery.recover_record(
+                record, f"dispatcher {self.id} stopped", self._tm.get())
+            if done:
+                logger.info("dispatcher %s: on stop, handed on %s", self.id,
+                            _summary(done))
         try:
             _bookkeeping_commit(self._tm, mark_stopped)
         except Exception:
             logger.exception("dispatcher %s: could not record its stop", self.id)
         self._conn.close()
-        with self._progress_lock:
-            self._progress_tm.abort()
-            self._progress_conn.close()
-            self._progress_conn = None   # jobs still running write their own
-        logger.info("dispatcher %s stopped", self.id)
-        events.notify(events.DispatcherStopped(self))
-        return finished
+
+    def _linger(self):
+        """After a stop that left jobs running: ping until they end."""
+        while not all(agent.wait_idle(self.ping_interval) for agent in self.agents):
+            try:
+                self._last_ping = 0.0
+                self._maybe_ping()
+            except Exception:
+                logger.exception("dispatcher %s: heartbeat after stop failed", self.id)
+        self._finish_stop()
+        logger.info("dispatcher %s: the jobs left running at stop have ended", self.id)
 
     def wake(self):
         """See `IDispatcher`."""
@@ -402,24 +476,68 @@ class Dispatcher:
         return handed
 
     def _maybe_ping(self):
+        """Every `ping_interval`: write the heartbeat, hand on jobs this
+        dispatcher holds but no thread runs, and recover the jobs of
+        dispatchers whose heartbeat is older than `death_interval`."""
         if time.monotonic() - self._last_ping < self.ping_interval:
             return
+        from zasync.database import get_queues
+        report = {}
 
         def ping():
-            from zasync.database import get_queues
-            record = get_queues(self._conn).dispatchers.get(self.id)
-            if record is not None:
-                record.last_ping = clock.now()
+            report.clear()
+            container = get_queues(self._conn)
+            now = clock.now()
+            record = container.dispatchers.get(self.id)
+            if record is None or record.session != self._session:
+                report["lost"] = True
+                return
+            record.last_ping = now
+            txn = self._tm.get()
+            orphans = self._orphans(record)
+            if orphans:
+                report["orphans"] = recovery.recover_record(
+                    record, f"dispatcher {self.id} held it but no thread ran it",
+                    txn, only=orphans, now=now)
+            for dead in recovery.dead_records(
+                    container, self.death_interval, now, exclude=(self.id,)):
+                dead.stopped_at = dead.dead_at = now
+                report[dead.id] = recovery.recover_record(
+                    dead, f"dispatcher {dead.id} died (no heartbeat for "
+                          f"{(now - dead.last_ping).total_seconds():.0f} s)", txn, now=now)
         _bookkeeping_commit(self._tm, ping)
         self._last_ping = time.monotonic()
+        if report.pop("lost", False):
+            logger.error("dispatcher %s: its record was taken over by another "
+                         "process; it stops claiming", self.id)
+            self._stopping.set()
+            return
+        orphans = report.pop("orphans", None)
+        if orphans:
+            logger.warning("dispatcher %s: handed on %s", self.id, _summary(orphans))
+        for dead_id, done in report.items():
+            logger.warning("dispatcher %s: dispatcher %s is dead; recovered %s",
+                           self.id, dead_id, _summary(done))
+            events.notify(events.DispatcherDied(dead_id))
+
+    def _orphans(self, record):
+        """Ids of jobs the record lists that no thread here holds."""
+        held = {job_id for agent in self.agents for job_id in agent.running}
+        with self._results_lock:
+            held.update(job_id for _, job_id, *rest in self._results)
+        return {job_id for job_id in record.jobs.ids() if job_id not in held}
 
     # -- progress, from the jobs' threads ------------------------------------
 
-    def progress_writer(self, live_oid):
+    def progress_writer(self, live_oid, deadline=None):
         """A function (fraction, message) -> cancel requested, that commits
         a running job's progress in a short transaction of its own (a
         fraction of None only reads the cancel request)."""
         def write(fraction, message):
+            if deadline is not None and time.monotonic() > deadline:
+                from zasync.local import current_job
+                from zasync.runner import _timed_out
+                raise _timed_out(current_job())
             with self._progress_lock:
                 tm, conn = self._progress_tm, self._progress_conn
                 if conn is None:
@@ -451,6 +569,26 @@ def _write_progress(tm, conn, live_oid, fraction, message):
             live.progress_message = message
             cancelled = live.cancel_requested
     return cancelled
+
+
+_sessions_here = set()
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _summary(done):
+    counts = {}
+    for what in done.values():
+        counts[what] = counts.get(what, 0) + 1
+    return ", ".join(f"{n} {what}" for what, n in sorted(counts.items(), key=str)) or "nothing"
 
 
 def _bookkeeping_commit(tm, change, attempts=10):

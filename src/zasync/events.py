@@ -8,7 +8,7 @@ import zope.event
 from zope.interface import implementer
 
 from zasync.interfaces import (
-    Cancelled, IDispatcherStarted, IDispatcherStopped, IJobCancelled,
+    Cancelled, IDispatcherDied, IDispatcherStarted, IDispatcherStopped, IJobCancelled,
     IJobFailed, IJobPut, IJobRetried, IJobStarted, IJobSucceeded)
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,11 @@ class DispatcherStarted(_DispatcherEvent):
 @implementer(IDispatcherStopped)
 class DispatcherStopped(_DispatcherEvent):
     """See `IDispatcherStopped`."""
+
+
+@implementer(IDispatcherDied)
+class DispatcherDied(_DispatcherEvent):
+    """See `IDispatcherDied`; `dispatcher` is the dead one's id."""
 
 
 def completed_event(job):

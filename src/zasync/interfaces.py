@@ -172,6 +172,9 @@ class IJob(Interface):
     duration = Attribute("ended_at - started_at in seconds, or None.")
     dispatcher_id = Attribute("Id of the dispatcher holding the job, or None.")
     callbacks = Attribute("The callback jobs, in the order they were added.")
+    quotas = Attribute("Names of the quotas the job counts against (a tuple).")
+    timeout = Attribute("Seconds a run may take before it fails, or None.")
+    dismissed = Attribute("True once an operator dismissed the job's failure.")
 
     def __call__():
         """Run the callable now, in the caller's transaction, record its
@@ -219,14 +222,25 @@ class IQueue(Interface):
     name = Attribute("The queue's name; '' for the default queue.")
 
     def put(job, begin_after=None, begin_by=None, retry_policy=None,
-            priority=0):
+            priority=0, quotas=(), timeout=None):
         """Add a job (or a callable, which is wrapped in a job) in the
         caller's transaction, and return the job.
 
         Nothing else is written: if the transaction aborts, the job never
         existed.  `begin_after` is an aware datetime, `begin_by` a
-        non-negative timedelta.
+        non-negative timedelta, `quotas` names of quotas defined with
+        `set_quota`, `timeout` the seconds (or a timedelta) a run may take.
         """
+
+    def set_quota(name, size):
+        """Define a quota (or change its size, also while workers run): at
+        most `size` jobs naming it are held by workers at once."""
+
+    def dismiss(job):
+        """Take a failed job off the list of failures to look at."""
+
+    def failed():
+        """Failed jobs not yet dismissed, newest first."""
 
     def remove(job):
         """Take a pending job out of the queue; it goes back to `NEW`."""
@@ -314,6 +328,10 @@ class IDispatcher(Interface):
     agents = Attribute("The `IAgent` objects, in claim order.")
     queue_names = Attribute("The names of the queues it claims from.")
     running = Attribute("True between start() and stop().")
+    ping_interval = Attribute("Seconds between two heartbeats written.")
+    death_interval = Attribute(
+        "Seconds without a heartbeat after which this dispatcher declares "
+        "another dead and recovers its jobs.")
 
     def start():
         """Register in the database and start claiming."""
@@ -377,4 +395,9 @@ class IDispatcherStarted(IDispatcherEvent):
 
 class IDispatcherStopped(IDispatcherEvent):
     """A dispatcher stopped."""
+
+
+class IDispatcherDied(IDispatcherEvent):
+    """A dispatcher was found dead (no heartbeat for its death interval)
+    and its jobs were recovered."""
 

@@ -120,6 +120,7 @@ class Job(persistent.Persistent):
     attempt_count = 0
     attempts = ()
     quotas = ()
+    timeout = None       # seconds a run may take, or None
     dismissed = False
     _callbacks = ()
     skipped = False

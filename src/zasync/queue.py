@@ -20,6 +20,7 @@ Where jobs live, and who writes what:
 - ``quotas``: name -> `Quota`, limits on the jobs held at once.
 """
 
+import datetime
 import heapq
 import random
 
@@ -48,6 +49,17 @@ def _check_priority(priority):
     return priority
 
 
+def _check_timeout(timeout):
+    if timeout is None:
+        return None
+    if isinstance(timeout, datetime.timedelta):
+        timeout = timeout.total_seconds()
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ConfigurationError(
+            f"timeout={timeout!r}: expected seconds (a number > 0) or a timedelta")
+    return float(timeout)
+
+
 def _pending_key(job):
     return (-job.priority, clock.to_micros(job.begin_after), job.id)
 
@@ -74,7 +86,7 @@ class Queue(persistent.Persistent):
     # -- producers ---------------------------------------------------------
 
     def put(self, job, *args, begin_after=None, begin_by=None,
-            retry_policy=None, priority=0, quotas=()):
+            retry_policy=None, priority=0, quotas=(), timeout=None):
         """See `IQueue`."""
         from zasync.job import Job
         if IJob.providedBy(job):
@@ -106,6 +118,7 @@ class Queue(persistent.Persistent):
         begin_by = clock.duration(begin_by, "begin_by")
         priority = _check_priority(priority)
         quotas = self._check_quota_names(quotas)
+        timeout = _check_timeout(timeout)
         if retry_policy is not None:
             from zasync.interfaces import IRetryPolicy
             if not IRetryPolicy.providedBy(retry_policy):
@@ -120,6 +133,8 @@ class Queue(persistent.Persistent):
         job.priority = priority
         if quotas:
             job.quotas = quotas
+        if timeout is not None:
+            job.timeout = timeout
         if retry_policy is not None:
             job.retry_policy = retry_policy
         job._queue = self
@@ -218,7 +233,7 @@ class Queue(persistent.Persistent):
         if job.begin_by is not None:
             self._deadlines.pop((self._deadline(job), job.id), None)
 
-    def _put_completed(self, job):
+    def _put_completed(self, job, notify=True):
         """File a job completed outside a worker (a cancelled pending job).
 
         A job still owing callbacks goes back through the inbox, so that a
@@ -230,8 +245,9 @@ class Queue(persistent.Persistent):
             txn.addAfterCommitHook(_wake_after_commit)
         else:
             self.history.add(job)
-        events.notify_after_commit(
-            self._p_jar.transaction_manager.get(), events.completed_event(job))
+        if notify:
+            events.notify_after_commit(
+                self._p_jar.transaction_manager.get(), events.completed_event(job))
 
     # -- reading -----------------------------------------------------------
 
@@ -370,6 +386,7 @@ class Queue(persistent.Persistent):
             record = self.__parent__.dispatchers.get(dispatcher_id)
         for job in self._drain():
             if job.status == CALLBACKS:
+                job.dispatcher_id = dispatcher_id   # it runs the callbacks
                 claimed.append(job)
             else:
                 self.history.add(job)

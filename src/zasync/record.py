@@ -18,6 +18,9 @@ class DispatcherRecord(persistent.Persistent):
     """
 
     stopped_at = None
+    dead_at = None       # when another dispatcher found it dead
+    session = None       # changes at each start; a process that finds
+                         # another session in its record was taken over
 
     def __init__(self, id):
         self.id = id

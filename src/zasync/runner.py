@@ -25,7 +25,8 @@ from ZODB.POSException import ConflictError
 from zasync import clock, events, local, storable
 from zasync.failure import Failure
 from zasync.interfaces import (
-    ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, Cancelled, UnstorableError,
+    ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, Cancelled, JobTimeoutError,
+    UnstorableError,
     UnstorableResultError)
 from zasync.job import DEFAULT_RETRY_POLICY
 
@@ -33,6 +34,11 @@ logger = logging.getLogger(__name__)
 
 _BOOKKEEPING_ATTEMPTS = 10
 ZERO = datetime.timedelta(0)
+
+
+def _timed_out(job):
+    return JobTimeoutError(
+        f"job {job.id} ran longer than its time limit of {job.timeout:g} s")
 
 
 def _joined(tm):
@@ -109,6 +115,12 @@ class JobRunner:
         if job._queue is not None:
             job._queue.history.add(job)
 
+    def _ours(self, job):
+        """Whether this dispatcher still holds the job (recovery may have
+        handed it on while it ran)."""
+        return (job.dispatcher_id == self.dispatcher_id
+                and job._status in (ACTIVE, ASSIGNED))
+
     # -- the steps ---------------------------------------------------------
 
     def _run(self, tm, conn, oid, job_id):
@@ -148,6 +160,9 @@ class JobRunner:
         began = time.monotonic()
         tm.begin()
         job = conn.get(oid)
+        if not self._ours(job):
+            tm.abort()
+            return "lost"
         if job._live.cancel_requested:
             tm.abort()
             return self._fail(tm, conn, oid, job_id, Failure.from_exception(
@@ -156,9 +171,12 @@ class JobRunner:
         logger.debug("dispatcher %s: job %s (%s) started, attempt %d",
                      self.dispatcher_id, job_id, job.callable_name, job.attempt_count)
         live_oid = job._live._p_oid
+        deadline = None if job.timeout is None else began + job.timeout
         try:
-            with local.running(job, self.dispatcher.progress_writer(live_oid)):
+            with local.running(job, self.dispatcher.progress_writer(live_oid, deadline)):
                 value = job._invoke()
+            if deadline is not None and time.monotonic() > deadline:
+                raise _timed_out(job)
             try:
                 storable.check_value(value, f"the result of job {job_id}:")
             except UnstorableError as error:
@@ -190,7 +208,13 @@ class JobRunner:
         tm.begin()
         job = conn.get(oid)
         attempt = job.attempt_count + (1 if job._status == ASSIGNED else 0)
-        if isinstance(error, Cancelled):
+        if not self._ours(job):
+            tm.abort()
+            logger.warning("dispatcher %s: job %s was handed on while it ran "
+                           "(%s); its outcome is dropped", self.dispatcher_id,
+                           job_id, failure)
+            return "lost"
+        if isinstance(error, (Cancelled, JobTimeoutError)):
             delay = None
         else:
             try:
@@ -211,6 +235,8 @@ class JobRunner:
 
             def record():
                 job = conn.get(oid)
+                if not self._ours(job):
+                    return
                 job._ensure_started(self.dispatcher_id, started)
                 job._record_attempt(failure)
                 job._start(self.dispatcher_id)
@@ -222,6 +248,8 @@ class JobRunner:
 
         def reschedule():
             job = conn.get(oid)
+            if not self._ours(job):
+                return
             job._ensure_started(self.dispatcher_id, started)
             job._record_attempt(failure)
             job._queue._requeue(job, clock.now() + delay)
@@ -233,6 +261,8 @@ class JobRunner:
     def _fail(self, tm, conn, oid, job_id, failure, started=None):
         def fail():
             job = conn.get(oid)
+            if not self._ours(job):
+                return False
             if started is not None:
                 job._ensure_started(self.dispatcher_id, started)
             more = job._complete(failure=failure, dispatcher_id=self.dispatcher_id)
