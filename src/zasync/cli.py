@@ -155,13 +155,29 @@ def demo(directory, threads, once, log_level):
 @click.option("--ping-interval", default=60.0, show_default=True, metavar="SECONDS",
               type=click.FloatRange(min=0, min_open=True),
               help="How often the worker writes its heartbeat in the database.")
+@click.option("--death-interval", default=None, metavar="SECONDS",
+              type=click.FloatRange(min=0, min_open=True),
+              help="Seconds without a heartbeat after which this worker declares "
+                   "another dead and recovers its jobs.  [default: 3 x ping interval]")
+@click.option("--processes", is_flag=True,
+              help="Run each job in a child process (for CPU-bound work and hard "
+                   "time limits); needs a database URI other processes can open.")
+@click.option("--serve", "serve_address", default=None, metavar="HOST:PORT",
+              help="With a FileStorage --db: serve it over ZEO at HOST:PORT from "
+                   "this process, so other workers can join with "
+                   "--db zeo://HOST:PORT.")
+@click.option("--uuid-file", default="zasync-worker.uuid", show_default=True,
+              type=click.Path(dir_okay=False), metavar="PATH",
+              help="File keeping this worker's stable id (created if missing), so "
+                   "that a restart recovers its own earlier jobs at once.")
 @click.option("--id", "dispatcher_id", default=None, metavar="ID",
-              help="The dispatcher's id in the database.  [default: a new uuid]")
+              help="The dispatcher's id in the database, instead of --uuid-file's.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(LOG_LEVELS, case_sensitive=False),
               help="Level of the log written to stderr.")
 def worker(target, threads, queue_names, install_missing, poll_interval, grace,
-           prefetch, filter_spec, ping_interval, dispatcher_id, log_level):
+           prefetch, filter_spec, ping_interval, death_interval, processes,
+           serve_address, uuid_file, dispatcher_id, log_level):
     """Run jobs from a database until SIGTERM or SIGINT.
 
     Opens the database, installs the queues if missing, and runs a
@@ -184,32 +200,104 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
     from zasync.agent import Agent
     from zasync.dispatcher import Dispatcher
     job_filter = _load_filter(filter_spec) if filter_spec else None
+    server = None
+    if serve_address is not None:
+        target, server = _serve_filestorage(target, serve_address)
+    if processes and "://" not in target:
+        raise click.BadParameter(
+            f"{target!r}: --processes needs a database URI that child processes "
+            f"can open (zeo://..., postgres://...), not a FileStorage path",
+            param_hint="'--db'")
+    if dispatcher_id is None:
+        dispatcher_id = _stable_id(uuid_file)
     _configure_logging(log_level)
     names = tuple(dict.fromkeys(queue_names)) or ("",)
     if "://" not in target and not os.path.exists(target):
         logger.warning("worker: %s does not exist; creating a new, empty "
                        "database there", target)
-    db = _open_database(target, "'--db'")
+    try:
+        db = _open_database(target, "'--db'")
+    except BaseException:
+        if server is not None:
+            server.stop()
+        raise
     finished = True
     try:
         _prepare_queues(db, target, names, install_missing)
         try:
-            agent = Agent(threads, filter=job_filter, prefetch=prefetch)
+            if processes:
+                from zasync.process import ProcessAgent
+                agent = ProcessAgent(threads, target, filter=job_filter,
+                                     prefetch=prefetch, grace=min(grace, 10.0))
+            else:
+                agent = Agent(threads, filter=job_filter, prefetch=prefetch)
             dispatcher = Dispatcher(db, agents=[agent], queues=names,
                                     id=dispatcher_id, poll_interval=poll_interval,
-                                    ping_interval=ping_interval)
+                                    ping_interval=ping_interval,
+                                    death_interval=death_interval)
         except ZasyncError as error:
             raise click.UsageError(str(error)) from None
         finished = _serve(dispatcher, grace)
     finally:
         if finished:
             db.close()
+            if server is not None:
+                server.stop()
         else:
             # Jobs still run in daemon threads: closing the storage under
             # them would only add errors; the process ends anyway.
             logger.warning("worker: leaving the database open for jobs still "
                            "running; they are recovered later")
     logger.info("worker: stopped")
+
+
+def _serve_filestorage(target, address):
+    """Start the embedded ZEO server for --serve; return (uri, server)."""
+    from zasync.embedded import EmbeddedServer, parse_address
+    if "://" in target:
+        raise click.BadParameter(
+            f"--serve needs a FileStorage path as --db, not {target!r}",
+            param_hint="'--serve'")
+    try:
+        address = parse_address(address)
+        folder = os.path.dirname(os.path.abspath(target))
+        os.makedirs(folder, exist_ok=True)
+        server = EmbeddedServer(target, address).start()
+    except ZasyncError as error:
+        raise click.BadParameter(str(error), param_hint="'--serve'") from None
+    except Exception as error:
+        raise click.BadParameter(
+            f"cannot serve {target!r} at {address}: {type(error).__name__}: {error}",
+            param_hint="'--serve'") from None
+    logger.info("worker: serving %s over ZEO at %s", target, server.uri)
+    return server.uri, server
+
+
+def _stable_id(path):
+    """The worker id kept in `path`, made and written there if missing."""
+    import uuid
+    try:
+        with open(path, encoding="utf-8") as f:
+            found = f.read().strip()
+    except FileNotFoundError:
+        found = ""
+    except OSError as error:
+        raise click.BadParameter(f"{path!r}: cannot read it ({error})",
+                                 param_hint="'--uuid-file'") from None
+    if found:
+        return found
+    new = uuid.uuid4().hex
+    try:
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(new + "\n")
+        os.replace(path + ".tmp", path)
+    except OSError as error:
+        raise click.BadParameter(f"{path!r}: cannot write it ({error})",
+                                 param_hint="'--uuid-file'") from None
+    logger.info("worker: new id %s kept in %s", new, path)
+    return new
 
 
 def _load_filter(spec):
@@ -276,7 +364,10 @@ def _serve(dispatcher, grace):
     previous = {signum: signal.signal(signum, on_signal)
                 for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        dispatcher.start()
+        try:
+            dispatcher.start()
+        except ZasyncError as error:
+            raise click.ClickException(str(error)) from None
         logger.info("worker: pid %d, dispatcher %s serving %s with %d thread(s)",
                     os.getpid(), dispatcher.id,
                     ", ".join(repr(n) for n in dispatcher.queue_names),

@@ -118,3 +118,12 @@ def increment_then_fail(counter, by=1):
     job's increment is rolled back, so the counter is left as it was."""
     counter.increment(by)
     raise ValueError(f"failed after incrementing the counter to {counter.value}")
+
+
+def spin(seconds):
+    """Busy-loop for `seconds` without reporting progress (a job that only
+    a process agent can stop early)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    return seconds

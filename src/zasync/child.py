@@ -1,0 +1,78 @@
+"""The child process of a `ProcessAgent`: runs one job, then exits.
+
+    python -m zasync.child URI OID_HEX DISPATCHER_ID
+
+It opens the database by URI and runs the job as the dispatcher's thread
+would (the same `JobRunner`), committing the outcome itself; progress is
+written from here.  Its exit status says only whether it got that far.
+"""
+
+import logging
+import signal
+import sys
+import threading
+
+import transaction
+
+
+class _ChildDispatcher:
+    """What a `JobRunner` needs of its dispatcher, inside the child."""
+
+    def __init__(self, db, dispatcher_id):
+        self.db = db
+        self.id = dispatcher_id
+        self._lock = threading.Lock()
+        self._tm = transaction.TransactionManager()
+        self._conn = db.open(transaction_manager=self._tm)
+
+    def hand_result(self, *args):
+        return False            # no group commit here: commit it ourselves
+
+    def note_started(self, *args):
+        pass                    # the outcome's transaction records the start
+
+    def progress_writer(self, live_oid, deadline=None):
+        from zasync.dispatcher import _write_progress
+        import time
+
+        def write(fraction, message):
+            if deadline is not None and time.monotonic() > deadline:
+                from zasync.local import current_job
+                from zasync.runner import _timed_out
+                raise _timed_out(current_job())
+            with self._lock:
+                return _write_progress(self._tm, self._conn, live_oid, fraction, message)
+        return write
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 3:
+        sys.stderr.write("usage: python -m zasync.child URI OID_HEX DISPATCHER_ID\n")
+        return 2
+    uri, oid_hex, dispatcher_id = argv
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s [child] %(message)s")
+    # SIGTERM from the parent: end like an interruption, without cleanup
+    # that could commit half a job.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    from zasync.database import open_db
+    from zasync.runner import JobRunner
+    db = open_db(uri)
+    try:
+        runner = JobRunner(_ChildDispatcher(db, dispatcher_id))
+        oid = bytes.fromhex(oid_hex)
+        tm = transaction.TransactionManager()
+        conn = db.open(transaction_manager=tm)
+        tm.begin()
+        job_id = conn.get(oid).id
+        tm.abort()
+        conn.close()
+        runner(oid, job_id)
+    finally:
+        db.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Process agents: each job runs in a child process of its own.
+
+For CPU-bound work (no GIL shared with the other jobs) and for hard limits:
+a child that overruns its job's `timeout`, or does not stop within a grace
+period after its job was cancelled, is terminated.  The child opens the
+database by URI (so the storage must be one several processes can open:
+ZEO or RelStorage) and runs the job exactly as a thread would, committing
+its outcome itself.  A child that dies without committing an outcome counts
+as an interruption of its job, which the job's retry policy handles.
+
+The parent keeps one thread per slot, which starts the child, watches it
+and, when it is gone, checks what it left.
+"""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import transaction
+
+from zasync import recovery
+from zasync.agent import Agent
+from zasync.failure import Failure
+from zasync.interfaces import (
+    ACTIVE, ASSIGNED, Cancelled, ConfigurationError, JobTimeoutError)
+
+logger = logging.getLogger(__name__)
+
+_WATCH_INTERVAL = 0.1
+
+
+class ProcessAgent(Agent):
+    """An `Agent` whose `size` slots each run jobs in child processes.
+
+    `uri` is the database's URI for the children; `grace` the seconds a
+    child gets between SIGTERM and SIGKILL.
+    """
+
+    def __init__(self, size, uri, filter=None, name="processes", prefetch=0,
+                 grace=5.0):
+        super().__init__(size, filter=filter, name=name, prefetch=prefetch)
+        if not isinstance(uri, str) or "://" not in uri:
+            raise ConfigurationError(
+                f"uri={uri!r}: child processes need a database URI they can "
+                f"open (zeo://..., postgres://...)")
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
+            raise ConfigurationError(f"grace={grace!r}: expected seconds >= 0")
+        self.uri = uri
+        self.grace = float(grace)
+
+    def start(self, run, thread_name):
+        """See `Agent.start`; `run` is the dispatcher's runner, whose
+        dispatcher the children stand in for."""
+        dispatcher = run.dispatcher
+        super().start(lambda oid, job_id: self._run_child(dispatcher, oid, job_id),
+                      thread_name)
+
+    # -- one job -------------------------------------------------------------
+
+    def _run_child(self, dispatcher, oid, job_id):
+        command = [sys.executable, "-m", "zasync.child", self.uri,
+                   oid.hex(), dispatcher.id]
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        logger.info("dispatcher %s: job %s runs in child process %d",
+                    dispatcher.id, job_id, child.pid)
+        why = self._watch(dispatcher, child, oid, job_id)
+        self._settle(dispatcher, oid, job_id, child.returncode, why)
+
+    def _watch(self, dispatcher, child, oid, job_id):
+        """Wait for the child; terminate it on cancellation or timeout.
+        Return None, 'cancelled' or 'timeout'."""
+        tm = transaction.TransactionManager()
+        conn = dispatcher.db.open(transaction_manager=tm)
+        try:
+            tm.begin()
+            job = conn.get(oid)
+            timeout = job.timeout
+            tm.abort()
+            began = time.monotonic()
+            why = None
+            while child.poll() is None:
+                time.sleep(_WATCH_INTERVAL)
+                if why is not None:
+                    continue
+                if timeout is not None and time.monotonic() - began > timeout:
+                    why = "timeout"
+                else:
+                    tm.begin()
+                    if conn.get(oid)._live.cancel_requested:
+                        why = "cancelled"
+                    tm.abort()
+                if why is not None:
+                    logger.warning("dispatcher %s: job %s %s; terminating child %d",
+                                   dispatcher.id, job_id,
+                                   "ran past its time limit" if why == "timeout"
+                                   else "was cancelled", child.pid)
+                    _terminate(child, self.grace)
+            return why
+        finally:
+            tm.abort()
+            conn.close()
+
+    def _settle(self, dispatcher, oid, job_id, returncode, why):
+        """After the child: if it left the job unfinished, fail or hand on
+        the job according to why it ended."""
+        tm = transaction.TransactionManager()
+        conn = dispatcher.db.open(transaction_manager=tm)
+        try:
+            for attempt in tm.attempts(10):
+                with attempt:
+                    job = conn.get(oid)
+                    if job.dispatcher_id != dispatcher.id or job._status not in (
+                            ACTIVE, ASSIGNED):
+                        return          # the child finished it
+                    from zasync.database import get_queues
+                    record = get_queues(conn).dispatchers.get(dispatcher.id)
+                    if why == "timeout":
+                        error = JobTimeoutError(
+                            f"job {job_id} ran longer than its time limit of "
+                            f"{job.timeout:g} s; its process was terminated")
+                    elif why == "cancelled":
+                        error = Cancelled(f"job {job_id} was cancelled while it "
+                                          f"ran; its process was terminated")
+                    else:
+                        error = None
+                    if error is None:
+                        recovery.recover_job(
+                            job, dispatcher.id, f"its process ended with status "
+                            f"{returncode} before the job completed", tm.get())
+                    else:
+                        job._ensure_started(dispatcher.id, job._live.started_at)
+                        if job._complete(failure=Failure.from_exception(error),
+                                         dispatcher_id=dispatcher.id):
+                            job._queue._put_completed(job)
+                        else:
+                            job._queue.history.add(job)
+                    if record is not None:
+                        record.jobs.discard(job_id)
+        finally:
+            tm.abort()
+            conn.close()
+
+
+def _terminate(child, grace):
+    try:
+        child.send_signal(signal.SIGTERM)
+        child.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    except ProcessLookupError:
+        pass
