@@ -43,6 +43,14 @@ setup(
     extras_require={
         "test": [
             "pytest >= 7.0",
+            # RelStorage on the local PostgreSQL (tests/test_relstorage.py);
+            # the binary psycopg2 needs no compiler or libpq headers.
+            "RelStorage >= 3.5",
+            "psycopg2-binary >= 2.9",
+        ],
+        "relstorage": [
+            "RelStorage >= 3.5",
+            "psycopg2-binary >= 2.9",
         ],
     },
     entry_points={

@@ -97,6 +97,15 @@ class History(persistent.Persistent):
             return
         self._failed.pop(job.id, None)
 
+    def forget(self, job):
+        """Take a job out of the history (it is retried)."""
+        self._done.discard(job.id)
+        self._failed.pop(job.id, None)
+        if job.ended_at is not None:
+            key = (-clock.to_micros(job.ended_at), job.id)
+            if self._by_end.pop(key, None) is not None:
+                self._length.change(-1)
+
     def failed(self):
         """Failed jobs not dismissed, newest first."""
         jobs = [job for job in self._done if job.failure is not None

@@ -291,6 +291,13 @@ class Job(persistent.Persistent):
             self._set_status(COMPLETED, self.ended_at, dispatcher_id)
         return bool(pending)
 
+    def _reset(self):
+        """Make a completed callback ready to run again (its job is retried)."""
+        self._result = self._failure = None
+        self.ended_at = self.started_at = None
+        self.skipped = False
+        self._set_status(NEW)
+
     def _record_attempt(self, failure):
         self.attempts = self.attempts + (failure,)
 

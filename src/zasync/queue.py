@@ -284,6 +284,32 @@ class Queue(persistent.Persistent):
         """Failed jobs not yet dismissed, newest first."""
         return self.history.failed()
 
+    def retry(self, job):
+        """Put a failed job back in the queue to run again now, under its
+        id; the failure is kept among its attempts.  Return the job."""
+        if job._queue is not self or not job.failed:
+            raise JobStateError(
+                f"job {job.id} is {job.status}"
+                + (" and succeeded" if job.succeeded else "")
+                + ": only a failed job of this queue can be retried")
+        if job._parent is not None:
+            raise JobStateError(f"job {job.id} is a callback; retry job {job._parent.id}")
+        self.history.forget(job)
+        job._record_attempt(job._failure)
+        job._result = job._failure = None
+        job.ended_at = None
+        job.dismissed = False
+        job.dispatcher_id = None
+        job.begin_after = clock.now()
+        for callback in job._callbacks:
+            callback._reset()
+        job._set_status(PENDING, job.begin_after)
+        self._inbox[random.randrange(len(self._inbox))].add(job)
+        txn = self._p_jar.transaction_manager.get()
+        events.notify_after_commit(txn, events.JobPut(job))
+        txn.addAfterCommitHook(_wake_after_commit)
+        return job
+
     def jobs(self):
         """Every job the queue knows (pending, running and completed)."""
         seen = set()
