@@ -22,9 +22,14 @@ conflict resolvers merges two transactions (or refuses to).
 import collections
 import json
 import os
+import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
+
+import transaction
 
 import zasync
 from zasync.testing import free_port
@@ -51,6 +56,19 @@ def wait_for_file(path, timeout=TIMEOUT):
         if time.monotonic() > deadline:
             raise RuntimeError(f"{path} did not appear in {timeout} s")
         time.sleep(0.005)
+
+
+def wait_until(predicate, timeout=TIMEOUT, interval=0.01):
+    """Call `predicate` until it returns true; return its value, or raise
+    AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{predicate!r} still false after {timeout} s")
+        time.sleep(interval)
 
 
 def _append(folder, stem, line):
@@ -143,7 +161,6 @@ def tagged(job):
 def produce(uri, count, log_dir, index, summary_path):
     """Put `count` `record_run` jobs, one transaction each, counting every
     exception a commit raises (none is retried); write a JSON summary."""
-    import transaction
     db = zasync.open_db(uri)
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
@@ -202,8 +219,6 @@ def serve(address, path, counts_path):
 def start_counting_server(folder):
     """Start `serve` on a free loopback port in a child process; return
     (process, uri, counts file) once it accepts connections."""
-    import socket
-    import subprocess
     port = free_port()
     counts = os.path.join(folder, "resolutions.log")
     log = open(os.path.join(folder, "zeo.log"), "wb")
@@ -228,8 +243,6 @@ def start_counting_server(folder):
 
 def stop(process, timeout=20.0):
     """End a child process by its pid: SIGTERM, then SIGKILL."""
-    import signal
-    import subprocess
     if process.poll() is not None:
         return process.returncode
     os.kill(process.pid, signal.SIGTERM)
@@ -245,7 +258,6 @@ class Worker:
     PYTHONPATH, its output in a log file; `stop` ends it by its pid."""
 
     def __init__(self, log_path, uri, *options, env=None):
-        import subprocess
         self.log_path = log_path
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
@@ -260,6 +272,23 @@ class Worker:
     def stop(self, timeout=30.0):
         """SIGTERM (SIGKILL after `timeout` s); return the exit status."""
         return stop(self.process, timeout)
+
+
+class Workers(list):
+    """`Worker` processes started with `start` (`Worker`'s arguments), all
+    stopped by their pids on leaving the ``with`` block."""
+
+    def start(self, *args, **kwargs):
+        worker = Worker(*args, **kwargs)
+        self.append(worker)
+        return worker
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        for worker in self:
+            worker.stop()
 
 
 def main(argv):

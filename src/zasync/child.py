@@ -1,13 +1,16 @@
 """The child process of a `ProcessAgent`: runs one job, then exits.
 
-    python -m zasync.child URI OID_HEX DISPATCHER_ID
+    python -m zasync.child URI OID_HEX DISPATCHER_ID [BEGAN_FD]
 
 It opens the database by URI and runs the job as the dispatcher's thread
 would (the same `JobRunner`), committing the outcome itself; progress is
 written from here.  Its exit status says only whether it got that far.
+Just before the job runs, it writes a byte to the file descriptor
+BEGAN_FD, if given: the parent counts the job's time limit from there.
 """
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -47,10 +50,12 @@ class _ChildDispatcher:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 3:
-        sys.stderr.write("usage: python -m zasync.child URI OID_HEX DISPATCHER_ID\n")
+    if len(argv) not in (3, 4):
+        sys.stderr.write("usage: python -m zasync.child URI OID_HEX DISPATCHER_ID "
+                         "[BEGAN_FD]\n")
         return 2
-    uri, oid_hex, dispatcher_id = argv
+    uri, oid_hex, dispatcher_id = argv[:3]
+    began_fd = int(argv[3]) if len(argv) == 4 else None
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s [child] %(message)s")
     # SIGTERM from the parent: end like an interruption, without cleanup
@@ -68,6 +73,9 @@ def main(argv=None):
         job_id = conn.get(oid).id
         tm.abort()
         conn.close()
+        if began_fd is not None:
+            os.write(began_fd, b"1")
+            os.close(began_fd)
         runner(oid, job_id)
     finally:
         db.close()

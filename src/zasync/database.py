@@ -29,7 +29,7 @@ DEFAULT_POOL_SIZE = 32
 
 def open_db(target, **db_kwargs):
     """Open a ZODB database from a FileStorage path or any zodburi URI
-    (``file://``, ``zeo://``, ``memory://``, RelStorage's ``postgresql://``).
+    (``file://``, ``zeo://``, ``memory://``, RelStorage's ``postgres://``).
 
     A path's folder is created if missing.  Keyword arguments go to
     `ZODB.DB` and win over those the URI sets.

@@ -110,7 +110,9 @@ class History(persistent.Persistent):
         """Failed jobs not dismissed, newest first."""
         jobs = [job for job in self._done if job.failure is not None
                 and not getattr(job, "dismissed", False)]
-        jobs.extend(self._failed.values())
+        # a dismissal racing the claim that filed the job leaves it here
+        jobs.extend(job for job in self._failed.values()
+                    if not getattr(job, "dismissed", False))
         return sorted(jobs, key=lambda j: (j.ended_at or clock.now(), j.id),
                       reverse=True)
 

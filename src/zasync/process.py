@@ -14,6 +14,7 @@ and, when it is gone, checks what it left.
 
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from zasync import recovery
 from zasync.agent import Agent
 from zasync.failure import Failure
 from zasync.interfaces import (
-    ACTIVE, ASSIGNED, Cancelled, ConfigurationError, JobTimeoutError)
+    ACTIVE, ASSIGNED, CALLBACKS, Cancelled, ConfigurationError, JobTimeoutError)
 
 logger = logging.getLogger(__name__)
 
@@ -61,16 +62,31 @@ class ProcessAgent(Agent):
     # -- one job -------------------------------------------------------------
 
     def _run_child(self, dispatcher, oid, job_id):
-        command = [sys.executable, "-m", "zasync.child", self.uri,
-                   oid.hex(), dispatcher.id]
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL)
-        logger.info("dispatcher %s: job %s runs in child process %d",
-                    dispatcher.id, job_id, child.pid)
-        why = self._watch(dispatcher, child, oid, job_id)
+        # The child writes to this pipe when its job begins: a job's time
+        # limit counts from there, not from the start of a new interpreter
+        # (most of a second), as it does in a thread.
+        began_read, began_write = os.pipe()
+        try:
+            command = [sys.executable, "-m", "zasync.child", self.uri,
+                       oid.hex(), dispatcher.id, str(began_write)]
+            try:
+                # In a session of its own: a Ctrl-C at the worker's terminal
+                # must not reach the child, which gets the worker's grace.
+                child = subprocess.Popen(command, stdin=subprocess.DEVNULL,
+                                         pass_fds=(began_write,),
+                                         start_new_session=True)
+            finally:
+                os.close(began_write)
+            logger.info("dispatcher %s: job %s runs in child process %d",
+                        dispatcher.id, job_id, child.pid)
+            why = self._watch(dispatcher, child, oid, job_id, began_read)
+        finally:
+            os.close(began_read)
         self._settle(dispatcher, oid, job_id, child.returncode, why)
 
-    def _watch(self, dispatcher, child, oid, job_id):
-        """Wait for the child; terminate it on cancellation or timeout.
+    def _watch(self, dispatcher, child, oid, job_id, began_fd):
+        """Wait for the child; terminate it on cancellation or timeout
+        (counted from when `began_fd` becomes readable).
         Return None, 'cancelled' or 'timeout'."""
         tm = transaction.TransactionManager()
         conn = dispatcher.db.open(transaction_manager=tm)
@@ -78,20 +94,33 @@ class ProcessAgent(Agent):
             tm.begin()
             job = conn.get(oid)
             timeout = job.timeout
+            # A child that runs the callbacks of a job already completed
+            # (cancelled or timed out, perhaps) is not held to the job's
+            # cancel request or time limit: it would be terminated again
+            # and again, and the callbacks would never run.
+            callbacks = job.status == CALLBACKS
             tm.abort()
-            began = time.monotonic()
+            began = None
             why = None
+            cancel_seen = None
             while child.poll() is None:
                 time.sleep(_WATCH_INTERVAL)
-                if why is not None:
+                if why is not None or callbacks:
                     continue
-                if timeout is not None and time.monotonic() - began > timeout:
+                if began is None and select.select([began_fd], [], [], 0)[0]:
+                    began = time.monotonic()
+                if (timeout is not None and began is not None
+                        and time.monotonic() - began > timeout):
                     why = "timeout"
-                else:
+                elif cancel_seen is None:
                     tm.begin()
                     if conn.get(oid)._live.cancel_requested:
-                        why = "cancelled"
+                        # The job may stop by itself at its next progress()
+                        # or check_cancelled(); it gets the grace to do so.
+                        cancel_seen = time.monotonic()
                     tm.abort()
+                elif time.monotonic() - cancel_seen > self.grace:
+                    why = "cancelled"
                 if why is not None:
                     logger.warning("dispatcher %s: job %s %s; terminating child %d",
                                    dispatcher.id, job_id,

@@ -319,6 +319,12 @@ class Queue(persistent.Persistent):
                 yield job
         for job in self._index.values():
             if job.id not in seen:
+                seen.add(job.id)
+                yield job
+        # Completed outside a worker (cancelled while pending) and not yet
+        # filed by a claim: only the history's merging set holds them.
+        for job in self.history._done:
+            if job.id not in seen:
                 yield job
 
     # -- workers -----------------------------------------------------------

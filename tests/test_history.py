@@ -1,0 +1,200 @@
+"""What a queue keeps of finished work, and what an idle site writes.
+
+Completed jobs are filed into the queue's history, newest first; failed
+ones are listed until dismissed; everything past the retention is pruned
+by a later claim; the structures of pending work do not grow with
+finished work; and an idle worker's heartbeats write a few hundred bytes
+each.
+"""
+
+import datetime
+
+import pytest
+from ZODB.FileStorage import FileIterator
+
+import zasync
+from zasync.interfaces import COMPLETED
+
+import process_jobs
+import scenario_jobs
+from process_jobs import Worker
+from scenario_jobs import Producer, Viewer
+
+TIMEOUT = scenario_jobs.TIMEOUT
+
+
+@pytest.fixture
+def producer(db):
+    opened = Producer(db)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def viewer(db):
+    with Viewer(db) as opened:
+        yield opened
+
+
+def fresh_queue(viewer):
+    viewer.root()    # a fresh transaction
+    return zasync.get_queue(viewer.conn)
+
+
+def test_completed_jobs_are_filed_in_the_history_newest_first(dispatcher, producer, viewer):
+    jobs = []
+    for number in range(5):
+        job = producer.put(scenario_jobs.add, number, 10)
+        assert zasync.wait_for(job, timeout=TIMEOUT).result == number + 10
+        jobs.append(job)
+    history = fresh_queue(viewer).history
+    filed = list(history)
+    assert [job.id for job in filed] == [job.id for job in reversed(jobs)]
+    assert len(history) == 5
+    ends = [job.ended_at for job in filed]
+    assert ends == sorted(ends, reverse=True)
+    assert all(job.status == COMPLETED for job in filed)
+
+
+def test_failed_jobs_are_listed_until_dismissed(dispatcher, producer, viewer):
+    ok = producer.put(scenario_jobs.add, 1, 1)
+    failed = producer.put(scenario_jobs.raise_value_error, "listed")
+    assert zasync.wait_for(ok, timeout=TIMEOUT).succeeded
+    assert zasync.wait_for(failed, timeout=TIMEOUT).failed
+    assert [job.id for job in fresh_queue(viewer).failed()] == [failed.id]
+
+    with producer.tm:
+        queue = producer.queue()
+        with pytest.raises(zasync.ConfigurationError, match="did not fail"):
+            queue.dismiss(queue.get(ok.id))
+        queue.dismiss(queue.get(failed.id))
+    queue = fresh_queue(viewer)
+    assert queue.failed() == []
+    assert {job.id for job in queue.history} == {ok.id, failed.id}   # still kept
+
+
+def test_a_failure_dismissed_before_a_claim_filed_it_stays_dismissed(db, producer, viewer):
+    # A pending job cancelled is filed at once, as failed (Cancelled), in
+    # the set that the next claim files into the history.
+    job = producer.put(scenario_jobs.add, 1, 1)
+    with producer.tm:
+        producer.queue().get(job.id).cancel()
+    assert [found.id for found in fresh_queue(viewer).failed()] == [job.id]
+    with producer.tm:
+        queue = producer.queue()
+        queue.dismiss(queue.get(job.id))
+    assert fresh_queue(viewer).failed() == []
+    with producer.tm:
+        producer.queue().claim("filer", 0)
+    queue = fresh_queue(viewer)
+    assert queue.failed() == []
+    assert [found.id for found in queue.history] == [job.id]
+
+
+def set_retention(producer, seconds):
+    with producer.tm:
+        producer.queue().history.set_retention(datetime.timedelta(seconds=seconds))
+
+
+def test_jobs_past_the_retention_are_pruned_by_a_later_claim(db, producer, viewer):
+    with zasync.Dispatcher(db, threads=2, poll_interval=0.05):
+        old = [producer.put(scenario_jobs.add, number, 0) for number in range(3)]
+        old.append(producer.put(scenario_jobs.raise_value_error, "old failure"))
+        for job in old:
+            zasync.wait_for(job, timeout=TIMEOUT)
+        queue = fresh_queue(viewer)
+        assert len(queue.history) == 4 and len(queue.failed()) == 1
+        assert all(queue.get(job.id) is not None for job in old)
+
+        # The running dispatcher claims once the oldest is past the
+        # retention (a claim, not a scan at every poll, does the pruning).
+        set_retention(producer, 1)
+        process_jobs.wait_until(lambda: len(fresh_queue(viewer).history) == 0, TIMEOUT)
+        queue = fresh_queue(viewer)
+        assert list(queue.history) == [] and queue.failed() == []
+        assert [queue.get(job.id) for job in old] == [None] * 4
+
+        set_retention(producer, 3600)
+        recent = producer.put(scenario_jobs.add, 5, 5)
+        ended = zasync.wait_for(recent, timeout=TIMEOUT).ended_at
+
+    # Only the claims below run now, each at the time it is given: a job is
+    # kept until it ended longer than the retention ago.
+    set_retention(producer, 1)
+    with producer.tm:
+        queue = producer.queue()
+        queue.claim("pruner", 0, now=ended + datetime.timedelta(seconds=0.5))
+        assert [job.id for job in queue.history] == [recent.id]
+    with producer.tm:
+        queue = producer.queue()
+        queue.claim("pruner", 0, now=ended + datetime.timedelta(seconds=1.5))
+        assert list(queue.history) == [] and queue.get(recent.id) is None
+
+
+def test_the_pending_structures_do_not_grow_with_finished_work(db, producer, viewer):
+    with zasync.Dispatcher(db, threads=4, poll_interval=0.05) as dispatcher:
+        with producer.tm:
+            queue = producer.queue()
+            jobs = [queue.put(scenario_jobs.add, number, 1) for number in range(250)]
+        jobs += [producer.put(scenario_jobs.add, number, 1) for number in range(250, 500)]
+        done = viewer.wait_completed(jobs, timeout=TIMEOUT * 6)
+        assert [job.result for job in done] == [number + 1 for number in range(500)]
+        queue = fresh_queue(viewer)
+        assert len(queue._pending) == 0 and queue.pending_count() == 0
+        assert len(queue._deadlines) == 0
+        assert [len(lane) for lane in queue._inbox] == [0] * len(queue._inbox)
+        assert len(queue) == 0
+        records = zasync.get_queues(viewer.conn).dispatchers
+        assert {record.id: len(record.jobs) for record in records.values()} == {
+            dispatcher.id: 0}
+        assert len(queue.history) == 500
+
+
+# -- an idle worker's heartbeats ------------------------------------------------------
+
+def test_an_idle_worker_writes_a_few_hundred_bytes_per_heartbeat(
+        zeo_server, zeo_db, tmp_path):
+    # it looks for work every 0.1 s, and writes a heartbeat every 0.2 s
+    worker = Worker(str(tmp_path / "worker.log"), zeo_server.uri, "--id", "idle",
+                    "--ping-interval", "0.2", "--poll-interval", "0.1")
+    viewer = Viewer(zeo_db)
+    try:
+        def heartbeats():
+            """How many times the worker wrote its record since registering."""
+            viewer.root()    # a fresh transaction
+            record = zasync.get_queues(viewer.conn).dispatchers.get("idle")
+            if record is None:
+                return 0
+            return len(zeo_db.storage.history(record._p_oid, size=1000)) - 1
+        process_jobs.wait_until(lambda: heartbeats() >= 15, TIMEOUT * 3, interval=0.05)
+        assert worker.stop() == 0, worker.log
+        viewer.root()
+        record_oid = zasync.get_queues(viewer.conn).dispatchers["idle"]._p_oid
+    finally:
+        worker.stop()
+        viewer.close()
+
+    # Every transaction the worker committed, read from the server's file:
+    # the first registers it, the last records its stop; in between, while
+    # it was idle, it must have written its heartbeats and nothing else.
+    transactions = []
+    iterator = FileIterator(zeo_server.path)
+    try:
+        for txn in iterator:
+            oids = {record.oid for record in txn}
+            # the file positions of the transaction (private, but the only
+            # exact measure of what it added to the file)
+            transactions.append((oids, txn._tend + 8 - txn._tpos))
+    finally:
+        iterator.close()
+    touching = [index for index, (oids, _) in enumerate(transactions)
+                if record_oid in oids]
+    idle = transactions[touching[0] + 1:touching[-1]]
+    assert len(idle) >= 15
+    assert all(oids == {record_oid} for oids, _ in idle), [sorted(o) for o, _ in idle]
+    per_ping = sum(size for _, size in idle) / len(idle)
+    per_hour = per_ping * 3600 / 60.0    # at the default ping interval of 60 s
+    print(f"\nidle worker: {len(idle)} heartbeats, {per_ping:.0f} bytes of Data.fs "
+          f"each; at the default 60 s interval {per_hour / 1024:.1f} KB an hour")
+    assert per_ping < 4096
+    assert per_hour < 256 * 1024
