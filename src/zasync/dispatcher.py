@@ -48,9 +48,11 @@ class Dispatcher:
     default queue.  ``agents=[Agent(2), Agent(1, filter=...)]`` gives several
     agents instead; ``queues=("", "mail")`` serves several queues.
 
-    A put committed in this process wakes the dispatcher at once; commits
-    from other processes are seen at the next poll (`poll_interval`
-    seconds), which reads but writes nothing.  A heartbeat is written every
+    A put committed in this process, or in another one over ZEO (whose
+    server announces the changed inbox), wakes the dispatcher at once
+    (`zasync.wakeup`); on storages that announce nothing (RelStorage) other
+    processes' commits are seen at the next poll (`poll_interval` seconds),
+    which reads but writes nothing.  A heartbeat is written every
     `ping_interval` seconds only.
     """
 
@@ -364,6 +366,8 @@ class Dispatcher:
             job = self._conn.get(oid)
             if job._status == ASSIGNED and job.dispatcher_id == self.id:
                 job._live.started_at = when
+                events.notify_after_commit(self._tm.get(), events.JobStarted(job),
+                                           once=(job_id, when))
 
     def _store_results(self, results):
         """Write handed results into the current transaction; return the
@@ -421,7 +425,7 @@ class Dispatcher:
             for name in self.queue_names:
                 queue = container[name]
                 if queue.has_work(now):
-                    handed.extend(self._claim_from(queue, now))
+                    handed.extend(self._claim_from(queue, now, handed))
                 due = queue.next_due(now)
                 if due is not None and (next_due is None or due < next_due):
                     next_due = due
@@ -445,16 +449,16 @@ class Dispatcher:
             agent.submit(job._p_oid, job.id)
         return bool(handed) and any(agent.free for agent in self.agents), next_due
 
-    def _claim_from(self, queue, now):
+    def _claim_from(self, queue, now, earlier=()):
         """Claim from one queue for each agent: as many jobs as it has free
         threads (started at once), then, only under a backlog, up to its
         prefetch more (left assigned until a thread takes them)."""
         handed = []
         claimed_any = False
         for agent in self.agents:
-            free, room = agent.free, agent.room
-            free -= sum(1 for a, _ in handed if a is agent)
-            room -= sum(1 for a, _ in handed if a is agent)
+            # what this cycle already gave the agent, from other queues too
+            taken = sum(1 for a, _ in earlier if a is agent)
+            free, room = agent.free - taken, agent.room - taken
             if free > 0:
                 jobs = queue.claim(self.id, free, agent.accepts, now)
                 claimed_any = True
@@ -493,6 +497,13 @@ class Dispatcher:
                 report["lost"] = True
                 return
             record.last_ping = now
+            if record.stopped_at is not None:
+                # Counted as dead during a long pause (its jobs were handed
+                # on).  Alive again, it must count as alive: a record left
+                # stopped is skipped by every search for the dead, so what
+                # it claims from now on would never be recovered.
+                report["revived"] = record.dead_at or record.stopped_at
+                record.stopped_at = record.dead_at = None
             txn = self._tm.get()
             orphans = self._orphans(record)
             if orphans:
@@ -512,6 +523,11 @@ class Dispatcher:
                          "process; it stops claiming", self.id)
             self._stopping.set()
             return
+        revived = report.pop("revived", None)
+        if revived is not None:
+            logger.warning("dispatcher %s: was counted as dead at %s (its jobs "
+                           "were handed on); it runs again", self.id,
+                           revived.isoformat())
         orphans = report.pop("orphans", None)
         if orphans:
             logger.warning("dispatcher %s: handed on %s", self.id, _summary(orphans))

@@ -2,7 +2,10 @@
 true, so a subscriber never sees state that was rolled back.  A failing
 subscriber is logged, never raised into the worker or the producer."""
 
+import collections
+import itertools
 import logging
+import threading
 
 import zope.event
 from zope.interface import implementer
@@ -91,11 +94,94 @@ def completed_event(job):
 
 def notify(event):
     """Send `event` to the zope.event subscribers; log, never raise, what
-    a subscriber raises."""
+    a subscriber raises.  Each subscriber is called on its own, so one that
+    fails does not keep the event from those after it."""
+    for subscriber in list(zope.event.subscribers):
+        try:
+            subscriber(event)
+        except Exception:
+            logger.exception("a subscriber failed on %r", event)
+
+
+# -- sending a job's events in order ------------------------------------------
+#
+# A job's events are made true by transactions of different threads: the
+# producer's put, the dispatcher's claim, the worker's outcome.  Each is
+# sent by an after-commit hook in the thread that committed, and a claim can
+# commit (woken by the put's invalidation) before the producer's thread has
+# run its hooks: without care, JobStarted would overtake JobPut.  So each
+# job event takes a ticket when its transaction registers it (a later event
+# of a job is always registered after the commit of the one before), and is
+# sent only once the job's events of lower tickets were sent, or dropped
+# with their aborted transaction.  A thread sending events may send others
+# from its subscribers (a nested commit) without waiting for itself.
+# Rejected: one lock around all sending, which orders nothing across threads.
+
+#: Seconds an event waits for its job's earlier events before it is sent
+#: anyway (a subscriber that blocks, a transaction never ended); the stale
+#: earlier tickets are then forgotten, so that the stall happens once.
+ORDER_TIMEOUT = 10.0
+
+_order = threading.Condition()
+_tickets = itertools.count()
+_undelivered = {}                    # job id -> tickets registered, not yet settled
+_sending = threading.local()         # .tickets: those this thread is sending
+_sent_once = collections.OrderedDict()   # `once` keys of events already sent
+_SENT_ONCE_KEPT = 10000
+
+
+def _tickets_sent_here():
+    tickets = getattr(_sending, "tickets", None)
+    if tickets is None:
+        tickets = _sending.tickets = set()
+    return tickets
+
+
+def _settle(key, ticket):
+    with _order:
+        tickets = _undelivered.get(key)
+        if tickets is not None:
+            tickets.discard(ticket)
+            if not tickets:
+                del _undelivered[key]
+        _order.notify_all()
+
+
+def _first_time(once):
+    if once is None:
+        return True
+    with _order:
+        if once in _sent_once:
+            return False
+        _sent_once[once] = True
+        while len(_sent_once) > _SENT_ONCE_KEPT:
+            _sent_once.popitem(last=False)
+    return True
+
+
+def _deliver(committed, event, key, ticket, once):
+    if not committed:
+        _settle(key, ticket)
+        return
+    here = _tickets_sent_here()
+
+    def earlier():
+        return [t for t in _undelivered.get(key, ()) if t < ticket and t not in here]
+    with _order:
+        if not _order.wait_for(lambda: not earlier(), ORDER_TIMEOUT):
+            stale = earlier()
+            logger.warning("%r waited %s s for earlier events of its job; sent "
+                           "without them (%d dropped from the order)", event,
+                           ORDER_TIMEOUT, len(stale))
+            for t in stale:
+                _undelivered[key].discard(t)
+    here.add(ticket)
     try:
-        zope.event.notify(event)
-    except Exception:
-        logger.exception("a subscriber failed on %r", event)
+        if _first_time(once):
+            notify(event)
+    finally:
+        here.discard(ticket)
+        _settle(key, ticket)
 
 
 def _notify_if_committed(committed, event):
@@ -103,7 +189,22 @@ def _notify_if_committed(committed, event):
         notify(event)
 
 
-def notify_after_commit(txn, event):
-    """Send `event` once `txn` has committed; never if it aborts."""
-    if zope.event.subscribers:
+def notify_after_commit(txn, event, once=None):
+    """Send `event` once `txn` has committed; never if it aborts.
+
+    The events of one job are sent in the order of the transactions that
+    made them true, whichever threads committed those.  Of the events given
+    the same `once` key, only the first committed is sent (two transactions
+    that may both record one fact, such as a job's start).
+    """
+    if not zope.event.subscribers:
+        return
+    key = getattr(getattr(event, "job", None), "id", None)
+    if key is None:
         txn.addAfterCommitHook(_notify_if_committed, (event,))
+        return
+    ticket = next(_tickets)
+    with _order:
+        _undelivered.setdefault(key, set()).add(ticket)
+    txn.addAfterCommitHook(_deliver, (event, key, ticket, once))
+    txn.addAfterAbortHook(_settle, (key, ticket))

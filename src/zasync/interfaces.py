@@ -401,3 +401,19 @@ class IDispatcherDied(IDispatcherEvent):
     """A dispatcher was found dead (no heartbeat for its death interval)
     and its jobs were recovered."""
 
+
+# -- job context (zasync.context) -------------------------------------------
+
+class IJobContext(Interface):
+    """Something a job needs around its call: a Zope site, a security
+    principal.  Stored with the job (so it must pickle: plain attributes
+    and references to persistent objects), and applied in the worker's
+    thread around each run of the job, within the job's transaction."""
+
+    def set_up(job):
+        """Establish the context before the job's callable runs; return a
+        value that `tear_down` receives (what to restore)."""
+
+    def tear_down(job, state):
+        """Undo `set_up` after the call, whatever its outcome; `state` is
+        what `set_up` returned."""

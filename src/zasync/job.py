@@ -17,7 +17,7 @@ import persistent.mapping
 from ZODB.POSException import ConflictError
 from zope.interface import implementer
 
-from zasync import clock, local, storable
+from zasync import clock, events, local, storable
 from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, STATUSES,
@@ -257,6 +257,9 @@ class Job(persistent.Persistent):
         (still `ASSIGNED` in the database) at the time it really started."""
         if self._status == ASSIGNED:
             self._start(dispatcher_id, when)
+            events.notify_after_commit(
+                self._p_jar.transaction_manager.get(), events.JobStarted(self),
+                once=(self.id, when))
 
     def _assign(self, dispatcher_id, when=None):
         """Mark the job claimed by a dispatcher, not yet started."""

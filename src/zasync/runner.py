@@ -22,7 +22,7 @@ import time
 import transaction
 from ZODB.POSException import ConflictError
 
-from zasync import clock, events, local, storable
+from zasync import clock, context, events, local, storable
 from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, Cancelled, JobTimeoutError,
@@ -174,7 +174,8 @@ class JobRunner:
         deadline = None if job.timeout is None else began + job.timeout
         try:
             with local.running(job, self.dispatcher.progress_writer(live_oid, deadline)):
-                value = job._invoke()
+                with context.applied(job):
+                    value = job._invoke()
             if deadline is not None and time.monotonic() > deadline:
                 raise _timed_out(job)
             try:
@@ -333,7 +334,8 @@ class JobRunner:
             try:
                 with local.running(callback, self.dispatcher.progress_writer(
                         callback._live._p_oid)):
-                    value = callback._invoke(outcome)
+                    with context.applied(callback):
+                        value = callback._invoke(outcome)
                 storable.check_value(value, f"the result of callback {callback.id}:")
                 more = callback._complete(result=value, dispatcher_id=self.dispatcher_id)
                 tm.commit()

@@ -92,3 +92,207 @@ def installed_db(target, queues=("",), **db_kwargs):
     db = open_db(target, **db_kwargs)
     install(db, queues)
     return db
+
+
+# -- helpers for applications' test suites ----------------------------------
+#
+# Appended for the Zope integration (zasync.component, zasync.subscriber,
+# zasync.context): run jobs eagerly, run a dispatcher for the time of a
+# test, wait until the queues are idle, and open a multi-database.
+
+import threading as _threading
+
+from zasync.database import wait_for  # noqa: E402,F401  (a wait helper too)
+
+
+class eager:
+    """Run every job inline, in the committing thread, as soon as the
+    transaction that put it commits: when ``commit()`` returns, the job has
+    completed (and with it the jobs it put, and its callbacks).  For the
+    test suites of applications that put jobs and want their effect at
+    once, without worker threads::
+
+        with zasync.testing.eager() as ran:
+            ...   # code that puts jobs and commits
+        assert ran.job_ids == [...]
+
+    Each job runs in a transaction and connection of its own, with its
+    contexts (`zasync.context`), once: its begin_after is not waited for and
+    its retry policy is not asked.  Its events are sent as from a worker
+    (JobStarted, then JobSucceeded or JobFailed), after its commit and after
+    every subscriber has seen the JobPut of the commit that put it.  Do not
+    run a dispatcher on the same queues meanwhile.
+
+    The producer's connection keeps the snapshot it took at its commit,
+    from before the job ran: read what the job did in a new transaction
+    (``transaction.begin()``) or another connection.
+    """
+
+    #: Attempts at committing a job's outcome when it conflicts.
+    attempts = 5
+
+    def __init__(self):
+        self.job_ids = []
+        self._pending = _threading.local()
+        self._active = False
+
+    def __enter__(self):
+        import zope.event
+
+        from zasync import dispatcher as dispatcher_module
+        if self._active:
+            raise RuntimeError("this eager mode is already on")
+        self._active = True
+        zope.event.subscribers.append(self._on_event)
+        # A commit that put a job wakes this process's dispatchers after
+        # its JobPut events were sent; eager mode is woken the same way, so
+        # that it runs the job only once every subscriber has seen the put.
+        with dispatcher_module._local_lock:
+            dispatcher_module._local_dispatchers.add(self)
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def stop(self, timeout=None):
+        """Leave eager mode (as leaving the ``with`` block does)."""
+        import zope.event
+
+        from zasync import dispatcher as dispatcher_module
+        if not self._active:
+            return True
+        self._active = False
+        with dispatcher_module._local_lock:
+            dispatcher_module._local_dispatchers.discard(self)
+        if self._on_event in zope.event.subscribers:
+            zope.event.subscribers.remove(self._on_event)
+        return True
+
+    def _on_event(self, event):
+        from zasync.interfaces import IJobPut
+        if not IJobPut.providedBy(event):
+            return
+        job = event.job
+        pending = getattr(self._pending, "jobs", None)
+        if pending is None:
+            pending = self._pending.jobs = []
+        pending.append((job._p_jar.db(), job._p_oid))
+
+    def wake(self):
+        """Run the jobs whose put this thread's last commit made true."""
+        pending = getattr(self._pending, "jobs", None)
+        while pending:
+            db, oid = pending.pop(0)
+            self._run(db, oid)
+
+    def _run(self, db, oid):
+        import transaction
+
+        from zasync import context, events
+        from zasync.interfaces import PENDING
+        tm = transaction.TransactionManager()
+        conn = db.open(transaction_manager=tm)
+        try:
+            for attempt in tm.attempts(self.attempts):
+                with attempt:
+                    job = conn.get(oid)
+                    if job.status != PENDING:
+                        return
+                    job_id = job.id
+                    txn = tm.get()
+                    events.notify_after_commit(txn, events.JobStarted(job))
+                    with context.applied(job):
+                        job()
+            self.job_ids.append(job_id)
+        finally:
+            conn.close()
+
+
+class running_dispatcher:
+    """Start a dispatcher on `db` for the time of a ``with`` block (or of a
+    pytest fixture that yields from it) and stop it after, failing if jobs
+    still run `stop_timeout` seconds later::
+
+        @pytest.fixture
+        def dispatcher(db):
+            with zasync.testing.running_dispatcher(db, threads=2) as running:
+                yield running
+
+    It polls every `poll_interval` seconds (short, for tests); other
+    keyword arguments go to `zasync.Dispatcher`.
+    """
+
+    def __init__(self, db, threads=2, poll_interval=0.05, stop_timeout=30.0,
+                 **dispatcher_kwargs):
+        from zasync.dispatcher import Dispatcher
+        if "agents" not in dispatcher_kwargs:
+            dispatcher_kwargs["threads"] = threads
+        self.stop_timeout = stop_timeout
+        self.dispatcher = Dispatcher(db, poll_interval=poll_interval, **dispatcher_kwargs)
+
+    def __enter__(self):
+        self.dispatcher.start()
+        return self.dispatcher
+
+    def __exit__(self, exc_type, exc, tb):
+        finished = self.dispatcher.stop(timeout=self.stop_timeout)
+        if not finished and exc_type is None:
+            raise RuntimeError(
+                f"dispatcher {self.dispatcher.id}: jobs still ran "
+                f"{self.stop_timeout} s after the test asked it to stop")
+
+
+def wait_for_idle(db, queues=None, timeout=30.0, poll_interval=0.01):
+    """Wait until the `queues` of `db` (names; all when None) hold no
+    pending job and no dispatcher holds a job, then return.  A job delayed
+    by `begin_after` counts as pending.  Raises `WaitTimeoutError` after
+    `timeout` seconds."""
+    import time
+
+    import transaction
+
+    from zasync.database import get_queues
+    from zasync.interfaces import WaitTimeoutError
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            tm.begin()
+            container = get_queues(conn)
+            names = container.keys() if queues is None else list(queues)
+            pending = sum(len(container[name]) for name in names)
+            held = sum(len(record.jobs) for record in container.dispatchers.values())
+            tm.abort()
+            if not pending and not held:
+                return
+            if time.monotonic() >= deadline:
+                raise WaitTimeoutError(
+                    f"after {timeout} s, {pending} job(s) still pending and "
+                    f"{held} held by dispatchers")
+            time.sleep(poll_interval)
+    finally:
+        tm.abort()
+        conn.close()
+
+
+def open_multidb(folder, names=("main", "async"), **db_kwargs):
+    """Open a multi-database of FileStorages ``<folder>/<name>.fs``, one
+    per name, and return the first (the main one); the others are in its
+    ``databases`` mapping.  Close them all with `close_multidb`."""
+    import os
+
+    from zasync.database import open_db
+    if isinstance(names, str) or not names:
+        raise ValueError(f"names={names!r}: expected database names, main first")
+    databases = {}
+    for name in names:
+        open_db(os.path.join(os.fspath(folder), f"{name}.fs"),
+                databases=databases, database_name=name, **db_kwargs)
+    return databases[names[0]]
+
+
+def close_multidb(db):
+    """Close every database of `db`'s multi-database."""
+    for each in list(db.databases.values()):
+        each.close()

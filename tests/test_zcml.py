@@ -1,0 +1,166 @@
+"""Start-up: ZCML (zope.configuration) and the one-call set-up install the
+queues and start a dispatcher when the database opens; the multi-database
+policy keeps the jobs in an 'async' database beside the main one."""
+
+import pytest
+import zope.component.testing
+import zope.event
+from zope.configuration import xmlconfig
+from zope.configuration.exceptions import ConfigurationError as ZCMLError
+from zope.processlifetime import DatabaseOpenedWithRoot
+
+import zasync
+from zasync import subscriber, testing
+from zasync.database import ROOT_KEY
+from zasync.interfaces import ConfigurationError, IQueue, IQueues
+
+import zope_jobs
+
+TIMEOUT = 30
+
+
+@pytest.fixture(autouse=True)
+def placeless():
+    zope.component.testing.setUp()
+    yield
+    subscriber.stop(timeout=TIMEOUT)
+    zope.component.testing.tearDown()
+
+
+@pytest.fixture
+def fresh_db(tmp_path):
+    """A database without zasync, as an application opens it."""
+    db = zasync.open_db(str(tmp_path / "Data.fs"))
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def multidb(tmp_path):
+    db = testing.open_multidb(tmp_path)
+    yield db
+    subscriber.stop(timeout=TIMEOUT)
+    testing.close_multidb(db)
+
+
+def _zcml(body):
+    return xmlconfig.string(f"""
+        <configure xmlns="http://namespaces.zope.org/zope"
+                   xmlns:zasync="http://namespaces.zope.org/zasync">
+          <include package="zasync" />
+          {body}
+        </configure>""")
+
+
+def test_configure_zcml_registers_the_adapters_and_starts_nothing(db):
+    _zcml("")
+    with db.transaction() as conn:
+        assert IQueue(conn) is zasync.get_queue(conn)
+        assert IQueues(conn.root()[ROOT_KEY]) is zasync.get_queues(conn)
+    zope.event.notify(DatabaseOpenedWithRoot(db))
+    assert subscriber.dispatchers() == []
+
+
+def test_the_basic_policy_installs_and_starts_a_dispatcher_when_the_database_opens(fresh_db):
+    _zcml('<include package="zasync" file="basic_dispatcher_policy.zcml" />')
+    assert subscriber.dispatchers() == []
+    zope.event.notify(DatabaseOpenedWithRoot(fresh_db))
+    dispatcher = subscriber.get_dispatcher(fresh_db)
+    assert dispatcher is not None and dispatcher.running
+    assert subscriber.dispatchers() == [dispatcher]
+    assert dispatcher.db is fresh_db
+    assert dispatcher.queue_names == ("",)
+    with fresh_db.transaction() as conn:
+        job = IQueue(conn).put(zasync.Job(zope_jobs.add, 20, 22))
+    assert zasync.wait_for(job, timeout=TIMEOUT).result == 42
+    # the database opening again in this process starts no second one
+    zope.event.notify(DatabaseOpenedWithRoot(fresh_db))
+    assert subscriber.dispatchers() == [dispatcher]
+    assert subscriber.stop(fresh_db)
+    assert not dispatcher.running
+    assert subscriber.get_dispatcher(fresh_db) is None
+
+
+def test_the_multidb_policy_keeps_jobs_in_the_async_database(multidb):
+    _zcml('<include package="zasync" file="multidb_dispatcher_policy.zcml" />')
+    zope.event.notify(DatabaseOpenedWithRoot(multidb))
+    dispatcher = subscriber.get_dispatcher(multidb, "async")
+    assert dispatcher.db is multidb.databases["async"]
+    with multidb.transaction() as conn:
+        assert ROOT_KEY not in conn.root()                        # main: no queues
+        assert ROOT_KEY in conn.get_connection("async").root()    # async: queues
+        document = conn.root()["doc"] = zope_jobs.Document()
+    with multidb.transaction() as conn:
+        document = conn.root()["doc"]
+        queue = IQueue(document)                 # found in 'async'
+        job = queue.put(zasync.Job(zope_jobs.note, document, "from a job"))
+        assert job._p_jar.db().database_name == "async"
+        assert document._p_jar.db().database_name == "main"
+    done = zasync.wait_for(job, timeout=TIMEOUT)
+    assert done.failure is None, done.failure.traceback
+    assert done.result == 1
+    assert done._p_jar.db().database_name == "async"
+    with multidb.transaction() as conn:
+        # the job's transaction wrote the main database's object
+        assert conn.root()["doc"].log == ["from a job"]
+        assert conn.root()["doc"]._p_jar.db().database_name == "main"
+
+
+def test_the_directive_configures_threads_queues_database_and_id(multidb):
+    _zcml("""<zasync:dispatcher threads="3" queues="'' mail" database="async"
+                                id="web-1" poll_interval="0.05" />""")
+    zope.event.notify(DatabaseOpenedWithRoot(multidb))
+    dispatcher = subscriber.get_dispatcher(multidb, "async")
+    assert dispatcher.id == "web-1"
+    assert dispatcher.queue_names == ("", "mail")
+    assert [agent.size for agent in dispatcher.agents] == [3]
+    assert dispatcher.poll_interval == 0.05
+    with multidb.transaction() as conn:
+        assert zasync.get_queues(conn.get_connection("async")).keys() == ["", "mail"]
+
+
+def test_threads_0_installs_the_queues_and_starts_no_dispatcher(fresh_db):
+    _zcml('<zasync:dispatcher threads="0" queues="reports" />')
+    zope.event.notify(DatabaseOpenedWithRoot(fresh_db))
+    assert subscriber.dispatchers() == []
+    with fresh_db.transaction() as conn:
+        assert zasync.get_queues(conn).keys() == ["reports"]
+
+
+def test_a_bad_directive_is_refused_when_the_zcml_loads():
+    with pytest.raises(ZCMLError):
+        _zcml('<zasync:dispatcher threads="-1" />')
+    with pytest.raises(ZCMLError):
+        _zcml('<zasync:dispatcher workers="2" />')
+
+
+def test_an_unknown_database_name_is_refused_when_the_database_opens(fresh_db):
+    _zcml('<zasync:dispatcher database="async" />')
+    with pytest.raises(ConfigurationError, match="has no such database"):
+        zope.event.notify(DatabaseOpenedWithRoot(fresh_db))
+
+
+def test_one_call_sets_up_an_application_without_zcml(multidb):
+    dispatcher = subscriber.configure(multidb, threads=2, queues=("", "mail"),
+                                      database_name="async", poll_interval=0.05)
+    assert subscriber.configure(multidb, threads=2, database_name="async") is dispatcher
+    assert dispatcher.running and dispatcher.queue_names == ("", "mail")
+    with multidb.transaction() as conn:
+        document = conn.root()["doc"] = zope_jobs.Document()
+        # new in this transaction and referenced from both databases:
+        # ZODB wants to be told which one keeps it
+        conn.add(document)
+        job = zasync.get_queue(conn.get_connection("async"), "mail").put(
+            zasync.Job(zope_jobs.note, document, "mailed"))
+    assert zasync.wait_for(job, timeout=TIMEOUT).result == 1
+    with multidb.transaction() as conn:
+        assert conn.root()["doc"].log == ["mailed"]
+    assert subscriber.stop(multidb, "async")
+    assert not dispatcher.running
+
+
+def test_configure_checks_its_arguments(fresh_db):
+    with pytest.raises(ConfigurationError, match="threads"):
+        subscriber.configure(fresh_db, threads=-1)
+    with pytest.raises(ConfigurationError, match="database_name"):
+        subscriber.configure(fresh_db, database_name=3)
