@@ -36,9 +36,17 @@ setup(
         "zope.interface >= 5.0",
         "zope.component >= 5.0",
         "zope.event >= 4.5",
+        # ZCML and the start-up subscribers (zasync.subscriber)
+        "zope.configuration >= 4.4",
+        "zope.processlifetime >= 2.0",
         "zodburi >= 2.5",
         "click >= 8.0",
         "rich >= 12.0",
+        # the web view: WSGI requests and responses, page templates that
+        # escape by default, and the server of `zasync web`
+        "WebOb >= 1.8",
+        "Chameleon >= 4.0",
+        "waitress >= 2.1",
     ],
     extras_require={
         "test": [
@@ -47,6 +55,15 @@ setup(
             # the binary psycopg2 needs no compiler or libpq headers.
             "RelStorage >= 3.5",
             "psycopg2-binary >= 2.9",
+            "zope.security >= 5.0",
+            # the web view through WSGI, and end to end in Debian's chromium
+            # (playwright drives it; it downloads no browser of its own)
+            "WebTest >= 3.0",
+            "playwright >= 1.40",
+        ],
+        # running jobs as the principal who put them (zasync.context)
+        "zope": [
+            "zope.security >= 5.0",
         ],
         "relstorage": [
             "RelStorage >= 3.5",

@@ -123,12 +123,92 @@ def demo(directory, threads, once, log_level):
     sys.exit(status)
 
 
+# -- web ---------------------------------------------------------------------
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--db", "target", required=True, metavar="URI",
+              help="The database: a FileStorage path or a zodburi URI "
+                   "(zeo://HOST:PORT to watch workers in other processes).")
+@click.option("--bind", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
+              help="Address to listen on; loopback unless told otherwise "
+                   "(0.0.0.0:8080 opens it to the network).")
+@click.option("--token", default=None, envvar="ZASYNC_WEB_TOKEN", metavar="TOKEN",
+              help="Credential for actions: sent as 'Authorization: Bearer TOKEN' "
+                   "or typed into the login page.  [env: ZASYNC_WEB_TOKEN]")
+@click.option("--user", "username", default=None, metavar="NAME",
+              help="User name for actions (HTTP basic or the login page); "
+                   "needs --password.")
+@click.option("--password", default=None, envvar="ZASYNC_WEB_PASSWORD", metavar="PASSWORD",
+              help="Password of --user.  [env: ZASYNC_WEB_PASSWORD]")
+@click.option("--refresh", default=3.0, show_default=True, metavar="SECONDS",
+              type=click.FloatRange(min=0),
+              help="How often open pages update themselves (0: never).")
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Threads answering requests.")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="A host name the view answers to besides loopback names (e.g. "
+                   "a proxy's); repeat for several.  On loopback, requests for "
+                   "other names are refused, against DNS rebinding.")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              help="Level of the log written to stderr.")
+def web(target, bind, token, username, password, refresh, threads, allow_hosts, log_level):
+    """Serve the web view and JSON API until SIGTERM or SIGINT.
+
+    Pages: the overview (per queue: pending, active, failed and completed
+    jobs, and a chart of the last hour; the workers and their health), the
+    jobs (filtered by status, state, queue and callable name), the running
+    jobs with their progress, each job (arguments, status history,
+    progress, annotations, attempts, result, failure and traceback) and the
+    workers.  A banner on every page counts the running jobs and the
+    failures not yet dismissed; pages update themselves every --refresh
+    seconds.  JSON under /api/ (jobs, jobs/ID, queues, workers) and
+    Prometheus metrics at /metrics.
+
+    Actions (cancel, retry, dismiss, remove) are POSTs that need a
+    credential: --token, or --user with --password.  Without one, the view
+    is read only and says so.  Anyone who reaches the address can read the
+    jobs, their arguments and tracebacks: keep --bind on loopback, or put
+    the view behind a proxy that checks who comes in.
+
+    \b
+    Examples:
+      zasync web --db zeo://127.0.0.1:8100
+      ZASYNC_WEB_TOKEN=s3cret zasync web --db zeo://127.0.0.1:8100
+      zasync web --db var/Data.fs --bind 127.0.0.1:9000 --user admin --password s3cret
+      curl -X POST -H 'Authorization: Bearer s3cret' \\
+           http://127.0.0.1:8080/api/jobs/ID/retry
+    """
+    from zasync.web.serve import parse_bind, serve
+    if token is not None and (username is not None or password is not None):
+        raise click.UsageError("give --token, or --user with --password, not both")
+    if (username is None) != (password is None):
+        raise click.UsageError("--user and --password go together")
+    if "" in (token, username, password):
+        raise click.UsageError("an empty --token, --user or --password would let "
+                               "anyone act: give a value or leave the option out")
+    try:
+        parse_bind(bind)
+    except ZasyncError as error:
+        raise click.BadParameter(str(error), param_hint="'--bind'") from None
+    _configure_logging(log_level)
+    db = _open_database(target, "'--db'")
+    try:
+        serve(db, bind, token=token, username=username, password=password,
+              refresh=refresh, threads=threads, allow_hosts=allow_hosts,
+              announce=lambda line: click.echo(line, err=True))
+    except OSError as error:
+        raise click.ClickException(f"cannot listen on {bind}: {error}") from None
+    finally:
+        db.close()
+
+
 # -- worker ------------------------------------------------------------------
 
 @main.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--db", "target", required=True, metavar="URI",
               help="The database: a FileStorage path or a zodburi URI "
-                   "(zeo://HOST:PORT, file://..., postgresql://... for RelStorage).")
+                   "(zeo://HOST:PORT, file://..., postgres://... for RelStorage).")
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(min=1),
               help="Worker threads, i.e. jobs run at once.")
 @click.option("--queue", "queue_names", multiple=True, metavar="NAME",
@@ -199,6 +279,9 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
     """
     from zasync.agent import Agent
     from zasync.dispatcher import Dispatcher
+    # Logging first: starting the embedded server and making a new id log
+    # what they did (where it serves, which id), which would otherwise be lost.
+    _configure_logging(log_level)
     job_filter = _load_filter(filter_spec) if filter_spec else None
     server = None
     if serve_address is not None:
@@ -210,7 +293,6 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
             param_hint="'--db'")
     if dispatcher_id is None:
         dispatcher_id = _stable_id(uuid_file)
-    _configure_logging(log_level)
     names = tuple(dict.fromkeys(queue_names)) or ("",)
     if "://" not in target and not os.path.exists(target):
         logger.warning("worker: %s does not exist; creating a new, empty "
@@ -386,3 +468,7 @@ def _serve(dispatcher, grace):
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+# The operators' commands (status, jobs, job, put, cancel, ...) register here.
+from zasync import commands  # noqa: E402,F401

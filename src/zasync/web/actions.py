@@ -1,0 +1,118 @@
+"""The four things an operator may do to a job, each in its own
+transaction, retried on ConflictError by the transaction manager.
+
+Only these names are ever acted on: no request names a callable to run.
+"""
+
+import logging
+import pickle
+
+import transaction
+import zodbpickle.pickle
+from ZODB.POSException import ConflictError
+
+from zasync.database import get_queues
+from zasync.interfaces import COMPLETED, PENDING, ZasyncError
+from zasync.web.present import CANCELLABLE
+
+logger = logging.getLogger(__name__)
+
+ACTIONS = ("cancel", "retry", "dismiss", "remove")
+ATTEMPTS = 5
+
+# ZODB pickles with zodbpickle, whose errors are not the standard library's.
+PICKLING_ERRORS = (pickle.PicklingError, zodbpickle.pickle.PicklingError)
+
+
+class ActionError(ZasyncError):
+    """Raised when an action cannot be done; `status` is the HTTP status."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _cancel(job):
+    if job.status not in CANCELLABLE:
+        raise ActionError(409, f"job {job.id} is {job.status}: only a pending or "
+                               f"running job can be cancelled")
+    was = job.status
+    job.cancel()
+    if was in (PENDING, "new"):
+        return f"job {job.id} cancelled"
+    return (f"job {job.id}: cancellation requested; it stops at its next "
+            f"progress report or cancellation check")
+
+
+def _retry(job):
+    if not job.failed:
+        raise ActionError(409, f"job {job.id} is {job.status}"
+                               + (" and succeeded" if job.succeeded else "")
+                               + ": only a failed job can be retried")
+    if job.queue is None:
+        raise ActionError(409, f"job {job.id} is in no queue")
+    job.queue.retry(job)
+    return f"job {job.id} put back in its queue"
+
+
+def _dismiss(job):
+    if job.status != COMPLETED or job.failure is None:
+        raise ActionError(409, f"job {job.id} is {job.status} and did not fail: "
+                               f"only a failed job can be dismissed")
+    if job.dismissed:
+        return f"job {job.id} was already dismissed"
+    if job.queue is None:
+        raise ActionError(409, f"job {job.id} is in no queue")
+    job.queue.dismiss(job)
+    return f"job {job.id} dismissed"
+
+
+def _remove(job):
+    if job.status != PENDING or job.queue is None:
+        raise ActionError(409, f"job {job.id} is {job.status}: only a pending "
+                               f"job can be removed")
+    job.queue.remove(job)
+    return f"job {job.id} removed from its queue"
+
+
+_DO = {"cancel": _cancel, "retry": _retry, "dismiss": _dismiss, "remove": _remove}
+
+
+def perform(db, job_id, action):
+    """Do `action` to the job `job_id` in a transaction of its own; return
+    a message saying what was done, or raise `ActionError`."""
+    do = _DO.get(action)
+    if do is None:
+        raise ActionError(404, f"no action {action!r}; expected one of {', '.join(ACTIONS)}")
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        for attempt in tm.attempts(ATTEMPTS):
+            with attempt:
+                job = get_queues(conn).find_job(job_id)
+                if job is None:
+                    raise ActionError(404, f"no job {job_id}")
+                message = do(job)
+                tm.get().note(f"zasync web: {action} job {job_id}")
+    except ActionError:
+        raise
+    except ConflictError:
+        logger.warning("web: %s of job %s still conflicted after %d attempts",
+                       action, job_id, ATTEMPTS)
+        raise ActionError(503, f"the database was too busy to {action} job "
+                               f"{job_id}; try again") from None
+    except ZasyncError as error:
+        raise ActionError(409, str(error)) from None
+    except PICKLING_ERRORS as error:
+        # Changing a job stores it again, with its callable and arguments:
+        # that needs the code they come from, as a worker does.
+        logger.warning("web: %s of job %s: cannot store it: %s", action, job_id, error)
+        raise ActionError(500, f"could not store job {job_id} after the change "
+                               f"({error}): run the web view where the jobs' code "
+                               f"can be imported, as workers do") from None
+    finally:
+        tm.abort()
+        conn.close()
+    logger.info("web: %s job %s: %s", action, job_id, message)
+    return message

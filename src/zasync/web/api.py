@@ -1,0 +1,120 @@
+"""The JSON API, mirroring the pages, and /metrics.
+
+Jobs have both vocabularies: ``status`` (the job's: new, pending, assigned,
+active, callbacks, completed) and ``state`` (pending, started, success,
+failure), with ``message``, ``progress`` in [0, 1], times in ISO 8601 and
+``duration`` in seconds.  Actions answer ``{"task_id": ID, "result": "ok",
+"message": ...}``, or ``{"result": "fail", "message": ...}`` with a 4xx
+(or 503) status; so does every other error.
+"""
+
+from webob import Response
+
+from zasync.web import metrics
+from zasync.web.actions import ACTIONS, ActionError, perform
+from zasync.web.app import JOB_ID, NotFoundError, Route
+from zasync.web.guard import BASIC, CSRF_FIELD, CSRF_HEADER, SESSION, same_origin
+from zasync.web.present import JobView, WorkerView
+from zasync.web.survey import (
+    FilterError, Filters, failed_jobs, list_jobs, per_minute, queue_counts,
+    running_count)
+
+ID = r"(?P<job_id>[^/]+)"
+
+
+def routes():
+    return [
+        Route(("GET",), r"/api/summary", summary, api=True),
+        Route(("GET",), r"/api/jobs", jobs, api=True),
+        Route(("GET",), r"/api/jobs/" + ID, job, api=True),
+        Route(("POST",), r"/api/jobs/" + ID + r"/(?P<action>[a-z]+)", act, api=True),
+        Route(("GET",), r"/api/queues", queues, api=True),
+        Route(("GET",), r"/api/workers", workers, api=True),
+        Route(("GET",), r"/metrics", metrics_page, api=True),
+    ]
+
+
+def fail(ctx, status, message, **headers):
+    response = ctx.json({"result": "fail", "message": message}, status)
+    for name, value in headers.items():
+        response.headers[name.replace("_", "-")] = value
+    return response
+
+
+def summary(ctx):
+    """What the pages poll: the banner's counts and the database's last
+    transaction id, which changes whenever anything was committed."""
+    if not ctx.installed:
+        return ctx.json({"installed": False, "serial": ctx.serial, "running": 0, "failed": 0})
+    return ctx.json({"installed": True, "serial": ctx.serial,
+                     "running": running_count(ctx.held),
+                     "failed": len(failed_jobs(ctx.container))})
+
+
+def jobs(ctx):
+    container = ctx.container
+    try:
+        filters = Filters(ctx.request.GET, container.keys())
+    except FilterError as error:
+        return fail(ctx, 400, str(error))
+    found, has_next, complete = list_jobs(container, filters)
+    return ctx.json({
+        "jobs": [JobView(found_job, ctx.now).as_json() for found_job in found],
+        "page": filters.page, "per_page": filters.per_page,
+        "has_next": has_next, "complete": complete,
+    })
+
+
+def job(ctx, job_id):
+    return ctx.json(JobView(ctx.find_job(job_id), ctx.now).as_json(detail=True))
+
+
+def queues(ctx):
+    found = []
+    for queue in ctx.container.values():
+        succeeded, failed, complete = per_minute(queue, ctx.now)
+        found.append(dict(
+            name=queue.name, **queue_counts(queue, ctx.held),
+            last_hour={"succeeded": succeeded, "failed": failed, "complete": complete}))
+    return ctx.json({"queues": found})
+
+
+def workers(ctx):
+    return ctx.json({"workers": [WorkerView(record, ctx.now).as_json()
+                                 for record in ctx.container.dispatchers.values()]})
+
+
+def act(ctx, job_id, action):
+    """POST /api/jobs/ID/ACTION."""
+    if action not in ACTIONS:
+        return fail(ctx, 404, f"no action {action!r}; expected one of {', '.join(ACTIONS)}")
+    guard = ctx.guard
+    if not guard.enabled:
+        return fail(ctx, 403, "actions are disabled: no credential is configured "
+                              "for this server")
+    how = ctx.credential
+    if how is None:
+        scheme = "Bearer" if guard.kind == "token" else 'Basic realm="zasync"'
+        return fail(ctx, 401, "give the credential: " + (
+            "Authorization: Bearer TOKEN" if guard.kind == "token"
+            else "HTTP basic authentication"), WWW_Authenticate=scheme)
+    if how == SESSION:
+        supplied = ctx.request.headers.get(CSRF_HEADER) or ctx.request.POST.get(CSRF_FIELD)
+        if not guard.check_csrf(ctx.request, supplied):
+            return fail(ctx, 403, f"a request authenticated by the login cookie needs "
+                                  f"the {CSRF_HEADER} header")
+    if how == BASIC and not same_origin(ctx.request):
+        return fail(ctx, 403, "refused: sent by a browser from another site")
+    if not JOB_ID.fullmatch(job_id):
+        raise NotFoundError("no job with this id")
+    try:
+        message = perform(ctx.app.db, job_id, action)
+    except ActionError as error:
+        return fail(ctx, error.status, error.message)
+    return ctx.json({"task_id": job_id, "result": "ok", "message": message})
+
+
+def metrics_page(ctx):
+    response = Response(body=metrics.render(ctx.container, ctx.now).encode("utf-8"))
+    response.headers["Content-Type"] = metrics.CONTENT_TYPE
+    return response

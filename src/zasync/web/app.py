@@ -1,0 +1,326 @@
+"""The WSGI application: routes, a fresh read-only transaction for each
+request (aborted at its end), security headers, and errors shown without
+a traceback.
+
+WebOb parses requests and builds responses; Chameleon renders the pages
+(its ``${...}`` and ``tal:content`` escape what they insert, and no
+template inserts job data with ``structure``); `webob.static` serves the
+CSS and JavaScript.
+"""
+
+import json
+import logging
+import os
+import re
+import urllib.parse
+
+import transaction
+from chameleon import PageTemplateLoader
+from webob import Request, Response
+from webob.static import DirectoryApp
+
+from zasync import clock
+from zasync.database import get_queues
+from zasync.interfaces import ConfigurationError, NotInstalledError, ZasyncError
+from zasync.web.guard import CSRF_COOKIE, Guard
+from zasync.web.present import (
+    CONFIRM, LABELS, NOTICES, JobView, ago, clip, fmt_seconds, fmt_time)
+from zasync.web.survey import failed_jobs, held_jobs, running_count
+
+logger = logging.getLogger(__name__)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TEMPLATES = os.path.join(HERE, "templates")
+STATIC = os.path.join(HERE, "static")
+
+#: One loader for every application in the process: Chameleon compiles
+#: each template once, on first use, and keeps it.
+LOADER = PageTemplateLoader(TEMPLATES, auto_reload=False)
+
+#: What a job id may look like; anything else is a 404 before any lookup.
+JOB_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_.-]{0,99}")
+
+#: Failed jobs listed by name in the banner.
+BANNER_FAILED = 5
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    # progress bars set their width in a style attribute: allowed for
+    # attributes only, never for <style> elements or scripts
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        "style-src-attr 'unsafe-inline'; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"),
+}
+
+
+class NotFoundError(ZasyncError):
+    """Raised when a request names a job or page that does not exist."""
+
+
+class Context:
+    """What a view needs for one request: the request, a connection whose
+    transaction began with the request, and helpers to answer."""
+
+    def __init__(self, app, request, conn, serial):
+        self.app = app
+        self.guard = app.guard
+        self.request = request
+        self.conn = conn
+        self.serial = serial
+        self.now = clock.now()
+        # a page answering a POST must not poll: it would GET the form's URL
+        self.refresh = app.refresh if request.method in ("GET", "HEAD") else 0
+        self._container = None
+        self._held = None
+        self._banner = None
+        self._new_seed = None
+        self._credential = False
+
+    # -- the database --------------------------------------------------------
+
+    @property
+    def container(self):
+        if self._container is None:
+            self._container = get_queues(self.conn)
+        return self._container
+
+    @property
+    def installed(self):
+        try:
+            self.container
+        except NotInstalledError:
+            return False
+        return True
+
+    @property
+    def held(self):
+        if self._held is None:
+            self._held = held_jobs(self.container)
+        return self._held
+
+    def find_job(self, job_id):
+        """The job of this id, or raise NotFoundError (also for a malformed id)."""
+        if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+            raise NotFoundError("no job with this id")
+        job = self.container.find_job(job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id}")
+        return job
+
+    @property
+    def banner(self):
+        """Running jobs and failures not dismissed, for every page."""
+        if self._banner is None:
+            failed = failed_jobs(self.container)
+            self._banner = {
+                "running": running_count(self.held),
+                "failed": len(failed),
+                "failed_jobs": [JobView(job, self.now) for job in failed[:BANNER_FAILED]],
+            }
+        return self._banner
+
+    # -- who asks ------------------------------------------------------------
+
+    @property
+    def credential(self):
+        if self._credential is False:
+            self._credential = self.guard.credential(self.request)
+        return self._credential
+
+    @property
+    def actions_enabled(self):
+        return self.guard.enabled
+
+    @property
+    def csrf_token(self):
+        seed = self.request.cookies.get(CSRF_COOKIE) or self._new_seed
+        if not seed:
+            seed = self._new_seed = self.guard.new_csrf_seed()
+        return self.guard.csrf_token(seed)
+
+    # -- links ---------------------------------------------------------------
+
+    def url(self, path, **query):
+        query = {key: value for key, value in query.items() if value is not None}
+        text = self.request.script_name + path
+        if query:
+            text += "?" + urllib.parse.urlencode(query)
+        return text
+
+    def static_url(self, name):
+        return self.url("/static/" + name)
+
+    def job_url(self, job_id):
+        return self.url("/jobs/" + urllib.parse.quote(job_id, safe=""))
+
+    @property
+    def here(self):
+        """This page, relative to the application, for a form's `next`."""
+        query = self.request.query_string
+        return self.request.path_info + ("?" + query if query else "")
+
+    # -- answers -------------------------------------------------------------
+
+    @property
+    def notice(self):
+        """The text of ?done=ACTION&job=ID after a form's redirect."""
+        text = NOTICES.get(self.request.GET.get("done"))
+        if text is None:
+            return None
+        job = self.request.GET.get("job", "")
+        return text.format(job=job if JOB_ID.fullmatch(job) else "?")
+
+    def render(self, template, status=200, **namespace):
+        page = self.app.templates[template]
+        tools = dict(view=self, layout=self.app.templates["layout.pt"],
+                     macros=self.app.templates["macros.pt"], fmt_time=fmt_time,
+                     ago=ago, fmt_seconds=fmt_seconds, clip=clip, labels=LABELS,
+                     confirm=CONFIRM, back=None, login=False)
+        tools.update(namespace)
+        body = page(**tools)
+        response = Response(body=body.encode("utf-8"), status=status,
+                            content_type="text/html", charset="utf-8")
+        self.finish(response)
+        return response
+
+    def finish(self, response):
+        """Set the CSRF cookie if this request made a new one."""
+        if self._new_seed:
+            self.app.set_cookie(self.request, response, CSRF_COOKIE, self._new_seed)
+
+    @staticmethod
+    def json(data, status=200):
+        return Response(body=json.dumps(data, indent=1).encode("utf-8"), status=status,
+                        content_type="application/json", charset="utf-8")
+
+    def redirect(self, next_path, **query):
+        """303 to `next_path` (relative to the application) with `query`."""
+        parts = urllib.parse.urlsplit(next_path)
+        old = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k not in query]
+        new = old + [(k, v) for k, v in query.items() if v is not None]
+        location = self.request.script_name + parts.path
+        if new:
+            location += "?" + urllib.parse.urlencode(new)
+        response = Response(status=303, location=location)
+        self.finish(response)
+        return response
+
+
+def safe_next(value, default="/"):
+    """A `next` path inside the application, or `default`: never another
+    site (//host, scheme:) nor control characters."""
+    if not isinstance(value, str) or not value.startswith("/") or value.startswith("//"):
+        return default
+    if "\\" in value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return default
+    return value
+
+
+class Route:
+    def __init__(self, methods, pattern, handler, api=False):
+        self.methods = methods
+        self.pattern = re.compile(pattern)
+        self.handler = handler
+        self.api = api
+
+
+class Application:
+    """The WSGI application of `make_app`."""
+
+    def __init__(self, db, token=None, username=None, password=None, refresh=3):
+        if not hasattr(db, "open") or not hasattr(db, "lastTransaction"):
+            raise ConfigurationError(f"db={db!r}: expected a ZODB database (zasync.open_db)")
+        if isinstance(refresh, bool) or not isinstance(refresh, (int, float)) or refresh < 0:
+            raise ConfigurationError(
+                f"refresh={refresh!r}: expected seconds between updates (0 turns them off)")
+        self.db = db
+        self.guard = Guard(token, username, password)
+        self.refresh = refresh
+        self.templates = LOADER
+        self.static = DirectoryApp(STATIC)
+        from zasync.web import api, pages
+        self.routes = pages.routes() + api.routes()
+
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        try:
+            response = self.respond(request)
+        except Exception:
+            logger.exception("web: error answering %s %s", request.method, request.path_qs)
+            response = Response(status=500, content_type="text/plain", charset="utf-8",
+                                body=b"500 Internal Server Error: see the server's log\n")
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if not request.path_info.startswith("/static/"):
+            response.cache_control = "no-store"
+        return response(environ, start_response)
+
+    def respond(self, request):
+        path = request.path_info
+        if path.startswith("/static/"):
+            request.path_info_pop()
+            if request.method not in ("GET", "HEAD"):
+                return Response(status=405, allow="GET, HEAD")
+            return request.get_response(self.static)
+        allowed = set()
+        for route in self.routes:
+            match = route.pattern.fullmatch(path)
+            if match is None:
+                continue
+            methods = route.methods + (("HEAD",) if "GET" in route.methods else ())
+            if request.method not in methods:
+                allowed.update(methods)
+                continue
+            return self.run(route, request, match.groupdict())
+        if allowed:
+            response = Response(status=405, content_type="text/plain", charset="utf-8",
+                                body=b"405 Method Not Allowed\n")
+            response.allow = ", ".join(sorted(allowed))
+            return response
+        api = path.startswith("/api/")
+        return self.run(Route(("GET",), "", _not_found, api=api), request, {})
+
+    def run(self, route, request, arguments):
+        """Call the route's view with a fresh transaction, aborted after."""
+        tm = transaction.TransactionManager()
+        serial = self.db.lastTransaction()   # before begin: never newer than what is read
+        conn = self.db.open(transaction_manager=tm)
+        try:
+            tm.begin()
+            ctx = Context(self, request, conn, serial.hex() if serial else "0")
+            try:
+                return route.handler(ctx, **arguments)
+            except NotFoundError as error:
+                if route.api:
+                    return ctx.json({"result": "fail", "message": str(error)}, 404)
+                return ctx.render("message.pt", status=404, title="Not found",
+                                  heading="Not found", message=str(error))
+            except NotInstalledError as error:
+                if route.api:
+                    return ctx.json({"result": "fail", "message": str(error)}, 503)
+                return ctx.render("message.pt", status=503, title="Not installed",
+                                  heading="zasync is not installed in this database",
+                                  message=f"{error}. A worker installs it when it starts.")
+        finally:
+            tm.abort()
+            conn.close()
+
+    def set_cookie(self, request, response, name, value, max_age=None):
+        response.set_cookie(name, value, max_age=max_age, path=request.script_name or "/",
+                            httponly=True, samesite="lax",
+                            secure=request.scheme == "https")
+
+    def delete_cookie(self, request, response, name):
+        response.delete_cookie(name, path=request.script_name or "/")
+
+
+def _not_found(ctx):
+    raise NotFoundError(f"no page {clip_path(ctx.request.path_info)}")
+
+
+def clip_path(path):
+    return path if len(path) <= 80 else path[:79] + "…"

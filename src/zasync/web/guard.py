@@ -1,0 +1,186 @@
+"""Who may act on jobs: the configured credential, login sessions and
+CSRF tokens.
+
+Reading is open to whoever reaches the server (it binds to loopback unless
+told otherwise); every action is a POST that needs the credential:
+
+- ``Authorization: Bearer TOKEN`` (with a token configured) or HTTP basic
+  (with a user and password configured), for scripts and the JSON API;
+- or a session cookie set by the login form, for browsers.
+
+HTML forms also carry a CSRF token: an HMAC of a random per-browser cookie
+under a secret of this process, so another site can neither read nor forge
+it.  A browser also sends cookies and remembered basic credentials by
+itself, so the JSON API asks a cookie session for the token too (as the
+``X-CSRF-Token`` header), and refuses a basic-authenticated request that a
+browser sent from another origin.  A bearer token is never sent by a
+browser on its own, so it needs neither.
+
+The secret is made when the application is: sessions end when the server
+restarts.  Rejected: putting the credential itself in the cookie (a leaked
+cookie would leak the credential) and server-side session storage (one
+more thing to keep, for a page that a handful of operators use).
+"""
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import time
+
+from zasync.interfaces import ConfigurationError
+
+SESSION_COOKIE = "zasync_session"
+CSRF_COOKIE = "zasync_csrf"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+SESSION_SECONDS = 12 * 3600
+
+BEARER = "bearer"
+BASIC = "basic"
+SESSION = "session"
+
+
+def _check_text(value, name):
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{name}={value!r}: expected a non-empty str or None")
+    return value
+
+
+class Guard:
+    """Checks credentials, signs sessions and CSRF tokens."""
+
+    def __init__(self, token=None, username=None, password=None):
+        self.token = _check_text(token, "token")
+        self.username = _check_text(username, "username")
+        self.password = _check_text(password, "password")
+        if self.token is not None and (self.username or self.password):
+            raise ConfigurationError(
+                "give either a token or a username and password, not both")
+        if (self.username is None) != (self.password is None):
+            raise ConfigurationError(
+                "username and password go together: give both or neither")
+        self._secret = secrets.token_bytes(32)
+
+    @property
+    def enabled(self):
+        """Whether actions are possible at all (a credential is configured)."""
+        return self.token is not None or self.username is not None
+
+    @property
+    def kind(self):
+        """'token', 'password' or None."""
+        if self.token is not None:
+            return "token"
+        if self.username is not None:
+            return "password"
+        return None
+
+    def _sign(self, text):
+        return hmac.new(self._secret, text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    # -- credentials ---------------------------------------------------------
+
+    def check_token(self, supplied):
+        return (self.token is not None and isinstance(supplied, str)
+                and hmac.compare_digest(supplied.encode("utf-8"), self.token.encode("utf-8")))
+
+    def check_password(self, username, password):
+        if self.username is None or not isinstance(username, str) \
+                or not isinstance(password, str):
+            return False
+        # both compared, so that the time taken does not tell which was wrong
+        user_ok = hmac.compare_digest(username.encode("utf-8"), self.username.encode("utf-8"))
+        password_ok = hmac.compare_digest(
+            password.encode("utf-8"), self.password.encode("utf-8"))
+        return user_ok and password_ok
+
+    def header_credential(self, request):
+        """BEARER or BASIC if the request's Authorization header carries the
+        configured credential, else None."""
+        try:
+            authorization = request.authorization
+        except Exception:   # a header WebOb cannot make sense of
+            return None
+        if not authorization:
+            return None
+        kind = (authorization.authtype or "").lower()
+        params = authorization.params
+        if not isinstance(params, str):
+            return None
+        if kind == "bearer" and self.check_token(params.strip()):
+            return BEARER
+        if kind == "basic" and self.username is not None:
+            try:
+                decoded = base64.b64decode(params.strip(), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                return None
+            username, sep, password = decoded.partition(":")
+            if sep and self.check_password(username, password):
+                return BASIC
+        return None
+
+    def credential(self, request):
+        """How the request proves the credential (BEARER, BASIC or SESSION),
+        or None."""
+        if not self.enabled:
+            return None
+        found = self.header_credential(request)
+        if found is not None:
+            return found
+        if self.valid_session(request.cookies.get(SESSION_COOKIE)):
+            return SESSION
+        return None
+
+    def login(self, form):
+        """Whether a login form's fields hold the credential."""
+        if self.token is not None:
+            return self.check_token(form.get("token", ""))
+        return self.check_password(form.get("username", ""), form.get("password", ""))
+
+    # -- sessions ------------------------------------------------------------
+
+    def new_session(self):
+        expires = int(time.time()) + SESSION_SECONDS
+        body = f"{expires}.{secrets.token_hex(8)}"
+        return f"{body}.{self._sign('session:' + body)}"
+
+    def valid_session(self, value):
+        if not value or not isinstance(value, str) or value.count(".") != 2:
+            return False
+        body, _, signature = value.rpartition(".")
+        if not hmac.compare_digest(signature.encode("ascii", "replace"),
+                                   self._sign("session:" + body).encode("ascii")):
+            return False
+        try:
+            return int(body.partition(".")[0]) > time.time()
+        except ValueError:
+            return False
+
+    # -- CSRF ----------------------------------------------------------------
+
+    @staticmethod
+    def new_csrf_seed():
+        return secrets.token_hex(16)
+
+    def csrf_token(self, seed):
+        return self._sign("csrf:" + seed)
+
+    def check_csrf(self, request, supplied):
+        seed = request.cookies.get(CSRF_COOKIE)
+        if not seed or not isinstance(supplied, str) or not supplied:
+            return False
+        return hmac.compare_digest(supplied.encode("ascii", "replace"),
+                                   self.csrf_token(seed).encode("ascii"))
+
+
+def same_origin(request):
+    """False when a browser says the request comes from another origin."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != request.host_url:
+        return False
+    return request.headers.get("Sec-Fetch-Site", "same-origin") in (
+        "same-origin", "none")

@@ -1,0 +1,154 @@
+"""The HTML pages and the forms they post."""
+
+from zasync.web.actions import ACTIONS, ActionError, perform
+from zasync.web.app import NotFoundError, Route, safe_next
+from zasync.web.guard import CSRF_FIELD, SESSION_COOKIE, SESSION_SECONDS
+from zasync.web.present import HEALTHS, RUNNING, JobView, WorkerView
+from zasync.web.survey import (
+    CHART_SCAN_LIMIT, SCAN_LIMIT, STATES, FilterError, Filters, chart, list_jobs, per_minute,
+    queue_counts)
+from zasync.interfaces import STATUSES
+
+ID = r"(?P<job_id>[^/]+)"
+
+def routes():
+    return [
+        Route(("GET",), r"/", overview),
+        Route(("GET",), r"/jobs", jobs),
+        Route(("GET",), r"/jobs/" + ID, job_page),
+        Route(("POST",), r"/jobs/" + ID + r"/(?P<action>[a-z]+)", act),
+        Route(("GET",), r"/running", running),
+        Route(("GET",), r"/workers", workers),
+        Route(("GET", "POST"), r"/login", login),
+        Route(("POST",), r"/logout", logout),
+    ]
+
+
+def _page(ctx, template, title, **namespace):
+    return ctx.render(template, title=title, **namespace)
+
+
+def _worker_order(worker):
+    return (HEALTHS.index(worker.health), -worker.last_ping.timestamp(), worker.id)
+
+
+def overview(ctx):
+    queues = []
+    for queue in ctx.container.values():
+        succeeded, failed, complete = per_minute(queue, ctx.now)
+        queues.append({
+            "name": queue.name,
+            "label": "(default)" if queue.name == "" else queue.name,
+            "counts": queue_counts(queue, ctx.held),
+            "chart": chart(succeeded, failed),
+            "complete": complete,
+        })
+    found = sorted((WorkerView(record, ctx.now)
+                    for record in ctx.container.dispatchers.values()), key=_worker_order)
+    return _page(ctx, "overview.pt", "Overview", queues=queues, workers=found,
+                 scan_limit=CHART_SCAN_LIMIT)
+
+
+def jobs(ctx):
+    container = ctx.container
+    names = container.keys()
+    try:
+        filters = Filters(ctx.request.GET, names)
+    except FilterError as error:
+        return ctx.render("message.pt", status=400, title="Bad filter",
+                          heading="This filter is not understood", message=str(error),
+                          back=ctx.url("/jobs"))
+    found, has_next, complete = list_jobs(container, filters)
+    return _page(ctx, "jobs.pt", "Jobs", filters=filters,
+                 jobs=[JobView(job, ctx.now) for job in found],
+                 has_next=has_next, complete=complete, statuses=STATUSES,
+                 scan_limit=SCAN_LIMIT,
+                 states=STATES, queue_names=names)
+
+
+def running(ctx):
+    shown = []
+    for job, record in ctx.held:
+        shown.append((JobView(job, ctx.now), WorkerView(record, ctx.now)))
+    started = [pair for pair in shown if pair[0].status in RUNNING]
+    waiting = [pair for pair in shown if pair[0].status not in RUNNING]
+    return _page(ctx, "running.pt", "Running", started=started, waiting=waiting)
+
+
+def job_page(ctx, job_id):
+    view = JobView(ctx.find_job(job_id), ctx.now).load_detail()
+    return _page(ctx, "job.pt", f"Job {view.id}", job=view)
+
+
+def workers(ctx):
+    found = sorted((WorkerView(record, ctx.now)
+                    for record in ctx.container.dispatchers.values()), key=_worker_order)
+    names = {}
+    for job, _ in ctx.held:
+        names[job.id] = JobView(job, ctx.now).callable
+    return _page(ctx, "workers.pt", "Workers", workers=found, job_names=names)
+
+
+# -- forms ----------------------------------------------------------------------
+
+def _refuse(ctx, status, heading, message):
+    return ctx.render("message.pt", status=status, title="Refused", heading=heading,
+                      message=message, login=ctx.actions_enabled and not ctx.credential)
+
+
+def act(ctx, job_id, action):
+    """POST /jobs/ID/ACTION from a page's button."""
+    if action not in ACTIONS:
+        raise NotFoundError(f"no action {action!r}")
+    if not ctx.guard.enabled:
+        return _refuse(ctx, 403, "Actions are disabled",
+                       "No credential is configured for this server, so nobody may "
+                       "act on jobs: start it with --token, or --user and --password.")
+    if ctx.credential is None:
+        return _refuse(ctx, 403, "Log in first",
+                       f"To {action} a job, log in with the server's credential.")
+    if not ctx.guard.check_csrf(ctx.request, ctx.request.POST.get(CSRF_FIELD)):
+        return _refuse(ctx, 403, "This form has expired",
+                       "The form's security token is missing or stale (or the form "
+                       "came from another site). Reload the page and try again.")
+    ctx.find_job(job_id)
+    try:
+        perform(ctx.app.db, job_id, action)
+    except ActionError as error:
+        return ctx.render("message.pt", status=error.status, title="Not done",
+                          heading=f"Could not {action} the job", message=error.message,
+                          back=ctx.job_url(job_id))
+    next_path = safe_next(ctx.request.POST.get("next"), "/jobs/" + job_id)
+    if action == "remove" and next_path.startswith("/jobs/" + job_id):
+        next_path = "/jobs"     # the job is gone: its page would be a 404
+    return ctx.redirect(next_path, done=action, job=job_id)
+
+
+def login(ctx):
+    guard = ctx.guard
+    next_path = safe_next(ctx.request.params.get("next"), "/")
+    if not guard.enabled:
+        return ctx.render("message.pt", title="Read only", heading="Actions are disabled",
+                          message="No credential is configured for this server, so "
+                                  "there is nothing to log in to.")
+    if ctx.request.method == "GET":
+        return _page(ctx, "login.pt", "Log in", next=next_path, error=None)
+    if not guard.check_csrf(ctx.request, ctx.request.POST.get(CSRF_FIELD)):
+        return _page(ctx, "login.pt", "Log in", next=next_path, status=403,
+                     error="The form expired: try again.")
+    if not guard.login(ctx.request.POST):
+        what = "token" if guard.kind == "token" else "user name or password"
+        return _page(ctx, "login.pt", "Log in", next=next_path, status=403,
+                     error=f"Wrong {what}.")
+    response = ctx.redirect(next_path, done="login")
+    ctx.app.set_cookie(ctx.request, response, SESSION_COOKIE, guard.new_session(),
+                       max_age=SESSION_SECONDS)
+    return response
+
+
+def logout(ctx):
+    if not ctx.guard.check_csrf(ctx.request, ctx.request.POST.get(CSRF_FIELD)):
+        return _refuse(ctx, 403, "This form has expired", "Reload the page and try again.")
+    response = ctx.redirect("/", done="logout")
+    ctx.app.delete_cookie(ctx.request, response, SESSION_COOKIE)
+    return response

@@ -1,0 +1,372 @@
+"""Jobs, failures and dispatcher records as the pages and the JSON API show
+them: text made with repr (truncated), times, health.
+
+Nothing here writes to the database or calls what a job holds, except the
+`repr` of its arguments, result and annotations, which is caught.
+"""
+
+import datetime
+import math
+import reprlib
+
+from zasync.interfaces import (
+    ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, Cancelled)
+
+#: Longest text kept of one repr in a list / on a job's page.
+SHORT = 160
+LONG = 4000
+
+HELD = (ASSIGNED, ACTIVE, CALLBACKS)
+RUNNING = (ACTIVE, CALLBACKS)
+CANCELLABLE = (NEW, PENDING, ASSIGNED, ACTIVE, CALLBACKS)
+
+HEALTHS = ("alive", "late", "dead", "stopped")
+
+#: The buttons of the actions, and the question asked before the
+#: destructive ones.
+LABELS = {"cancel": "Cancel", "retry": "Retry", "dismiss": "Dismiss", "remove": "Remove"}
+CONFIRM = {"cancel": "Cancel this job?", "remove": "Remove this pending job from its queue?"}
+
+#: What a page says after an action or a login: only these texts, so that
+#: no text from the query string is ever shown.
+NOTICES = {
+    "cancel": "Job {job}: cancelled (a running job stops at its next progress report).",
+    "retry": "Job {job}: put back in its queue to run again.",
+    "dismiss": "Job {job}: failure dismissed.",
+    "remove": "Job {job}: removed from its queue.",
+    "login": "Logged in: actions are enabled.",
+    "logout": "Logged out.",
+}
+
+
+class _Repr(reprlib.Repr):
+    """reprlib with room for real values, still bounded for huge ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.maxstring = 400
+        self.maxother = 400
+        self.maxlist = self.maxtuple = self.maxset = self.maxdict = 30
+        self.maxlevel = 4
+
+
+_repr = _Repr()
+
+
+def safe_repr(value, limit=LONG):
+    """repr(value) bounded to `limit` characters; never raises."""
+    try:
+        text = _repr.repr(value)
+    except Exception as error:
+        text = f"<unrepresentable {type(value).__name__}: {type(error).__name__}>"
+    if len(text) > limit:
+        text = text[:limit - 1] + "…"
+    return text
+
+
+def clip(text, limit):
+    if text is None:
+        return None
+    text = str(text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def iso(when):
+    return None if when is None else when.isoformat()
+
+
+def fmt_time(when):
+    """'2026-05-04 12:03:04' (UTC), or '—'."""
+    if when is None:
+        return "—"
+    return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_seconds(seconds):
+    """A duration for people: '0.25 s', '42 s', '3 min 5 s', '2 h 10 min'."""
+    if seconds is None:
+        return "—"
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+    return f"{int(seconds // 86400)} d {int(seconds % 86400 // 3600)} h"
+
+
+def ago(when, now):
+    """'5 s ago', 'in 3 min', or '' for None."""
+    if when is None:
+        return ""
+    delta = (now - when).total_seconds()
+    if -1 < delta < 1:
+        return "now"
+    text = fmt_seconds(abs(delta)) if abs(delta) >= 10 else f"{abs(delta):.0f} s"
+    return f"{text} ago" if delta > 0 else f"in {text}"
+
+
+def fraction(value):
+    """A progress value as a float in [0, 1] (0 for anything odd)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    if math.isnan(value):
+        return 0.0
+    return min(1.0, max(0.0, value))
+
+
+def _name_of(job):
+    try:
+        return job.callable_name
+    except Exception as error:
+        return f"<callable not loadable: {type(error).__name__}>"
+
+
+class FailureView:
+    """A stored failure, as text."""
+
+    def __init__(self, failure):
+        self.type = str(getattr(failure, "type", "") or "")
+        try:
+            self.type_name = failure.type_name
+        except Exception:
+            self.type_name = self.type.rsplit(".", 1)[-1]
+        self.message = str(getattr(failure, "message", "") or "")
+        self.traceback = str(getattr(failure, "traceback", "") or "")
+        self.time = getattr(failure, "time", None)
+
+    @property
+    def text(self):
+        return f"{self.type_name}: {self.message}" if self.message else self.type_name
+
+    def as_json(self):
+        return {"type": self.type, "message": self.message,
+                "traceback": self.traceback, "time": iso(self.time)}
+
+
+class JobView:
+    """One job for a page or the JSON API; reads the job once."""
+
+    def __init__(self, job, now):
+        self.id = job.id
+        self.now = now
+        self.status = job.status
+        self.state = job.simple_status
+        self.queue = job.queue_name
+        self.callable = _name_of(job)
+        self.priority = job.priority
+        self.created_at = job.created_at
+        self.begin_after = job.begin_after
+        self.begin_by = job.begin_by
+        self.started_at = job.started_at
+        self.ended_at = job.ended_at
+        self.duration = job.duration
+        self.dispatcher_id = job.dispatcher_id
+        self.attempt_count = job.attempt_count
+        self.dismissed = bool(job.dismissed)
+        self.progress = fraction(job.progress)
+        self.progress_message = clip(job.progress_message, LONG)
+        failure = job.failure
+        self.failure = None if failure is None else FailureView(failure)
+        self.cancelled = failure is not None and failure.check(Cancelled) is not None
+        self.succeeded = self.status in (CALLBACKS, COMPLETED) and failure is None \
+            and not getattr(job, "skipped", False)
+        self.result = safe_repr(job.result) if self.succeeded else None
+        self._job = job
+
+    # -- what the job's page adds -------------------------------------------
+
+    def load_detail(self):
+        job = self._job
+        self.args = [safe_repr(arg) for arg in job.args]
+        self.kwargs = [(str(name), safe_repr(value)) for name, value in job.kwargs.items()]
+        self.status_history = [
+            (status, when, dispatcher_id) for status, when, dispatcher_id in job.status_history]
+        self.attempts = [FailureView(failure) for failure in job.attempts]
+        self.annotations = [
+            (key if isinstance(key, str) else safe_repr(key, SHORT), safe_repr(value))
+            for key, value in job.annotations.items()]
+        self.callbacks = [(_name_of(cb), cb.status, cb.simple_status) for cb in job.callbacks]
+        self.timeout = job.timeout
+        self.quotas = list(job.quotas)
+        policy = job.retry_policy
+        self.retry_policy = ("default (retries transient errors such as ConflictError)"
+                             if policy is None else safe_repr(policy, SHORT))
+        parent = job.parent
+        self.parent_id = None if parent is None else parent.id
+        return self
+
+    # -- derived -------------------------------------------------------------
+
+    @property
+    def message(self):
+        """The simple vocabulary's message: the failure, else the progress
+        message."""
+        if self.failure is not None:
+            return self.failure.text
+        return self.progress_message
+
+    @property
+    def outcome(self):
+        """What the status badge adds for a completed job."""
+        if self.cancelled:
+            return "cancelled"
+        return self.state
+
+    @property
+    def percent(self):
+        return f"{self.progress * 100:.1f}"
+
+    @property
+    def elapsed(self):
+        """Seconds since the start for a running job, else the duration."""
+        if self.status in RUNNING and self.started_at is not None:
+            return max(0.0, (self.now - self.started_at).total_seconds())
+        return self.duration
+
+    @property
+    def queue_label(self):
+        return "(default)" if self.queue == "" else (self.queue or "—")
+
+    @property
+    def short_args(self):
+        parts = [safe_repr(arg, SHORT) for arg in self._job.args]
+        parts += [f"{name}={safe_repr(value, SHORT)}" for name, value in self._job.kwargs.items()]
+        return clip(", ".join(parts), SHORT)
+
+    @property
+    def actions(self):
+        """The actions the job's status allows, in display order."""
+        found = []
+        if self.status in CANCELLABLE:
+            found.append("cancel")
+        if self.status == PENDING:
+            found.append("remove")
+        if self.failure is not None and self.status == COMPLETED:
+            found.append("retry")
+            if not self.dismissed:
+                found.append("dismiss")
+        return found
+
+    def as_json(self, detail=False):
+        data = {
+            "id": self.id,
+            "queue": self.queue,
+            "callable": self.callable,
+            "status": self.status,
+            "state": self.state,
+            "message": self.message,
+            "progress": self.progress,
+            "priority": self.priority,
+            "created_at": iso(self.created_at),
+            "begin_after": iso(self.begin_after),
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
+            "duration": self.duration,
+            "dispatcher_id": self.dispatcher_id,
+            "attempt_count": self.attempt_count,
+            "dismissed": self.dismissed,
+            "result": self.result,
+            "failure": None if self.failure is None else self.failure.as_json(),
+        }
+        if detail:
+            self.load_detail()
+            data.update({
+                "args": self.args,
+                "kwargs": dict(self.kwargs),
+                "begin_by": None if self.begin_by is None else self.begin_by.total_seconds(),
+                "timeout": self.timeout,
+                "quotas": self.quotas,
+                "retry_policy": self.retry_policy,
+                "parent_id": self.parent_id,
+                "status_history": [
+                    {"status": status, "at": iso(when), "dispatcher_id": dispatcher_id}
+                    for status, when, dispatcher_id in self.status_history],
+                "attempts": [failure.as_json() for failure in self.attempts],
+                "annotations": dict(self.annotations),
+                "callbacks": [{"callable": name, "status": status, "state": state}
+                              for name, status, state in self.callbacks],
+            })
+        return data
+
+
+def health(record, now):
+    """'alive', 'late', 'dead' or 'stopped', from the record's last ping and
+    the ping and death intervals its dispatcher announced.
+
+    A dispatcher pings every `ping_interval` (plus the time of its loop), so
+    a ping older than that by half again, or half-way to the death interval
+    if sooner, is late; one older than the death interval is dead, as other
+    dispatchers will judge it.
+    """
+    if record.dead_at is not None:
+        return "dead"
+    if record.stopped_at is not None:
+        return "stopped"
+    info = record.info or {}
+    ping = info.get("ping_interval") or 60.0
+    death = info.get("death_interval") or 3 * ping
+    age = max(0.0, (now - record.last_ping).total_seconds())
+    if age > death:
+        return "dead"
+    if age > min(1.5 * ping, (ping + death) / 2):
+        return "late"
+    return "alive"
+
+
+class WorkerView:
+    """One dispatcher record."""
+
+    def __init__(self, record, now):
+        info = dict(record.info or {})
+        self.id = record.id
+        self.now = now
+        self.health = health(record, now)
+        self.host = str(info.get("host") or "?")
+        self.pid = info.get("pid")
+        self.queues = [str(name) for name in info.get("queues") or ()]
+        self.agents = [(str(a.get("name", "")), a.get("size", 0))
+                       for a in info.get("agents") or () if isinstance(a, dict)]
+        self.slots = sum(size for _, size in self.agents if isinstance(size, int))
+        self.ping_interval = info.get("ping_interval")
+        self.death_interval = info.get("death_interval")
+        self.started_at = record.started_at
+        self.last_ping = record.last_ping
+        self.stopped_at = record.stopped_at
+        self.dead_at = record.dead_at
+        jobs = [job for job in record.jobs if job.status in HELD]
+        jobs.sort(key=lambda job: job.id)
+        self.job_ids = [job.id for job in jobs]
+        self.running = sum(1 for job in jobs if job.status in RUNNING)
+        self.load = len(jobs)
+
+    @property
+    def load_percent(self):
+        if not self.slots:
+            return "0"
+        return f"{min(1.0, self.load / self.slots) * 100:.0f}"
+
+    @property
+    def ping_age(self):
+        return max(0.0, (self.now - self.last_ping).total_seconds())
+
+    @property
+    def queue_labels(self):
+        return ", ".join("(default)" if q == "" else q for q in self.queues) or "—"
+
+    def as_json(self):
+        return {
+            "id": self.id, "health": self.health, "host": self.host, "pid": self.pid,
+            "queues": self.queues,
+            "agents": [{"name": name, "size": size} for name, size in self.agents],
+            "slots": self.slots, "load": self.load, "running": self.running,
+            "jobs": self.job_ids,
+            "started_at": iso(self.started_at), "last_ping": iso(self.last_ping),
+            "last_ping_age": round(self.ping_age, 3),
+            "stopped_at": iso(self.stopped_at), "dead_at": iso(self.dead_at),
+            "ping_interval": self.ping_interval, "death_interval": self.death_interval,
+        }
