@@ -14,6 +14,7 @@ Runs under the peers' venv, which needs zasync installed into it once:
 $PEERS_DIR, else from shared/bench/peers beside the clone.
 """
 
+import importlib
 import os
 import shutil
 import sys
@@ -42,7 +43,7 @@ except ImportError:
         [_src] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     try:
         import zasync
-        import ZEO  # noqa: F401  (the worker and the server need it)
+        importlib.import_module("ZEO")    # the worker and the server need it
     except ImportError as error:
         raise SystemExit(
             f"bench_zasync: {error}; install zasync into this venv first: "
@@ -113,15 +114,26 @@ class ZasyncPeer(benchlib.Peer):
     def worker_command(self):
         return [sys.executable, "-m", "zasync", "worker", "--db", self.server.uri,
                 "--threads", str(self.args.threads), "--log-level", "WARNING",
-                *self.args.worker_arg]
+                # its own id: by default a worker keeps one in a file of the
+                # current folder (here, the bench's), shared by every run
+                "--id", f"bench-zasync-{os.getpid()}", *self.args.worker_arg]
+
+    def _check_server(self):
+        """Fail at once if the ZEO server is gone (e.g. run_all.sh's timeout
+        signalled this process group), instead of waiting on a reconnect."""
+        process = self.server.process
+        if process is None or process.poll() is not None:
+            raise RuntimeError("the ZEO server is no longer running")
 
     def stored(self, oids):
+        self._check_server()
         self.tm.begin()          # a fresh snapshot: the worker's commits
         flags = [self.conn.get(oid).status == COMPLETED for oid in oids]
         self.tm.abort()
         return flags
 
     def value(self, oid):
+        self._check_server()
         self.tm.begin()
         job = self.conn.get(oid)
         value = job.result if job.status == COMPLETED else None
@@ -131,6 +143,7 @@ class ZasyncPeer(benchlib.Peer):
     def diagnostics(self):
         """Every noop job read back, and the ConflictErrors the server raised."""
         facts = {"producer_conflicts": self.producer_conflicts}
+        self._check_server()
         self.tm.begin()
         lost = twice = wrong = 0
         for index, oid in enumerate(self.noops):

@@ -87,7 +87,7 @@ def _commits_since(storage, tid):
 def run_inprocess(scratch, cfg, label):
     path = os.path.join(scratch.folder(label), "Data.fs")
     db = zasync.open_db(path)
-    dispatcher = None
+    dispatcher = producer = None
     try:
         zasync.install(db)
         producer = Producer(db)
@@ -110,13 +110,17 @@ def run_inprocess(scratch, cfg, label):
     finally:
         if dispatcher is not None:
             dispatcher.stop(timeout=10)
+        if producer is not None:
+            producer.tm.abort()
         db.close()
 
 
-def worker_argv(uri, cfg):
+def worker_argv(uri, cfg, worker_id):
+    # An explicit --id: by default a worker keeps its id in a file of the
+    # current folder, which two workers started from one folder would share.
     return [sys.executable, "-m", "zasync", "worker", "--db", uri,
             "--threads", str(cfg.threads), "--log-level", "WARNING",
-            *cfg.worker_args]
+            "--id", worker_id, *cfg.worker_arg]
 
 
 def _tail(path, lines=15):
@@ -131,6 +135,7 @@ def run_zeo(scratch, cfg, label, workers):
     server = scratch.zeo_server(label)
     folder = os.path.dirname(server.path)
     procs = []
+    producer = None
     db = zasync.open_db(server.uri)
     try:
         zasync.install(db)
@@ -139,8 +144,8 @@ def run_zeo(scratch, cfg, label, workers):
         before = db.storage.server_status()
         for k in range(workers):
             log = os.path.join(folder, f"worker{k + 1}.log")
-            procs.append((scratch.spawn(f"worker {k + 1} of {label}",
-                                        worker_argv(server.uri, cfg), log), log))
+            argv = worker_argv(server.uri, cfg, f"bench-{label}-worker{k + 1}")
+            procs.append((scratch.spawn(f"worker {k + 1} of {label}", argv, log), log))
         t_start = time.perf_counter()
 
         def alive():
@@ -159,7 +164,7 @@ def run_zeo(scratch, cfg, label, workers):
         # resolvers could not merge): the producer's are counted apart.
         end = db.storage.server_status()
         out["producer_conflicts"] = producer.conflicts
-        out["server_conflicts"] = end["conflicts"] - before["conflicts"]
+        out["server_conflicts"] = end["conflicts"] - before["conflicts"] - producer.conflicts
         producer.close()
         statuses = [scratch.stop(proc) for proc, _ in procs]
         procs = []
@@ -168,6 +173,8 @@ def run_zeo(scratch, cfg, label, workers):
     finally:
         for proc, _ in procs:
             scratch.stop(proc)
+        if producer is not None:
+            producer.tm.abort()
         db.close()
         scratch.stop_server(server)
 
@@ -191,6 +198,7 @@ def summarize(runs):
     for key in ("producer_conflicts", "claim_conflicts", "server_conflicts"):
         values = [run[key] for run in runs if key in run]
         out[key] = sum(values) if values else None
+    out["worker_exit_statuses"] = [s for run in runs for s in run.get("worker_exit_statuses", ())]
     for part in ("audit", "stamp_audit"):
         total = {}
         for run in runs:
@@ -200,9 +208,10 @@ def summarize(runs):
     return out
 
 
-def measure(scratch, cfg):
+def measure(scratch, cfg, sink):
     """Each mode `cfg.e2e_repeats` times, the modes interleaved so that a
-    slow spell of the machine spreads over all of them."""
+    slow spell of the machine spreads over all of them.  `sink` holds the
+    summaries of the runs done so far (if a later one fails)."""
     runs = {mode: [] for mode in cfg.modes}
     for index in range(cfg.e2e_repeats):
         for mode in cfg.modes:
@@ -215,4 +224,5 @@ def measure(scratch, cfg):
                 f"p95 {run['p95_latency_ms']:.2f} ms; lost {a['lost']}, "
                 f"twice {a['run_twice']}, wrong {a['wrong_result'] + a['failed']}")
             runs[mode].append(run)
-    return {mode: summarize(mode_runs) for mode, mode_runs in runs.items()}
+            sink.update({m: summarize(r) for m, r in runs.items() if r})
+    return sink

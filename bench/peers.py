@@ -88,7 +88,13 @@ def run(scratch, cfg):
     script = mirror(folder, scratch.folder("peers"))
     results = os.path.join(cfg.results_dir, "peers")
     os.makedirs(results, exist_ok=True)
-    env = dict(os.environ, BENCH_SYSTEMS=cfg.peer_systems, BENCH_RESULTS_DIR=results)
+    env = dict(os.environ, BENCH_SYSTEMS=cfg.peer_systems, BENCH_RESULTS_DIR=results,
+               BENCH_JOBS=str(cfg.jobs), BENCH_LAT_JOBS=str(cfg.lat_jobs))
+    # run_all.sh's budget per system is a safety net (120 s by default);
+    # on a loaded machine zasync over ZEO can need more, and its end (a
+    # SIGTERM to the bench's whole process group, ZEO server included)
+    # leaves no result at all.
+    env.setdefault("BENCH_TIMEOUT_S", str(cfg.peer_timeout))
     say(f"peers: BENCH_SYSTEMS='{cfg.peer_systems}' {folder}/run_all.sh "
         f"(run from a mirror; results in {results})")
     proc = subprocess.Popen(["bash", script], env=env, stdout=subprocess.PIPE,

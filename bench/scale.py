@@ -12,6 +12,7 @@ are at least 0.7 of the small one's.
 """
 
 import os
+import shutil
 import time
 
 import transaction
@@ -125,8 +126,14 @@ def measure(scratch, cfg):
             out[f"{name}_put_runs"] = backlog.puts
             out[f"{name}_claim_runs"] = backlog.claims
         out["producer_conflicts"] = small.conflicts + large.conflicts
-        out["put_ratio"] = out["large_put_per_s"] / out["small_put_per_s"]
-        out["claim_ratio"] = out["large_claim_per_s"] / out["small_claim_per_s"]
+        # Each round times both backlogs back to back: the median of the
+        # per-round ratios holds up better than a ratio of medians when the
+        # machine's load changes between rounds.
+        for what in ("put", "claim"):
+            ratios = [big / little for big, little in zip(
+                getattr(large, what + "s"), getattr(small, what + "s"))]
+            out[f"{what}_ratio"] = median(ratios)
+            out[f"{what}_ratio_runs"] = ratios
         out["large_fs_bytes"] = os.path.getsize(os.path.join(large.folder, "Data.fs"))
         out["large_disk_bytes"] = disk_usage(large.folder)
         out["small_disk_bytes"] = disk_usage(small.folder)
@@ -134,4 +141,6 @@ def measure(scratch, cfg):
         for backlog in (small, large):
             if backlog is not None:
                 backlog.close()
+                if not scratch.keep:    # free the disk for what follows
+                    shutil.rmtree(backlog.folder, ignore_errors=True)
     return out
