@@ -4,6 +4,7 @@ it has room for and what its filter accepts."""
 import logging
 import queue as queue_module
 import threading
+import time
 
 from zope.interface import implementer
 
@@ -12,6 +13,16 @@ from zasync.interfaces import ConfigurationError, IAgent
 logger = logging.getLogger(__name__)
 
 _STOP = object()
+
+#: The default prefetch is this many jobs per thread.
+PREFETCH_PER_THREAD = 8
+#: Jobs that take less than this (seconds, a moving average) are short: an
+#: agent takes its whole prefetch ahead only for short jobs.  For longer
+#: ones, jobs held ahead would wait here while another worker sits idle, so
+#: it takes at most one per thread ahead.
+SHORT_JOB = 0.02
+#: Weight of the newest run time in the moving average.
+_AVERAGE_WEIGHT = 0.2
 
 
 @implementer(IAgent)
@@ -26,7 +37,10 @@ class Agent:
     agent could hold) does it take up to `prefetch` jobs more than it has
     free threads, so that one commit claims many jobs; they wait in this
     process, `assigned`, until a thread is free.  `prefetch=0` never takes
-    more than the free threads.  The default is the agent's size.
+    more than the free threads.  By default (`prefetch=None`) it adapts:
+    8 per thread while the agent's recent jobs are short (less than
+    `SHORT_JOB` seconds on average), else one per thread, so that long jobs
+    spread over idle workers while short ones share commits.
     """
 
     def __init__(self, size=1, filter=None, name="main", prefetch=None):
@@ -34,8 +48,9 @@ class Agent:
             raise ConfigurationError(f"agent size={size!r}: expected an int of 1 or more")
         if filter is not None and not callable(filter):
             raise ConfigurationError(f"agent filter={filter!r}: expected a callable job -> bool")
+        self._adaptive = prefetch is None
         if prefetch is None:
-            prefetch = size
+            prefetch = PREFETCH_PER_THREAD * size
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
             raise ConfigurationError(
                 f"agent prefetch={prefetch!r}: expected an int of 0 or more")
@@ -48,6 +63,7 @@ class Agent:
         self._lock = threading.Lock()
         self._running = set()
         self._tasks = queue_module.SimpleQueue()
+        self._recent = None     # moving average of run times, seconds
         self._threads = []
         self._run = None
         self._idle = threading.Condition(self._lock)
@@ -65,10 +81,21 @@ class Agent:
             return max(0, self.size - len(self._running))
 
     @property
+    def ahead(self):
+        """How many jobs it takes beyond its free threads under a backlog:
+        its `prefetch`, unless that adapts (the default) and its recent jobs
+        were not short: then one per thread."""
+        recent = self._recent
+        if not self._adaptive or (recent is not None and recent < SHORT_JOB):
+            return self.prefetch
+        return min(self.prefetch, self.size)
+
+    @property
     def room(self):
-        """How many more jobs it may hold, counting `prefetch`."""
+        """How many more jobs it may hold, counting what it takes ahead."""
+        ahead = self.ahead
         with self._lock:
-            return self.size + self.prefetch - len(self._running)
+            return max(0, self.size + ahead - len(self._running))
 
     @property
     def running(self):
@@ -112,12 +139,17 @@ class Agent:
             if task is _STOP:
                 return
             oid, job_id = task
+            began = time.monotonic()
             try:
                 self._run(oid, job_id)
             except BaseException:
                 logger.exception("agent %s: job %s ended its thread's run badly",
                                  self.name, job_id)
             finally:
+                took = time.monotonic() - began
+                recent = self._recent
+                self._recent = took if recent is None else (
+                    recent + _AVERAGE_WEIGHT * (took - recent))
                 with self._lock:
                     self._running.discard(job_id)
                     self._idle.notify_all()

@@ -467,8 +467,8 @@ class Dispatcher:
                         job._start(self.id, now)
                 handed.extend((agent, job) for job in jobs)
                 room -= len(jobs)
-            if room > 0 and agent.prefetch and queue.pending_count() > 2 * (
-                    agent.size + agent.prefetch):
+            ahead = agent.ahead
+            if room > 0 and ahead and queue.pending_count() > 2 * (agent.size + ahead):
                 jobs = queue.claim(self.id, room, agent.accepts, now)
                 claimed_any = True
                 handed.extend((agent, job) for job in jobs)

@@ -339,6 +339,7 @@ class Queue(persistent.Persistent):
     def has_work(self, now=None):
         """Whether a claim could find something to do, read without writing."""
         now_us = clock.to_micros(now or clock.now())
+        prefetch(self._p_jar, self._inbox)
         if any(len(lane) for lane in self._inbox) or self.history.has_work(now_us):
             return True
         if self._deadlines:
@@ -384,9 +385,10 @@ class Queue(persistent.Persistent):
     def _drain(self):
         """Move the inbox into the ordered structures (workers only)."""
         moved = []
-        for lane in self._inbox:
-            if not lane:
-                continue
+        lanes = [lane for lane in self._inbox if lane]
+        # Over ZEO each job read is a round trip: ask for them all at once.
+        prefetch(self._p_jar, [job for lane in lanes for job in lane])
+        for lane in lanes:
             ids = []
             for job in lane:
                 ids.append(job.id)
@@ -485,6 +487,21 @@ class Queue(persistent.Persistent):
             self._deadlines[(self._deadline(job), job.id)] = job
         txn = self._p_jar.transaction_manager.get()
         txn.addAfterCommitHook(_wake_after_commit)
+
+
+def prefetch(jar, objects):
+    """Ask the storage for the state of the ghosts among `objects` at once.
+
+    A ZEO client otherwise loads one object per round trip to the server;
+    asked in advance, it sends every request at once and each later load
+    waits for its answer (or finds it in the cache).  Other storages load
+    from memory or disk and ignore this.
+    """
+    if jar is None:
+        return
+    ghosts = [ob._p_oid for ob in objects if ob._p_changed is None and ob._p_oid is not None]
+    if len(ghosts) > 1:
+        jar.prefetch(ghosts)
 
 
 def _wake_after_commit(committed):
