@@ -24,10 +24,10 @@ def _env():
     return env
 
 
-def run_zasync(*args, timeout=COMMAND_TIMEOUT):
+def run_zasync(*args, timeout=COMMAND_TIMEOUT, cwd=None):
     """Run ``python -m zasync ARGS`` to its end; return the completed process."""
     return subprocess.run([sys.executable, "-m", "zasync", *args], env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def assert_usage_error(result, *expected):
@@ -60,7 +60,8 @@ class Worker:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "zasync", "worker", *args],
-                stdout=log, stderr=subprocess.STDOUT, env=_env())
+                stdout=log, stderr=subprocess.STDOUT, env=_env(),
+                cwd=tmp_path)   # where it keeps its id file
 
     @property
     def log(self):
@@ -157,39 +158,45 @@ def test_worker_bad_option_values(tmp_path, option, value, expected):
     assert not (tmp_path / "Data.fs").exists()   # nothing was opened
 
 
-def test_worker_unknown_uri_scheme():
-    assert_usage_error(run_zasync("worker", "--db", "bogus://somewhere"),
+def test_worker_unknown_uri_scheme(tmp_path):
+    assert_usage_error(run_zasync("worker", "--db", "bogus://somewhere", cwd=tmp_path),
                        "'--db'", "bogus://somewhere", "zeo")
+    # refused before it ran: no worker id file was made in its folder
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_worker_file_that_is_not_a_filestorage(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("not a database\n")
-    assert_usage_error(run_zasync("worker", "--db", str(path)),
+    assert_usage_error(run_zasync("worker", "--db", str(path), cwd=tmp_path),
                        "'--db'", str(path), "FileStorage")
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_worker_path_under_a_file(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert_usage_error(run_zasync("worker", "--db", str(blocker / "Data.fs")),
+    assert_usage_error(run_zasync("worker", "--db", str(blocker / "Data.fs"), cwd=tmp_path),
                        "'--db'", str(blocker / "Data.fs"))
 
 
 def test_worker_filestorage_locked_by_another_process(db, tmp_path):
     # The `db` fixture holds tmp_path/Data.fs open, and so locked.
-    assert_usage_error(run_zasync("worker", "--db", str(tmp_path / "Data.fs")),
+    assert_usage_error(run_zasync("worker", "--db", str(tmp_path / "Data.fs"), cwd=tmp_path),
                        "'--db'", "another process", "ZEO")
 
 
-def test_worker_unknown_queue_without_install(zeo_db, zeo_server):
+def test_worker_unknown_queue_without_install(zeo_db, zeo_server, tmp_path):
+    folder = tmp_path / "cwd"
+    folder.mkdir()
     result = run_zasync("worker", "--db", zeo_server.uri, "--no-install",
-                        "--queue", "mial")
+                        "--queue", "mial", cwd=folder)
     assert_usage_error(result, "'--queue'", "'mial'", "'mail'")
+    assert list(folder.iterdir()) == []     # no worker id file
 
 
-def test_worker_not_installed_without_install(zeo_server):
-    result = run_zasync("worker", "--db", zeo_server.uri, "--no-install")
+def test_worker_not_installed_without_install(zeo_server, tmp_path):
+    result = run_zasync("worker", "--db", zeo_server.uri, "--no-install", cwd=tmp_path)
     assert_usage_error(result, "'--db'", "not installed", zeo_server.uri)
 
 

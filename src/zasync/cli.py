@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import uuid
 
 import click
 from zc.lockfile import LockError
@@ -292,8 +293,14 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
             f"{target!r}: --processes needs a database URI that child processes "
             f"can open (zeo://..., postgres://...), not a FileStorage path",
             param_hint="'--db'")
+    # The id file is read now (an unreadable one is bad input) but a new
+    # id is written only once the database has opened: a worker refused
+    # for a bad --db leaves no file behind.
+    new_id = None
     if dispatcher_id is None:
-        dispatcher_id = _stable_id(uuid_file)
+        dispatcher_id = _read_id(uuid_file)
+        if dispatcher_id is None:
+            dispatcher_id = new_id = uuid.uuid4().hex
     names = tuple(dict.fromkeys(queue_names)) or ("",)
     if "://" not in target and not os.path.exists(target):
         logger.warning("worker: %s does not exist; creating a new, empty "
@@ -307,6 +314,8 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
     finished = True
     try:
         _prepare_queues(db, target, names, install_missing)
+        if new_id is not None:
+            _write_id(uuid_file, new_id)
         try:
             if processes:
                 from zasync.process import ProcessAgent
@@ -356,20 +365,21 @@ def _serve_filestorage(target, address):
     return server.uri, server
 
 
-def _stable_id(path):
-    """The worker id kept in `path`, made and written there if missing."""
-    import uuid
+def _read_id(path):
+    """The worker id kept in `path`, or None if there is none yet."""
     try:
         with open(path, encoding="utf-8") as f:
             found = f.read().strip()
     except FileNotFoundError:
-        found = ""
+        return None
     except OSError as error:
         raise click.BadParameter(f"{path!r}: cannot read it ({error})",
                                  param_hint="'--uuid-file'") from None
-    if found:
-        return found
-    new = uuid.uuid4().hex
+    return found or None
+
+
+def _write_id(path, new):
+    """Keep the new worker id `new` in `path` (written whole or not at all)."""
     try:
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
@@ -380,7 +390,6 @@ def _stable_id(path):
         raise click.BadParameter(f"{path!r}: cannot write it ({error})",
                                  param_hint="'--uuid-file'") from None
     logger.info("worker: new id %s kept in %s", new, path)
-    return new
 
 
 def _load_filter(spec):

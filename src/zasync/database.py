@@ -60,7 +60,20 @@ def open_db(target, **db_kwargs):
     folder = os.path.dirname(os.path.abspath(target))
     os.makedirs(folder, exist_ok=True)
     db_kwargs.setdefault("pool_size", DEFAULT_POOL_SIZE)
-    return ZODB.DB(ZODB.FileStorage.FileStorage(target), **db_kwargs)
+    # FileStorage makes its lock, index and temporary files before it finds
+    # that a file is no FileStorage (or is locked): take back what it made.
+    made = [target + suffix for suffix in ("", ".lock", ".tmp", ".index")
+            if not os.path.exists(target + suffix)]
+    try:
+        storage = ZODB.FileStorage.FileStorage(target)
+    except BaseException:
+        for path in made:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+        raise
+    return ZODB.DB(storage, **db_kwargs)
 
 
 def _schemes():
