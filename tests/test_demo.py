@@ -1,14 +1,18 @@
 """`zasync demo`, run as a real command, and the views it shows of jobs."""
 
 import datetime
+import json
 import os
 import queue as queue_module
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 import transaction
@@ -16,6 +20,7 @@ import transaction
 import zasync
 from zasync import clock, demo, examples
 from zasync.interfaces import ASSIGNED, ACTIVE, COMPLETED, PENDING
+from zasync.testing import free_port
 
 COMMAND_TIMEOUT = 90
 EXAMPLE_CALLABLES = ("send_report", "fail", "add", "Counter.increment",
@@ -141,16 +146,41 @@ class LineReader:
         return "".join(self.lines)
 
 
-def test_demo_stops_cleanly_on_sigint(tmp_path):
+def test_demo_serves_the_web_view_and_stops_cleanly_on_sigint(tmp_path):
     directory = str(tmp_path / "var")
+    port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "zasync", "demo", "--dir", directory],
+        [sys.executable, "-m", "zasync", "demo", "--dir", directory,
+         "--bind", f"127.0.0.1:{port}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
     try:
         reader = LineReader(process.stdout)
+        # The web view of the demo's database, with a token made for the run
+        # that its actions accept (and nothing else).
+        line = reader.wait_for(rf"serving http://127\.0\.0\.1:{port}/ .*token (\S+)\)",
+                               COMMAND_TIMEOUT)
+        token = re.search(r"token (\S+)\)", line).group(1)
+        base = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(base + "/api/queues", timeout=10) as reply:
+            queues = json.load(reply)["queues"]
+        assert [queue["name"] for queue in queues] == [""]
+        with urllib.request.urlopen(base + "/", timeout=10) as reply:
+            assert "Overview" in reply.read().decode()
+        job_id = next(job["id"] for job in _api_jobs(base)
+                      if job["callable"].endswith("fail"))
+        refused = urllib.request.Request(f"{base}/api/jobs/{job_id}/dismiss", method="POST",
+                                         headers={"Authorization": "Bearer wrong"})
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(refused, timeout=10)
+        assert error.value.code in (401, 403)
         # The failing job fails at once, the slow one runs for seconds:
         # interrupt once the first failed and while the second runs.
         reader.wait_for(r"ValueError: a deliberate failure", COMMAND_TIMEOUT)
+        allowed = urllib.request.Request(f"{base}/api/jobs/{job_id}/dismiss", method="POST",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(allowed, timeout=10) as reply:
+            answer = json.load(reply)
+        assert (answer["task_id"], answer["result"]) == (job_id, "ok"), answer
         if not any(re.search(r"send_report\s+active", line) for line in reader.lines):
             reader.wait_for(r"send_report\s+active", COMMAND_TIMEOUT)
         began = time.monotonic()
@@ -166,11 +196,48 @@ def test_demo_stops_cleanly_on_sigint(tmp_path):
     assert "Traceback (most recent call last)" in output   # the failing job's
     assert "Goodbye" in output
     assert "Aborted" not in output
+    with pytest.raises(OSError):          # the web view stopped with the demo
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    assert token
     # The database opens again; the run left no job half-way.
     jobs, counter = _read_db(directory)
     assert len(jobs) == 5
     assert not [job for job in jobs if job[2] in (ASSIGNED, ACTIVE)]
     assert all(status in (COMPLETED, PENDING) for _, _, status, _ in jobs)
+
+
+def _api_jobs(base):
+    """The jobs of the web view's JSON API, once the demo has put them."""
+    deadline = time.monotonic() + COMMAND_TIMEOUT
+    while True:
+        with urllib.request.urlopen(base + "/api/jobs", timeout=10) as reply:
+            jobs = json.load(reply)["jobs"]
+        if any(job["callable"].endswith("fail") for job in jobs):
+            return jobs
+        if time.monotonic() > deadline:
+            pytest.fail(f"the demo's jobs did not appear in {base}/api/jobs")
+        time.sleep(0.1)
+
+
+def test_demo_bind_options_are_checked_before_anything_opens(tmp_path):
+    directory = tmp_path / "var"
+    result = run_demo("--dir", str(directory), "--bind", "nowhere")
+    assert result.returncode == 2 and "'--bind'" in result.stderr, result.stderr
+    result = run_demo("--dir", str(directory), "--bind", "127.0.0.1:9", "--no-web")
+    assert result.returncode == 2 and "--no-web" in result.stderr, result.stderr
+    assert not directory.exists()
+
+
+def test_demo_goes_on_without_the_web_view_when_its_port_is_taken(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_demo("--dir", str(tmp_path / "var"), "--once",
+                          "--bind", f"127.0.0.1:{port}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"web view not started: cannot listen on 127.0.0.1:{port}" in result.stdout
+    assert "Goodbye" in result.stdout
 
 
 # -- what the rows show ----------------------------------------------------------

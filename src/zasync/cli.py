@@ -89,11 +89,16 @@ def _configure_logging(level):
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(min=1),
               help="Worker threads of the in-process dispatcher.")
 @click.option("--once", is_flag=True,
-              help="Run the examples to completion, print a summary and exit.")
+              help="Run the examples to completion, print a summary and exit "
+                   "(without the web view unless --bind is given).")
+@click.option("--bind", default=None, metavar="HOST:PORT",
+              help="Where to serve the web view.  [default: 127.0.0.1:8080; "
+                   "none with --once]")
+@click.option("--no-web", is_flag=True, help="Do not serve the web view.")
 @click.option("--log-level", default="ERROR", show_default=True,
               type=click.Choice(LOG_LEVELS, case_sensitive=False),
               help="Level of the log written to stderr.")
-def demo(directory, threads, once, log_level):
+def demo(directory, threads, once, bind, no_web, log_level):
     """Show zasync at work with example jobs.
 
     Opens (or creates) an embedded FileStorage at DIR/Data.fs, installs
@@ -101,6 +106,10 @@ def demo(directory, threads, once, log_level):
     example jobs: a slow one that reports its progress, one that fails (its
     traceback is shown), one delayed by a few seconds, one that changes a
     persistent counter in the database, and one with a callback.
+
+    The web view is served at http://127.0.0.1:8080/ (--bind to change,
+    --no-web to leave it out; a port in use is reported and the demo goes
+    on without it); the token printed at the start logs in to its actions.
 
     The jobs are shown live, with progress bars, until Ctrl-C, which
     cancels what is unfinished, stops the dispatcher and closes the
@@ -114,11 +123,22 @@ def demo(directory, threads, once, log_level):
       zasync demo
       zasync demo --dir /tmp/zasync-demo --threads 2
       zasync demo --once               # run the examples, print a summary
+      zasync demo --bind 127.0.0.1:9000
     """
     from zasync import demo as demo_module
+    from zasync.web.serve import parse_bind
+    if no_web and bind is not None:
+        raise click.UsageError("give --bind or --no-web, not both")
+    if bind is None and not (once or no_web):
+        bind = "127.0.0.1:8080"
+    if bind is not None:
+        try:
+            parse_bind(bind)
+        except ZasyncError as error:
+            raise click.BadParameter(str(error), param_hint="'--bind'") from None
     _configure_logging(log_level)
     try:
-        status = demo_module.run(directory, threads=threads, once=once)
+        status = demo_module.run(directory, threads=threads, once=once, bind=bind)
     except demo_module.DemoDatabaseError as error:
         raise click.BadParameter(str(error), param_hint="'--dir'") from None
     sys.exit(status)

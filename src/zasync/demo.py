@@ -1,5 +1,6 @@
 """`zasync demo`: an embedded FileStorage, an in-process dispatcher and a
-handful of example jobs, shown live in the terminal.
+handful of example jobs, shown live in the terminal and in the web view
+(served from a thread of the same process, with a token made for the run).
 
 The jobs come from `zasync.examples` (workers must be able to import a job's
 callable, so they cannot live here in a closure).  The display reads the
@@ -17,6 +18,7 @@ import dataclasses
 import datetime
 import logging
 import os
+import secrets
 import signal
 import threading
 import time
@@ -165,8 +167,12 @@ def put_examples(db, delay=4.0):
 class Demo:
     """One run of the demo: the database, the dispatcher and the display."""
 
-    def __init__(self, directory, threads=4, console=None, delay=4.0):
+    def __init__(self, directory, threads=4, console=None, delay=4.0, bind=None):
         self.directory = directory
+        self.bind = bind                 # where to serve the web view, or None
+        self.web = None                  # its waitress server, once listening
+        self.web_line = None
+        self.web_token = None
         self.path = os.path.join(directory, "Data.fs")
         self.threads = threads
         self.delay = delay
@@ -304,9 +310,26 @@ class Demo:
             self.dispatcher.start()
             self.oids = put_examples(self.db, self.delay)
             self._conn = self.db.open(transaction_manager=self._tm)
+            if self.bind is not None:
+                self._start_web()
         except BaseException:
             self.close()
             raise
+
+    def _start_web(self):
+        """Serve the web view from a thread; a port in use is reported and
+        the demo goes on without it."""
+        from zasync.web.serve import make_server
+        token = secrets.token_urlsafe(12)
+        try:
+            server, line = make_server(self.db, self.bind, token=token, refresh=1)
+        except OSError as error:
+            self.web_line = (f"web view not started: cannot listen on {self.bind} "
+                             f"({error}); try --bind 127.0.0.1:PORT")
+            return
+        self.web, self.web_token = server, token
+        self.web_line = line.replace("Ctrl-C to stop", f"token {token}")
+        threading.Thread(target=server.run, name="zasync-demo-web", daemon=True).start()
 
     def stop(self):
         """Cancel this run's unfinished jobs and stop the dispatcher; return
@@ -321,8 +344,12 @@ class Demo:
         return cancelled
 
     def close(self):
-        """Stop the dispatcher if it runs, and close the database."""
+        """Stop the web view and the dispatcher if they run, and close the
+        database."""
         try:
+            if self.web is not None:
+                self.web.close()
+                self.web = None
             self.stop()
         finally:
             if self._conn is not None:
@@ -395,14 +422,15 @@ def _bar_cell(bar, fraction):
 
 
 def run(directory="var", threads=4, once=False, console=None, delay=4.0,
-        timeout=ONCE_TIMEOUT):
+        timeout=ONCE_TIMEOUT, bind=None):
     """Run the demo; return the process's exit status.
 
     Without `once`, it shows the jobs until SIGINT or SIGTERM; with `once`,
     until every example completed (failing as expected or not), then prints
-    a summary.  Either way it stops the dispatcher and closes the database.
+    a summary.  With `bind` (HOST:PORT) it also serves the web view there.
+    Either way it stops the dispatcher and closes the database.
     """
-    demo = Demo(directory, threads=threads, console=console, delay=delay)
+    demo = Demo(directory, threads=threads, console=console, delay=delay, bind=bind)
     console = demo.console
     previous = demo._install_signal_handlers()
     try:
@@ -412,6 +440,8 @@ def run(directory="var", threads=4, once=False, console=None, delay=4.0,
             f"{demo.dispatcher.id} with {threads} thread(s); "
             + ("waiting for the examples to complete." if once
                else "press Ctrl-C to stop."), highlight=False)
+        if demo.web_line is not None:
+            console.print(Text(demo.web_line))
         status = 0
         try:
             views, done = demo.watch(until_done=once, timeout=timeout if once else None)

@@ -76,14 +76,15 @@ class _Stop(ZasyncError):
     control-flow signal, like `Cancelled`)."""
 
 
-def serve(db, bind="127.0.0.1:8080", token=None, username=None, password=None,
-          refresh=3, threads=4, allow_hosts=(), announce=print):
-    """Serve the web view of `db` until SIGTERM or SIGINT (or, in another
-    thread than the main one, until the server is closed).
+def make_server(db, bind="127.0.0.1:8080", token=None, username=None, password=None,
+                refresh=3, threads=4, allow_hosts=()):
+    """Make the waitress server of the web view of `db`, listening but not
+    yet serving (``server.run()`` serves, ``server.close()`` ends it);
+    return it and a line saying where it listens.  Raises OSError when it
+    cannot listen on `bind`.
 
     Bound to loopback, it answers only requests for a loopback name or one
-    of `allow_hosts`; bound elsewhere, only for `allow_hosts` if given.
-    `announce` receives one line saying where it listens."""
+    of `allow_hosts`; bound elsewhere, only for `allow_hosts` if given."""
     host, port = parse_bind(bind)
     app = make_app(db, token=token, username=username, password=password, refresh=refresh)
     guarded = app
@@ -101,11 +102,23 @@ def serve(db, bind="127.0.0.1:8080", token=None, username=None, password=None,
         shown_host = f"[{shown_host}]"
     actions = {"token": "with the token", "password": "with the user and password",
                None: "disabled (no credential)"}[app.guard.kind]
-    announce(f"zasync web: serving http://{shown_host}:{shown_port}/ "
-             f"(actions {actions}; Ctrl-C to stop)")
+    line = (f"zasync web: serving http://{shown_host}:{shown_port}/ "
+            f"(actions {actions}; Ctrl-C to stop)")
     if not is_loopback(host):
         logger.warning("web: listening on %s, not on loopback: whoever reaches it "
                        "can read the jobs, their arguments and tracebacks", host)
+    return server, line
+
+
+def serve(db, bind="127.0.0.1:8080", token=None, username=None, password=None,
+          refresh=3, threads=4, allow_hosts=(), announce=print):
+    """Serve the web view of `db` until SIGTERM or SIGINT (or, in another
+    thread than the main one, until the server is closed); see
+    `make_server`.  `announce` receives one line saying where it listens."""
+    server, line = make_server(db, bind, token=token, username=username,
+                               password=password, refresh=refresh, threads=threads,
+                               allow_hosts=allow_hosts)
+    announce(line)
 
     def on_term(signum, frame):
         raise _Stop()
