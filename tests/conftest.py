@@ -40,3 +40,33 @@ def zeo_db(zeo_server):
     database = installed_db(zeo_server.uri, queues=("", "mail"))
     yield database
     database.close()
+
+
+# -- worker processes over the ZEO server (tests/recovery_jobs.py) -------------
+
+@pytest.fixture
+def folder(tmp_path):
+    """Where the jobs and the test meet (start and release files, run logs)."""
+    path = tmp_path / "jobs"
+    path.mkdir()
+    return str(path)
+
+
+@pytest.fixture
+def client(zeo_db):
+    """The test's own view of the ZEO database (see `recovery_jobs.Client`)."""
+    from recovery_jobs import Client
+    opened = Client(zeo_db)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def workers(tmp_path, zeo_server):
+    """Worker processes on the ZEO server, all stopped by pid at the end."""
+    from recovery_jobs import Workers
+    started = Workers(tmp_path, zeo_server.uri)
+    try:
+        yield started
+    finally:
+        started.end_all()

@@ -385,3 +385,15 @@ class Workers:
     def end_all(self):
         for worker in self.started:
             worker.end()
+
+
+#: Starting a worker process takes about a second; a loaded machine, more.
+STARTUP = 20.0
+
+
+def start_registered(client, workers, name, *options, **kwargs):
+    """Start worker `name` (see `Workers.start`) and wait until its
+    dispatcher has registered in the database."""
+    worker = workers.start(name, *options, **kwargs)
+    wait_until(lambda: client.registered(worker), STARTUP, f"{worker} to register")
+    return worker

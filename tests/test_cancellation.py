@@ -18,10 +18,9 @@ from zasync import clock
 
 import recovery_jobs as jobs
 from recovery_jobs import (
-    Client, Counter, Workers, describe_outcome, hold, started_pid, touch, wait_until)
+    STARTUP, Counter, describe_outcome, hold, start_registered, started_pid, touch,
+    wait_until)
 
-#: Starting a worker process takes about a second; a loaded machine, more.
-STARTUP = 20.0
 #: Seconds a process agent's child gets between SIGTERM and SIGKILL.
 GRACE = 1.0
 #: What a cancellation may take beyond what the test asks for: the worker
@@ -30,35 +29,6 @@ SLACK = 5.0
 #: For a job in a process agent, the callbacks then run in a new child: a
 #: new interpreter, slow to start on a loaded machine.
 CHILD_SLACK = 10.0
-
-
-@pytest.fixture
-def folder(tmp_path):
-    path = tmp_path / "jobs"
-    path.mkdir()
-    return str(path)
-
-
-@pytest.fixture
-def client(zeo_db):
-    opened = Client(zeo_db)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def workers(tmp_path, zeo_server):
-    started = Workers(tmp_path, zeo_server.uri)
-    try:
-        yield started
-    finally:
-        started.end_all()
-
-
-def start_registered(client, workers, name, *options, **kwargs):
-    worker = workers.start(name, *options, **kwargs)
-    wait_until(lambda: client.registered(worker), STARTUP, f"{worker} to register")
-    return worker
 
 
 def cancel(client, job):

@@ -14,51 +14,22 @@ how often a job's work was committed.
 import signal
 import time
 
-import pytest
 
 import zasync
 from zasync.interfaces import ACTIVE, ASSIGNED, COMPLETED, NEW, PENDING
 
 import recovery_jobs as jobs
-from recovery_jobs import Client, Counter, Workers, hold, started_pid, touch, wait_until
+from recovery_jobs import STARTUP, Counter, hold, started_pid, touch, wait_until
 
 PING = 0.5
 DEATH = 3.0
 #: "A few seconds" after the death interval: the recovering worker's next
 #: heartbeat, its claim and the job's run, on a loaded CI machine.
 SLACK = 5.0
-#: Starting a worker process takes about a second; a loaded machine, more.
-STARTUP = 20.0
-
-
-@pytest.fixture
-def folder(tmp_path):
-    """Where the jobs and the test meet (start and release files, run logs)."""
-    path = tmp_path / "jobs"
-    path.mkdir()
-    return str(path)
-
-
-@pytest.fixture
-def client(zeo_db):
-    opened = Client(zeo_db)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def workers(tmp_path, zeo_server):
-    started = Workers(tmp_path, zeo_server.uri)
-    try:
-        yield started
-    finally:
-        started.end_all()
 
 
 def start_registered(client, workers, name, **options):
-    worker = workers.start(name, ping=PING, **options)
-    wait_until(lambda: client.registered(worker), STARTUP, f"{worker} to register")
-    return worker
+    return jobs.start_registered(client, workers, name, ping=PING, **options)
 
 
 def counter_of(job):

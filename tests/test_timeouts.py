@@ -15,9 +15,9 @@ import pytest
 import zasync
 
 import recovery_jobs as jobs
-from recovery_jobs import Client, Counter, Workers, describe_outcome, started_pid, wait_until
+from recovery_jobs import (
+    Counter, describe_outcome, start_registered, started_pid)
 
-STARTUP = 20.0
 LIMIT = 1.0
 #: How far past its limit a job may end: the worker notices it at the job's
 #: next look (every 50 ms) or its next poll of the child (every 100 ms),
@@ -26,35 +26,6 @@ SLACK = 5.0
 #: For a job in a process agent, the callbacks then run in a new child: a
 #: new interpreter, slow to start on a loaded machine.
 CHILD_SLACK = 10.0
-
-
-@pytest.fixture
-def folder(tmp_path):
-    path = tmp_path / "jobs"
-    path.mkdir()
-    return str(path)
-
-
-@pytest.fixture
-def client(zeo_db):
-    opened = Client(zeo_db)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def workers(tmp_path, zeo_server):
-    started = Workers(tmp_path, zeo_server.uri)
-    try:
-        yield started
-    finally:
-        started.end_all()
-
-
-def start_registered(client, workers, name, *options, **kwargs):
-    worker = workers.start(name, *options, **kwargs)
-    wait_until(lambda: client.registered(worker), STARTUP, f"{worker} to register")
-    return worker
 
 
 def assert_timed_out(done, worker):

@@ -1,5 +1,7 @@
 """Helpers for test suites (zasync's own and applications'): a real ZEO
-server on a free loopback port, and a database with zasync installed."""
+server on a free loopback port, a database with zasync installed, eager
+mode, a dispatcher for the time of a test, and the wait helpers
+(`wait_for`, `wait_for_idle`)."""
 
 import contextlib
 import os
@@ -8,9 +10,15 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
-from zasync.database import install, open_db
+from zasync.database import install, open_db, wait_for
+
+__all__ = [
+    "ZEOServer", "close_multidb", "eager", "free_port", "installed_db",
+    "open_multidb", "running_dispatcher", "wait_for", "wait_for_idle",
+]
 
 
 def free_port(host="127.0.0.1"):
@@ -96,13 +104,8 @@ def installed_db(target, queues=("",), **db_kwargs):
 
 # -- helpers for applications' test suites ----------------------------------
 #
-# Appended for the Zope integration (zasync.component, zasync.subscriber,
-# zasync.context): run jobs eagerly, run a dispatcher for the time of a
-# test, wait until the queues are idle, and open a multi-database.
-
-import threading as _threading
-
-from zasync.database import wait_for  # noqa: E402,F401  (a wait helper too)
+# Run jobs eagerly, run a dispatcher for the time of a test, wait until the
+# queues are idle, and open a multi-database.
 
 
 class eager:
@@ -133,7 +136,7 @@ class eager:
 
     def __init__(self):
         self.job_ids = []
-        self._pending = _threading.local()
+        self._pending = threading.local()
         self._active = False
 
     def __enter__(self):
