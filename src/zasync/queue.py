@@ -18,6 +18,16 @@ Where jobs live, and who writes what:
 - ``history``: completed jobs (see `zasync.history`); a finishing job's
   own transaction only adds to a merging set there.
 - ``quotas``: name -> `Quota`, limits on the jobs held at once.
+- ``_keys``: key -> job for the jobs put with a ``key`` and not yet
+  completed, so that a key is held by one job at a time.  Written by `put`
+  (in the producer's transaction, unlike the rest) and by the completing
+  job.  A BTree because its conflict resolution is the check itself: two
+  concurrent puts of one key cannot both insert it, so one commit raises
+  ConflictError and its retry finds the other's job; puts of different
+  keys merge (but for a bucket split, rare, which conflicts and is retried).
+  Rejected: a merging set that accepts both, as two jobs of one key would
+  then run.
+- ``_schedules``: name -> `Schedule` (see `zasync.schedule`).
 """
 
 import datetime
@@ -32,7 +42,7 @@ from zope.interface import implementer
 from zasync import clock, events
 from zasync.interfaces import (
     CALLBACKS, NEW, PENDING, AlreadyQueuedError,
-    ConfigurationError, IJob, IQueue, IQueues,
+    ConfigurationError, DuplicateScheduleError, UnknownScheduleError, IJob, IQueue, IQueues, IRetryPolicy,
     JobStateError, JobTimeoutError, NotPendingError, UnknownQueueError)
 from zasync.failure import Failure
 from zasync.history import History
@@ -40,13 +50,25 @@ from zasync.jobset import JobSet
 from zasync.quota import Quota, check_size
 
 LANES = 64
+_NO_SCHEDULES = OOBTree()   # read by queues that never had a schedule; never written
 _AFTER_ALL = (float("inf"),)
 
 
-def _check_priority(priority):
+def check_priority(priority):
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise ConfigurationError(f"priority={priority!r}: expected an int")
     return priority
+
+
+def check_retry_policy(retry_policy):
+    if retry_policy is not None:
+        if not IRetryPolicy.providedBy(retry_policy):
+            raise ConfigurationError(
+                f"retry_policy={retry_policy!r}: expected an IRetryPolicy "
+                f"such as zasync.RetryTransient() or zasync.Backoff(...)")
+        from zasync.storable import check_value
+        check_value(retry_policy, "retry policy")
+    return retry_policy
 
 
 def _check_timeout(timeout):
@@ -58,6 +80,12 @@ def _check_timeout(timeout):
         raise ConfigurationError(
             f"timeout={timeout!r}: expected seconds (a number > 0) or a timedelta")
     return float(timeout)
+
+
+def _check_key(key):
+    if not isinstance(key, str) or not key:
+        raise ConfigurationError(f"key={key!r}: expected a non-empty str")
+    return key
 
 
 def _pending_key(job):
@@ -79,6 +107,14 @@ class Queue(persistent.Persistent):
         self._index = OOBTree()
         self.history = History()
         self.quotas = OOBTree()
+        self._keys = OOBTree()
+        self._schedules = OOBTree()
+
+    # Queues of databases made before keys and schedules have neither
+    # tree: they are made by the first write that needs them, never by a
+    # read.
+    _keys = None
+    _schedules = None
 
     def __repr__(self):
         return f"<zasync.Queue {self.name!r}>"
@@ -86,7 +122,7 @@ class Queue(persistent.Persistent):
     # -- producers ---------------------------------------------------------
 
     def put(self, job, *args, begin_after=None, begin_by=None,
-            retry_policy=None, priority=0, quotas=(), timeout=None):
+            retry_policy=None, priority=0, quotas=(), timeout=None, key=None):
         """See `IQueue`."""
         from zasync.job import Job
         if IJob.providedBy(job):
@@ -116,17 +152,14 @@ class Queue(persistent.Persistent):
         now = clock.now()
         begin_after = now if begin_after is None else clock.aware(begin_after, "begin_after")
         begin_by = clock.duration(begin_by, "begin_by")
-        priority = _check_priority(priority)
+        priority = check_priority(priority)
         quotas = self._check_quota_names(quotas)
         timeout = _check_timeout(timeout)
-        if retry_policy is not None:
-            from zasync.interfaces import IRetryPolicy
-            if not IRetryPolicy.providedBy(retry_policy):
-                raise ConfigurationError(
-                    f"retry_policy={retry_policy!r}: expected an IRetryPolicy "
-                    f"such as zasync.RetryTransient() or zasync.Backoff(...)")
-            from zasync.storable import check_value
-            check_value(retry_policy, "retry policy")
+        check_retry_policy(retry_policy)
+        if key is not None:
+            holder = self.get_by_key(_check_key(key))
+            if holder is not None:
+                return holder    # writes nothing: the job of the key stands
 
         job.begin_after = begin_after
         job.begin_by = begin_by
@@ -137,6 +170,9 @@ class Queue(persistent.Persistent):
             job.timeout = timeout
         if retry_policy is not None:
             job.retry_policy = retry_policy
+        if key is not None:
+            job.key = key
+            self._take_key(job)
         job._queue = self
         for callback in job._callbacks:
             callback._queue = self
@@ -201,11 +237,71 @@ class Queue(persistent.Persistent):
             return True
         return check
 
+    # -- keys ----------------------------------------------------------------
+
+    def get_by_key(self, key, default=None):
+        """See `IQueue`."""
+        keys = self._keys
+        if keys is None or not isinstance(key, str):
+            return default
+        job = keys.get(key)
+        return default if job is None else job
+
+    def _take_key(self, job):
+        if self._keys is None:
+            self._keys = OOBTree()
+        self._keys[job.key] = job
+
+    def _release_key(self, job):
+        """Free the job's key (it completed or left the queue)."""
+        keys = self._keys
+        if job.key is not None and keys is not None and keys.get(job.key) is job:
+            del keys[job.key]
+
     def _release_quotas(self, job):
         for name in job.quotas:
             quota = self.quotas.get(name)
             if quota is not None:
                 quota.release(job.id)
+
+    # -- schedules -------------------------------------------------------------
+
+    @property
+    def schedules(self):
+        """See `IQueue`."""
+        return _NO_SCHEDULES if self._schedules is None else self._schedules
+
+    def schedule(self, callable, *args, every=None, cron=None, name=None,
+                 catch_up="one", start=None, priority=0, retry_policy=None,
+                 **kwargs):
+        """See `IQueue` and `ISchedule`."""
+        from zasync.schedule import Schedule
+        if self._p_jar is None:
+            raise JobStateError(f"{self!r} is not stored in a database")
+        made = Schedule(callable, *args, every=every, cron=cron, name=name,
+                        catch_up=catch_up, start=start, priority=priority,
+                        retry_policy=retry_policy, **kwargs)
+        if made.name in self.schedules:
+            raise DuplicateScheduleError(
+                f"name={made.name!r}: {self!r} already has a schedule of this "
+                f"name; give another name, or unschedule it first")
+        if self._schedules is None:
+            self._schedules = OOBTree()
+        self._schedules[made.name] = made
+        made._queue = self
+        made._put_next(made.first_time(clock.now()))
+        return made
+
+    def unschedule(self, name):
+        """See `IQueue`."""
+        found = self.schedules.get(name) if isinstance(name, str) else None
+        if found is None:
+            raise UnknownScheduleError(
+                f"no schedule named {name!r} in {self!r}; defined: "
+                + (", ".join(repr(n) for n in self.schedules.keys()) or "none"))
+        del self._schedules[name]
+        found._detach()
+        return found
 
     def remove(self, job):
         """See `IQueue`."""
@@ -214,7 +310,14 @@ class Queue(persistent.Persistent):
                 f"job {job.id} is {job.status}"
                 + ("" if job._queue is self else f" and not in {self!r}")
                 + ": only a pending job can be removed")
+        schedule = getattr(job, "schedule", None)
+        if schedule is not None and schedule.queue is self and schedule.next_job is job:
+            raise JobStateError(
+                f"job {job.id} is the next run of schedule {schedule.name!r}: "
+                f"removing it would stop the schedule; cancel it to skip this "
+                f"run, or unschedule {schedule.name!r}")
         self._take_out(job)
+        self._release_key(job)
         job._queue = None
         job._set_status(NEW)
         if job.id in self._index:
@@ -294,6 +397,14 @@ class Queue(persistent.Persistent):
                 + ": only a failed job of this queue can be retried")
         if job._parent is not None:
             raise JobStateError(f"job {job.id} is a callback; retry job {job._parent.id}")
+        if job.key is not None:
+            holder = self.get_by_key(job.key)
+            if holder is not None and holder is not job:
+                raise JobStateError(
+                    f"job {job.id} cannot be retried: its key {job.key!r} is "
+                    f"held by job {holder.id} ({holder.status}); wait for that "
+                    f"one to complete")
+            self._take_key(job)
         self.history.forget(job)
         job._record_attempt(job._failure)
         job._result = job._failure = None
