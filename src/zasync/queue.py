@@ -24,9 +24,12 @@ Where jobs live, and who writes what:
   job.  A BTree because its conflict resolution is the check itself: two
   concurrent puts of one key cannot both insert it, so one commit raises
   ConflictError and its retry finds the other's job; puts of different
-  keys merge (but for a bucket split, rare, which conflicts and is retried).
-  Rejected: a merging set that accepts both, as two jobs of one key would
-  then run.
+  keys merge.  BTrees cannot merge the removal of a bucket's first key
+  with an insertion into that bucket, nor a bucket emptied: the first
+  bucket holds the key '' (which no job may have) for ever, so a small
+  index (one bucket, up to 30 keys) never conflicts; in a larger one such
+  a conflict is rare and retried by whoever commits second.  Rejected: a
+  merging set that accepts both, as two jobs of one key would then run.
 - ``_schedules``: name -> `Schedule` (see `zasync.schedule`).
 """
 
@@ -88,6 +91,13 @@ def _check_key(key):
     return key
 
 
+def _key_index():
+    # '' first: see the module's docstring
+    index = OOBTree()
+    index[""] = None
+    return index
+
+
 def _pending_key(job):
     return (-job.priority, clock.to_micros(job.begin_after), job.id)
 
@@ -107,7 +117,7 @@ class Queue(persistent.Persistent):
         self._index = OOBTree()
         self.history = History()
         self.quotas = OOBTree()
-        self._keys = OOBTree()
+        self._keys = _key_index()
         self._schedules = OOBTree()
 
     # Queues of databases made before keys and schedules have neither
@@ -249,7 +259,7 @@ class Queue(persistent.Persistent):
 
     def _take_key(self, job):
         if self._keys is None:
-            self._keys = OOBTree()
+            self._keys = _key_index()
         self._keys[job.key] = job
 
     def _release_key(self, job):
