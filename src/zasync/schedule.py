@@ -29,7 +29,7 @@ import persistent
 from zope.interface import implementer
 
 from zasync import clock, storable
-from zasync.interfaces import COMPLETED, ConfigurationError, ISchedule
+from zasync.interfaces import COMPLETED, Cancelled, ConfigurationError, ISchedule
 from zasync.job import Job, check_call
 from zasync.queue import check_priority, check_retry_policy
 
@@ -188,7 +188,8 @@ class Schedule(persistent.Persistent):
             return None
         now = now or clock.now()
         at = occurrence.occurs_at
-        if occurrence.late_skipped or (occurrence.cancelled
+        failure = occurrence.failure
+        if occurrence.late_skipped or (failure is not None and failure.check(Cancelled)
                                        and occurrence.attempt_count == 0):
             self.skipped += 1
         else:
