@@ -303,10 +303,23 @@ class JobView:
         return data
 
 
+def fmt_period(delta):
+    """A period exactly: '5 min', '1 h 30 min', '1 d', '0.25 s'."""
+    rest = delta // datetime.timedelta(microseconds=1)
+    parts = []
+    for unit, size in (("d", 86_400_000_000), ("h", 3_600_000_000), ("min", 60_000_000)):
+        if rest >= size:
+            parts.append(f"{rest // size} {unit}")
+            rest %= size
+    if rest or not parts:
+        parts.append(f"{rest / 1e6:g} s")
+    return " ".join(parts)
+
+
 def timing_label(every, cron):
     """'every 5 min' or 'cron */5 * * * *'."""
     if every is not None:
-        return "every " + fmt_seconds(every.total_seconds())
+        return "every " + fmt_period(every)
     return f"cron {cron}"
 
 
