@@ -19,6 +19,7 @@ from zope.interface import implementer
 
 from zasync import clock, events, local, storable
 from zasync.failure import Failure
+from zasync.key import release_key
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, STATUSES,
     AlreadyCompletedError, Cancelled, ConfigurationError, IJob,
@@ -284,7 +285,7 @@ class Job(persistent.Persistent):
             if self.quotas:
                 self._queue._release_quotas(self)
             if self.key is not None:
-                self._queue._release_key(self)
+                release_key(self._queue, self)
         if self.started_at is None:
             self.started_at = self.ended_at
         pending = [cb for cb in self._callbacks if cb.status != COMPLETED]

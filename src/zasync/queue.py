@@ -19,17 +19,7 @@ Where jobs live, and who writes what:
   own transaction only adds to a merging set there.
 - ``quotas``: name -> `Quota`, limits on the jobs held at once.
 - ``_keys``: key -> job for the jobs put with a ``key`` and not yet
-  completed, so that a key is held by one job at a time.  Written by `put`
-  (in the producer's transaction, unlike the rest) and by the completing
-  job.  A BTree because its conflict resolution is the check itself: two
-  concurrent puts of one key cannot both insert it, so one commit raises
-  ConflictError and its retry finds the other's job; puts of different
-  keys merge.  BTrees cannot merge the removal of a bucket's first key
-  with an insertion into that bucket, nor a bucket emptied: the first
-  bucket holds the key '' (which no job may have) for ever, so a small
-  index (one bucket, up to 30 keys) never conflicts; in a larger one such
-  a conflict is rare and retried by whoever commits second.  Rejected: a
-  merging set that accepts both, as two jobs of one key would then run.
+  completed (see `zasync.key`).
 - ``_schedules``: name -> `Schedule` (see `zasync.schedule`).
 """
 
@@ -45,10 +35,11 @@ from zope.interface import implementer
 from zasync import clock, events
 from zasync.interfaces import (
     CALLBACKS, NEW, PENDING, AlreadyQueuedError,
-    ConfigurationError, DuplicateScheduleError, UnknownScheduleError, IJob, IQueue, IQueues, IRetryPolicy,
+    ConfigurationError, IJob, IQueue, IQueues, IRetryPolicy,
     JobStateError, JobTimeoutError, NotPendingError, UnknownQueueError)
 from zasync.failure import Failure
 from zasync.history import History
+from zasync.key import check_key, key_index, release_key, take_key
 from zasync.jobset import JobSet
 from zasync.quota import Quota, check_size
 
@@ -85,19 +76,6 @@ def _check_timeout(timeout):
     return float(timeout)
 
 
-def _check_key(key):
-    if not isinstance(key, str) or not key:
-        raise ConfigurationError(f"key={key!r}: expected a non-empty str")
-    return key
-
-
-def _key_index():
-    # '' first: see the module's docstring
-    index = OOBTree()
-    index[""] = None
-    return index
-
-
 def _pending_key(job):
     return (-job.priority, clock.to_micros(job.begin_after), job.id)
 
@@ -117,7 +95,7 @@ class Queue(persistent.Persistent):
         self._index = OOBTree()
         self.history = History()
         self.quotas = OOBTree()
-        self._keys = _key_index()
+        self._keys = key_index()
         self._schedules = OOBTree()
 
     # Queues of databases made before keys and schedules have neither
@@ -167,7 +145,7 @@ class Queue(persistent.Persistent):
         timeout = _check_timeout(timeout)
         check_retry_policy(retry_policy)
         if key is not None:
-            holder = self.get_by_key(_check_key(key))
+            holder = self.get_by_key(check_key(key))
             if holder is not None:
                 return holder    # writes nothing: the job of the key stands
 
@@ -182,7 +160,7 @@ class Queue(persistent.Persistent):
             job.retry_policy = retry_policy
         if key is not None:
             job.key = key
-            self._take_key(job)
+            take_key(self, job)
         job._queue = self
         for callback in job._callbacks:
             callback._queue = self
@@ -251,22 +229,8 @@ class Queue(persistent.Persistent):
 
     def get_by_key(self, key, default=None):
         """See `IQueue`."""
-        keys = self._keys
-        if keys is None or not isinstance(key, str):
-            return default
-        job = keys.get(key)
+        job = None if self._keys is None or not isinstance(key, str) else self._keys.get(key)
         return default if job is None else job
-
-    def _take_key(self, job):
-        if self._keys is None:
-            self._keys = _key_index()
-        self._keys[job.key] = job
-
-    def _release_key(self, job):
-        """Free the job's key (it completed or left the queue)."""
-        keys = self._keys
-        if job.key is not None and keys is not None and keys.get(job.key) is job:
-            del keys[job.key]
 
     def _release_quotas(self, job):
         for name in job.quotas:
@@ -281,37 +245,15 @@ class Queue(persistent.Persistent):
         """See `IQueue`."""
         return _NO_SCHEDULES if self._schedules is None else self._schedules
 
-    def schedule(self, callable, *args, every=None, cron=None, name=None,
-                 catch_up="one", start=None, priority=0, retry_policy=None,
-                 **kwargs):
+    def schedule(self, callable, *args, **options):
         """See `IQueue` and `ISchedule`."""
-        from zasync.schedule import Schedule
-        if self._p_jar is None:
-            raise JobStateError(f"{self!r} is not stored in a database")
-        made = Schedule(callable, *args, every=every, cron=cron, name=name,
-                        catch_up=catch_up, start=start, priority=priority,
-                        retry_policy=retry_policy, **kwargs)
-        if made.name in self.schedules:
-            raise DuplicateScheduleError(
-                f"name={made.name!r}: {self!r} already has a schedule of this "
-                f"name; give another name, or unschedule it first")
-        if self._schedules is None:
-            self._schedules = OOBTree()
-        self._schedules[made.name] = made
-        made._queue = self
-        made._put_next(made.first_time(clock.now()))
-        return made
+        from zasync.schedule import define
+        return define(self, callable, *args, **options)
 
     def unschedule(self, name):
         """See `IQueue`."""
-        found = self.schedules.get(name) if isinstance(name, str) else None
-        if found is None:
-            raise UnknownScheduleError(
-                f"no schedule named {name!r} in {self!r}; defined: "
-                + (", ".join(repr(n) for n in self.schedules.keys()) or "none"))
-        del self._schedules[name]
-        found._detach()
-        return found
+        from zasync.schedule import undefine
+        return undefine(self, name)
 
     def remove(self, job):
         """See `IQueue`."""
@@ -320,14 +262,10 @@ class Queue(persistent.Persistent):
                 f"job {job.id} is {job.status}"
                 + ("" if job._queue is self else f" and not in {self!r}")
                 + ": only a pending job can be removed")
-        schedule = getattr(job, "schedule", None)
-        if schedule is not None and schedule.queue is self and schedule.next_job is job:
-            raise JobStateError(
-                f"job {job.id} is the next run of schedule {schedule.name!r}: "
-                f"removing it would stop the schedule; cancel it to skip this "
-                f"run, or unschedule {schedule.name!r}")
+        if getattr(job, "schedule", None) is not None:
+            job.schedule.check_removable(job)
         self._take_out(job)
-        self._release_key(job)
+        release_key(self, job)
         job._queue = None
         job._set_status(NEW)
         if job.id in self._index:
@@ -408,13 +346,7 @@ class Queue(persistent.Persistent):
         if job._parent is not None:
             raise JobStateError(f"job {job.id} is a callback; retry job {job._parent.id}")
         if job.key is not None:
-            holder = self.get_by_key(job.key)
-            if holder is not None and holder is not job:
-                raise JobStateError(
-                    f"job {job.id} cannot be retried: its key {job.key!r} is "
-                    f"held by job {holder.id} ({holder.status}); wait for that "
-                    f"one to complete")
-            self._take_key(job)
+            take_key(self, job)
         self.history.forget(job)
         job._record_attempt(job._failure)
         job._result = job._failure = None

@@ -26,10 +26,13 @@ import datetime
 import logging
 
 import persistent
+from BTrees.OOBTree import OOBTree
 from zope.interface import implementer
 
 from zasync import clock, storable
-from zasync.interfaces import COMPLETED, Cancelled, ConfigurationError, ISchedule
+from zasync.interfaces import (
+    COMPLETED, Cancelled, ConfigurationError, DuplicateScheduleError, ISchedule,
+    JobStateError, UnknownScheduleError)
 from zasync.job import Job, check_call
 from zasync.queue import check_priority, check_retry_policy
 
@@ -210,6 +213,14 @@ class Schedule(persistent.Persistent):
                     at.isoformat(), following.isoformat(), job.id)
         return job
 
+    def check_removable(self, job):
+        """Refuse to take this schedule's pending run out of its queue."""
+        if self._queue is not None and self.next_job is job:
+            raise JobStateError(
+                f"job {job.id} is the next run of schedule {self.name!r}: "
+                f"removing it would stop the schedule; cancel it to skip this "
+                f"run, or unschedule {self.name!r}")
+
     def remove(self):
         """See `ISchedule`."""
         if self._queue is None:
@@ -226,6 +237,35 @@ class Schedule(persistent.Persistent):
             job.cancel()
             logger.info("schedule %r removed; its occurrence job %s is cancelled",
                         self.name, job.id)
+
+
+def define(queue, callable, *args, **options):
+    """`Queue.schedule`: add a `Schedule` to `queue` and put its first run."""
+    if queue._p_jar is None:
+        raise JobStateError(f"{queue!r} is not stored in a database")
+    made = Schedule(callable, *args, **options)
+    if made.name in queue.schedules:
+        raise DuplicateScheduleError(
+            f"name={made.name!r}: {queue!r} already has a schedule of this "
+            f"name; give another name, or unschedule it first")
+    if queue._schedules is None:
+        queue._schedules = OOBTree()
+    queue._schedules[made.name] = made
+    made._queue = queue
+    made._put_next(made.first_time(clock.now()))
+    return made
+
+
+def undefine(queue, name):
+    """`Queue.unschedule`: remove the schedule `name` of `queue`."""
+    found = queue.schedules.get(name) if isinstance(name, str) else None
+    if found is None:
+        raise UnknownScheduleError(
+            f"no schedule named {name!r} in {queue!r}; defined: "
+            + (", ".join(repr(n) for n in queue.schedules.keys()) or "none"))
+    del queue._schedules[name]
+    found._detach()
+    return found
 
 
 class Occurrence(Job):
