@@ -420,3 +420,15 @@ def test_two_worker_processes_over_zeo_run_each_occurrence_once(zeo_server, tmp_
     assert [periods(times[0], t) for t in times] == list(range(len(times)))
     for before, after in zip(runs, runs[1:]):
         assert after[3] >= before[4]
+
+
+def test_eager_mode_leaves_the_runs_of_a_schedule_pending_until_due(db):
+    with zasync.testing.eager() as ran:
+        with db.transaction() as conn:
+            queue = zasync.get_queue(conn)
+            queue.schedule(schedule_jobs.fail, "x", every=datetime.timedelta(hours=1))
+            plain = queue.put(schedule_jobs.fail, "now")
+    assert ran.job_ids == [plain.id]
+    with db.transaction() as conn:
+        [pending] = list(zasync.get_queue(conn))
+        assert isinstance(pending, Occurrence) and pending.status == PENDING
