@@ -19,12 +19,12 @@ from zope.interface import implementer
 
 from zasync import clock, events, local, storable
 from zasync.failure import Failure
-from zasync.key import release_key
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, STATUSES,
     AlreadyCompletedError, Cancelled, ConfigurationError, IJob,
     JobStateError, SIMPLE_FAILURE, SIMPLE_PENDING, SIMPLE_STARTED,
     SIMPLE_SUCCESS, UnstorableResultError)
+from zasync.key import release_key
 from zasync.retry import RetryTransient
 
 DEFAULT_RETRY_POLICY = RetryTransient()

@@ -26,6 +26,7 @@ Where jobs live, and who writes what:
 import datetime
 import heapq
 import random
+import types
 
 import BTrees.Length
 import persistent
@@ -44,7 +45,8 @@ from zasync.jobset import JobSet
 from zasync.quota import Quota, check_size
 
 LANES = 64
-_NO_SCHEDULES = OOBTree()   # read by queues that never had a schedule; never written
+#: What a queue that never had a schedule shows (read only)
+_NO_SCHEDULES = types.MappingProxyType({})
 _AFTER_ALL = (float("inf"),)
 
 
