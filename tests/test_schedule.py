@@ -432,3 +432,39 @@ def test_eager_mode_leaves_the_runs_of_a_schedule_pending_until_due(db):
     with db.transaction() as conn:
         [pending] = list(zasync.get_queue(conn))
         assert isinstance(pending, Occurrence) and pending.status == PENDING
+
+
+def test_a_worker_killed_mid_run_is_recovered_and_the_schedule_goes_on(
+        zeo_server, tmp_path):
+    import recovery_jobs
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    db = zasync.testing.installed_db(zeo_server.uri)
+    client = recovery_jobs.Client(db)
+    workers = recovery_jobs.Workers(tmp_path, zeo_server.uri)
+    try:
+        started = [workers.start(name, ping=0.5, death=3.0) for name in ("first", "second")]
+        wait_until(lambda: all(client.registered(w) for w in started), 2 * TIMEOUT)
+        define(db, recovery_jobs.hold, str(folder), "tick", every=PERIOD, name="crashy")
+        pid = recovery_jobs.started_pid(str(folder), "tick")
+        [victim] = [w for w in started if w.pid == pid]
+        victim.kill()
+        recovery_jobs.touch(str(folder), "tick.release")   # every later run goes through
+        wait_until(lambda: snapshot(db, "crashy").runs >= 3, 2 * TIMEOUT)
+        unschedule(db, "crashy")
+    finally:
+        workers.end_all()
+        client.close()
+    with db.transaction() as conn:
+        queue = zasync.get_queue(conn)
+        runs = sorted((job for job in queue.jobs() if isinstance(job, Occurrence)),
+                      key=lambda job: job.occurs_at)
+        first = runs[0]
+        assert first.succeeded and first.attempt_count == 2
+        assert first.attempts[0].check(zasync.InterruptedJobError)
+        assert first.result["pid"] != victim.pid
+        times = [job.occurs_at for job in runs]
+        assert len(set(times)) == len(times)         # one job per occurrence
+        # each callback put one next run: the runs form one chain
+        assert all(job.callbacks[0].result == after.id for job, after in zip(runs, runs[1:]))
+    db.close()

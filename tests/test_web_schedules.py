@@ -107,6 +107,9 @@ def test_api_remove_disabled_without_a_credential(db, schedules):
     reply = app.post("/api/schedules/hourly%20add/remove", headers=bearer(), status=403)
     assert "disabled" in reply.json["message"]
     assert schedule_names(db) == ["hourly add"]
+    assert not app.get("/schedules").html.select("form.action")   # no button to press
+    app.post("/schedules/hourly%20add/remove", status=403)
+    assert schedule_names(db) == ["hourly add"]
 
 
 def test_form_remove_needs_the_login_and_the_csrf_token(app, db, schedules):
