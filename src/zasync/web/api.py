@@ -3,9 +3,13 @@
 Jobs have both vocabularies: ``status`` (the job's: new, pending, assigned,
 active, callbacks, completed) and ``state`` (pending, started, success,
 failure), with ``message``, ``progress`` in [0, 1], times in ISO 8601 and
-``duration`` in seconds.  Actions answer ``{"task_id": ID, "result": "ok",
-"message": ...}``, or ``{"result": "fail", "message": ...}`` with a 4xx
-(or 503) status; so does every other error.
+``duration`` in seconds.  Schedules (``/api/schedules``) have their
+``every`` in seconds or their ``cron``, ``next_at`` and ``next_job``,
+``last_at``, ``last_job`` and ``last_outcome``, ``runs`` and ``skipped``.
+Actions (on a job, or ``POST /api/schedules/NAME/remove[?queue=Q]``)
+answer ``{"task_id": ID, "result": "ok", "message": ...}``, or
+``{"result": "fail", "message": ...}`` with a 4xx (or 503) status; so does
+every other error.
 """
 
 from webob import Response
