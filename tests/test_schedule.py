@@ -23,6 +23,7 @@ from process_jobs import Workers, wait_until
 UTC = datetime.timezone.utc
 TIMEOUT = 30.0
 PERIOD = datetime.timedelta(seconds=0.25)
+HOUR_PERIOD = datetime.timedelta(hours=1)
 
 
 def utc(*args):
@@ -468,3 +469,18 @@ def test_a_worker_killed_mid_run_is_recovered_and_the_schedule_goes_on(
         # each callback put one next run: the runs form one chain
         assert all(job.callbacks[0].result == after.id for job, after in zip(runs, runs[1:]))
     db.close()
+
+
+def test_a_stalled_schedule_is_shown_and_resumed(db):
+    with db.transaction() as conn:
+        made = zasync.get_queue(conn).schedule(schedule_jobs.fail, "x", every=HOUR_PERIOD)
+        assert not made.stalled and made.resume() is None
+        job = made.next_job
+        job._callbacks = ()            # as if the callback that puts the next had failed
+        job()
+        assert made.stalled and made.next_job is job
+        again = made.resume()
+        assert again.status == PENDING and made.next_job is again and not made.stalled
+        assert again.begin_after > job.begin_after - HOUR_PERIOD
+        made.remove()
+        assert not made.stalled        # removed: nothing is expected of it

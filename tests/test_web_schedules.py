@@ -139,3 +139,14 @@ def test_the_job_page_and_json_show_the_key(app, db):
     assert app.get(f"/api/jobs/{job.id}").json["key"] == "<b>report</b>"
     assert app.get(f"/api/jobs/{plain.id}").json["key"] is None
     assert app.get(f"/jobs/{plain.id}").html.select_one(".job-key") is None
+
+
+def test_a_stalled_schedule_is_flagged(app, db):
+    with db.transaction() as conn:
+        made = zasync.get_queue(conn).schedule(web_jobs.add, 1, 2, every=HOUR, name="stuck")
+        made.next_job._callbacks = ()     # as if its callback had failed
+        made.next_job()
+    page = app.get("/schedules")
+    assert page.html.select_one('tr[data-schedule="stuck"] .stalled').text == "stalled"
+    [found] = app.get("/api/schedules").json["schedules"]
+    assert found["stalled"] is True and found["last_outcome"] == "success"

@@ -351,6 +351,14 @@ class ISchedule(Interface):
         """The first occurrence time strictly after the aware datetime
         `after`."""
 
+    stalled = Attribute(
+        "True if no occurrence waits or runs: the callback that puts the "
+        "next one failed (it is retried on conflicts, so this is rare).")
+
+    def resume():
+        """Put the next future occurrence of a stalled schedule and return
+        its job; None (and nothing written) if it is not stalled."""
+
     def remove():
         """Remove the schedule from its queue and cancel its pending
         occurrence (see `IQueue.unschedule`)."""

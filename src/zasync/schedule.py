@@ -213,6 +213,23 @@ class Schedule(persistent.Persistent):
                     at.isoformat(), following.isoformat(), job.id)
         return job
 
+    @property
+    def stalled(self):
+        """See `ISchedule`."""
+        # A healthy chain never shows a completed next run: the callback
+        # commits its successor before its job is marked completed.
+        job = self.next_job
+        return self._queue is not None and (job is None or job.status == COMPLETED)
+
+    def resume(self, now=None):
+        """See `ISchedule`."""
+        if not self.stalled:
+            return None
+        job = self._put_next(self.first_time(now or clock.now()))
+        logger.warning("schedule %r resumed: its next run is job %s at %s",
+                       self.name, job.id, self.next_at.isoformat())
+        return job
+
     def check_removable(self, job):
         """Refuse to take this schedule's pending run out of its queue."""
         if self._queue is not None and self.next_job is job:

@@ -50,7 +50,8 @@ def print_schedules(out, views):
             f"{report.when(view.last_at)} {view.last_outcome}")
         table.add_row(Text(report.queue_label(view.queue)), Text(view.name),
                       Text(view.callable), Text(view.timing), view.catch_up,
-                      report.when(view.next_at), last, str(view.runs), str(view.skipped))
+                      "stalled" if view.stalled else report.when(view.next_at), last,
+                      str(view.runs), str(view.skipped))
     out.print(table)
 
 

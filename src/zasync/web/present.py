@@ -362,6 +362,7 @@ class ScheduleView:
         self.last_outcome = None if last is None else outcome_of(last)
         self.runs = schedule.runs
         self.skipped = schedule.skipped
+        self.stalled = schedule.stalled
 
     @property
     def queue_label(self):
@@ -377,7 +378,7 @@ class ScheduleView:
             "next_status": self.next_status,
             "last_at": iso(self.last_at), "last_job": self.last_job,
             "last_outcome": self.last_outcome,
-            "runs": self.runs, "skipped": self.skipped,
+            "runs": self.runs, "skipped": self.skipped, "stalled": self.stalled,
         }
 
 
