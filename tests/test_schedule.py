@@ -11,6 +11,7 @@ import types
 
 import pytest
 import transaction
+from ZODB.POSException import ConflictError
 from zope.interface.verify import verifyObject
 
 import zasync
@@ -484,3 +485,68 @@ def test_a_stalled_schedule_is_shown_and_resumed(db):
         assert again.begin_after > job.begin_after - HOUR_PERIOD
         made.remove()
         assert not made.stalled        # removed: nothing is expected of it
+
+
+# -- concurrent transactions (two transaction managers on the FileStorage) ---------
+
+class Session:
+    """A connection with a transaction manager of its own."""
+
+    def __init__(self, db):
+        self.tm = transaction.TransactionManager()
+        self.conn = db.open(transaction_manager=self.tm)
+        self.tm.begin()
+        self.queue = zasync.get_queue(self.conn)
+
+    def close(self):
+        self.tm.abort()
+        self.conn.close()
+
+
+@pytest.fixture
+def sessions(db):
+    opened = []
+
+    def make():
+        opened.append(Session(db))
+        return opened[-1]
+    yield make
+    for session in opened:
+        session.close()
+
+
+def test_two_transactions_defining_one_name_leave_one_schedule(sessions):
+    first, second = sessions(), sessions()
+    first.queue.schedule(schedule_jobs.fail, "a", every=HOUR_PERIOD, name="same")
+    second.queue.schedule(schedule_jobs.fail, "b", every=HOUR_PERIOD, name="same")
+    first.tm.commit()
+    with pytest.raises(ConflictError):
+        second.tm.commit()
+    second.tm.abort()
+    with pytest.raises(zasync.DuplicateScheduleError):
+        second.queue.schedule(schedule_jobs.fail, "b", every=HOUR_PERIOD, name="same")
+    assert second.queue.schedules["same"].args == ("a",)
+
+
+@pytest.mark.parametrize("first_commits", ["run", "unschedule"])
+def test_unschedule_racing_a_run_leaves_no_run_behind(db, sessions, first_commits):
+    setup = sessions()
+    setup.queue.schedule(schedule_jobs.fail, "x", every=HOUR_PERIOD, name="race",
+                         start=zasync.clock.now())
+    setup.tm.commit()
+    runner, operator = sessions(), sessions()
+    job = runner.queue.schedules["race"].next_job
+    job()                                   # runs, and its callback puts the next
+    operator.queue.unschedule("race")       # cancels the run it sees pending
+    order = [runner, operator] if first_commits == "run" else [operator, runner]
+    order[0].tm.commit()
+    with pytest.raises(ConflictError):
+        order[1].tm.commit()
+    order[1].tm.abort()
+    if first_commits == "run":              # the operator retries, and wins
+        operator.queue.unschedule("race")
+        operator.tm.commit()
+    check = sessions()
+    assert len(check.queue.schedules) == 0
+    pending = [j for j in check.queue if isinstance(j, Occurrence)]
+    assert pending == []                    # nothing left to run for ever
