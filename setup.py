@@ -47,6 +47,8 @@ setup(
         "WebOb >= 1.8",
         "Chameleon >= 4.0",
         "waitress >= 2.1",
+        # cron expressions of recurring jobs (zasync.schedule)
+        "croniter >= 2.0",
     ],
     extras_require={
         "test": [

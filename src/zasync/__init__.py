@@ -11,9 +11,10 @@ from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, STATUSES,
     AlreadyCompletedError, AlreadyQueuedError, Cancelled, ConfigurationError,
-    InterruptedJobError, JobStateError, JobTimeoutError, NaiveDatetimeError,
-    NotInJobError, NotInstalledError, NotPendingError, UnknownQueueError,
-    UnstorableError, UnstorableResultError, WaitTimeoutError, ZasyncError)
+    DuplicateScheduleError, InterruptedJobError, JobStateError, JobTimeoutError,
+    NaiveDatetimeError, NotInJobError, NotInstalledError, NotPendingError,
+    UnknownQueueError, UnknownScheduleError, UnstorableError,
+    UnstorableResultError, WaitTimeoutError, ZasyncError)
 from zasync.job import Job
 from zasync.local import check_cancelled, current_job, progress
 from zasync.retry import Backoff, NeverRetry, RetryTransient
@@ -24,8 +25,9 @@ __all__ = [
     "get_queues", "install", "open_db", "progress", "wait_for",
     "NEW", "PENDING", "ASSIGNED", "ACTIVE", "CALLBACKS", "COMPLETED", "STATUSES",
     "ZasyncError", "AlreadyCompletedError", "AlreadyQueuedError", "Cancelled",
-    "ConfigurationError", "InterruptedJobError", "JobStateError",
-    "JobTimeoutError", "NaiveDatetimeError", "NotInJobError",
+    "ConfigurationError", "DuplicateScheduleError", "InterruptedJobError",
+    "JobStateError", "JobTimeoutError", "NaiveDatetimeError", "NotInJobError",
     "NotInstalledError", "NotPendingError", "UnknownQueueError",
-    "UnstorableError", "UnstorableResultError", "WaitTimeoutError",
+    "UnknownScheduleError", "UnstorableError", "UnstorableResultError",
+    "WaitTimeoutError",
 ]

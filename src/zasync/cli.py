@@ -180,13 +180,14 @@ def web(target, bind, token, username, password, refresh, threads, allow_hosts, 
     jobs, and a chart of the last hour; the workers and their health), the
     jobs (filtered by status, state, queue and callable name), the running
     jobs with their progress, each job (arguments, status history,
-    progress, annotations, attempts, result, failure and traceback) and the
-    workers.  A banner on every page counts the running jobs and the
+    progress, annotations, attempts, result, failure and traceback), the
+    workers and the schedules of recurring jobs.  A banner on every page counts the running jobs and the
     failures not yet dismissed; pages update themselves every --refresh
-    seconds.  JSON under /api/ (jobs, jobs/ID, queues, workers) and
-    Prometheus metrics at /metrics.
+    seconds.  JSON under /api/ (jobs, jobs/ID, queues, workers, schedules)
+    and Prometheus metrics at /metrics.
 
-    Actions (cancel, retry, dismiss, remove) are POSTs that need a
+    Actions (cancel, retry, dismiss, remove; removing a schedule) are POSTs
+    that need a
     credential: --token, or --user with --password.  Without one, the view
     is read only and says so.  Anyone who reaches the address can read the
     jobs, their arguments and tracebacks: keep --bind on loopback, or put

@@ -1,5 +1,6 @@
 """The operators' commands of the `zasync` command line: `status`, `jobs`,
-`job`, `put`, `cancel`, `retry`, `dismiss`, `remove` and `wait`.
+`job`, `put`, `cancel`, `retry`, `dismiss`, `remove` and `wait` (and, from
+`zasync.schedule_commands`, `schedules`, `schedule` and `unschedule`).
 
 They are registered on `zasync.cli.main`, which imports this module last.
 Each opens the database named by ``--db`` (an existing one: they never
@@ -353,8 +354,11 @@ def _begin_after(delay, at):
               help="The queue to put it in.  [default: '' (the default queue)]")
 @click.option("--priority", default=0, show_default=True, type=int,
               help="Higher runs first among the jobs that are due.")
+@click.option("--key", default=None, metavar="KEY",
+              help="A unique key: while a job put with KEY is pending or running, "
+                   "put adds none and prints that job's id instead.")
 @json_option
-def put(spec, arguments, target, delay, at, queue_name, priority, as_json):
+def put(spec, arguments, target, delay, at, queue_name, priority, key, as_json):
     """Put a job calling MODULE:FUNCTION(ARGS...) into a queue.
 
     Each ARG is read as a JSON literal if it is one (42, 1.5, true, null,
@@ -368,6 +372,7 @@ def put(spec, arguments, target, delay, at, queue_name, priority, as_json):
       zasync put myapp.jobs:send_report Q3 --db zeo://127.0.0.1:8100
       zasync put myapp.jobs:resize '[640, 480]' --in 10m --queue images --db ...
       zasync put myapp.jobs:cleanup --at 2030-01-31T02:00:00Z --priority -1 --db ...
+      zasync put myapp.jobs:send_report Q3 --key report-Q3 --db ...
       ID=$(zasync put zasync.examples:add 2 3 --db var/Data.fs); zasync wait $ID --db ...
     """
     function = _import_callable(spec)
@@ -379,12 +384,18 @@ def put(spec, arguments, target, delay, at, queue_name, priority, as_json):
             with attempt:
                 queue = get_queues(conn)[queue_name]
                 try:
+                    held = key is not None and queue.get_by_key(key) is not None
                     new = queue.put(function, *args, begin_after=begin_after,
-                                    priority=priority)
+                                    priority=priority, key=key)
                 except ZasyncError as error:
                     raise click.UsageError(str(error)) from None
         if as_json:
             _echo_json(report.job_to_dict(new, detail=True))
+            return
+        if held:
+            click.echo(f"job {new.id} ({new.status}) already holds key {key!r}; "
+                       f"nothing put", err=True)
+            click.echo(new.id)
             return
         due = "" if begin_after is None else f", due {report.when(new.begin_after)} UTC"
         click.echo(f"put job {new.id}: {report.call_repr(new)} in queue "
@@ -590,3 +601,7 @@ def wait(job_id, target, timeout, as_json):
             click.echo(found.failure.traceback.rstrip())
         if found.failure is not None:
             raise SystemExit(1)
+
+
+# The commands of recurring jobs, which use the helpers above.
+from zasync import schedule_commands  # noqa: E402,F401

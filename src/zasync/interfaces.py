@@ -75,6 +75,17 @@ class NotPendingError(JobStateError):
     """Raised when a job that is not pending is removed from a queue."""
 
 
+class UnknownScheduleError(ZasyncError, KeyError):
+    """Raised when a schedule name is not defined in a queue."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateScheduleError(ConfigurationError):
+    """Raised when a schedule is given a name another schedule of the queue has."""
+
+
 class NotInJobError(ZasyncError):
     """Raised when job-only calls such as `progress` run outside a job."""
 
@@ -175,6 +186,8 @@ class IJob(Interface):
     quotas = Attribute("Names of the quotas the job counts against (a tuple).")
     timeout = Attribute("Seconds a run may take before it fails, or None.")
     dismissed = Attribute("True once an operator dismissed the job's failure.")
+    key = Attribute(
+        "The unique key it was put with (a str), or None; see `IQueue.put`.")
 
     def __call__():
         """Run the callable now, in the caller's transaction, record its
@@ -222,7 +235,7 @@ class IQueue(Interface):
     name = Attribute("The queue's name; '' for the default queue.")
 
     def put(job, begin_after=None, begin_by=None, retry_policy=None,
-            priority=0, quotas=(), timeout=None):
+            priority=0, quotas=(), timeout=None, key=None):
         """Add a job (or a callable, which is wrapped in a job) in the
         caller's transaction, and return the job.
 
@@ -230,7 +243,36 @@ class IQueue(Interface):
         existed.  `begin_after` is an aware datetime, `begin_by` a
         non-negative timedelta, `quotas` names of quotas defined with
         `set_quota`, `timeout` the seconds (or a timedelta) a run may take.
+
+        `key`, a non-empty str, makes the job unique: while a job put with
+        the same key is pending, assigned or active (until its outcome is
+        stored), `put` adds nothing, writes nothing and returns that job.
+        Two transactions putting one key at once cannot both commit: the
+        later raises ConflictError, and its retry returns the first's job.
         """
+
+    def get_by_key(key, default=None):
+        """The job holding `key` (put with it and not yet completed), or
+        `default`."""
+
+    def retry(job):
+        """Put a failed job back to run again now.  A job put with a key
+        takes its key again, or raises `JobStateError` if another job
+        holds it."""
+
+    schedules = Attribute("Mapping of name to `ISchedule`, sorted by name.")
+
+    def schedule(callable, *args, every=None, cron=None, name=None,
+                 catch_up="one", start=None, priority=0, retry_policy=None,
+                 **kwargs):
+        """Define a recurring job calling `callable(*args, **kwargs)` every
+        `every` (a positive timedelta) or at the times of `cron` (a cron
+        expression, in UTC), and return its `ISchedule`.  See `ISchedule`
+        for the runs and the `catch_up` policies."""
+
+    def unschedule(name):
+        """Remove the schedule `name` and cancel its pending run; raise
+        `UnknownScheduleError` if there is none."""
 
     def set_quota(name, size):
         """Define a quota (or change its size, also while workers run): at
@@ -260,6 +302,66 @@ class IQueue(Interface):
         (all, when None) as assigned to the dispatcher and return them,
         in due order.  The caller commits; two claimers conflict rather
         than both get a job."""
+
+
+class ISchedule(Interface):
+    """A recurring job of one queue.
+
+    Each run (an *occurrence*) is an ordinary job of the queue, put with
+    `begin_after` set to its time.  When it completes, a callback (in its
+    own transaction, after the result is stored) puts the next occurrence:
+    a schedule has one occurrence waiting or running at a time, so however
+    many workers serve the queue, each occurrence runs once and runs never
+    overlap.
+
+    When occurrences are missed (no worker ran for several periods, or a
+    run took longer than the period), `catch_up` decides:
+
+    - ``"one"`` (the default): the late occurrence runs once, then the
+      next occurrence still in the future is scheduled; the occurrences
+      passed over meanwhile are counted in `skipped`.
+    - ``"all"``: every missed occurrence runs, one after another, until
+      the schedule is on time again.
+    - ``"none"``: an occurrence that starts late (at or after the time of
+      the occurrence that follows it) is skipped: it completes without
+      calling the callable; then the next future occurrence is scheduled.
+      The late one and those passed over are counted in `skipped`.
+    """
+
+    name = Attribute("Unique in its queue.")
+    callable = Attribute("What each occurrence calls.")
+    args = Attribute("Positional arguments (a tuple).")
+    kwargs = Attribute("Keyword arguments (a dict).")
+    callable_name = Attribute("A dotted name for the callable, for display.")
+    every = Attribute("The period (a timedelta), or None for a cron schedule.")
+    cron = Attribute("The cron expression (UTC), or None.")
+    catch_up = Attribute("'one', 'all' or 'none'.")
+    priority = Attribute("The priority of the occurrences' jobs.")
+    retry_policy = Attribute("The occurrences' `IRetryPolicy`, or None.")
+    queue = Attribute("The queue it belongs to, or None once removed.")
+    created_at = Attribute("Aware UTC datetime of creation.")
+    next_at = Attribute("Time of the occurrence waiting or running, or None.")
+    next_job = Attribute("That occurrence's `IJob`, or None.")
+    last_job = Attribute("The last occurrence that completed, or None.")
+    last_at = Attribute("The time of that occurrence, or None.")
+    runs = Attribute("How many occurrences ran (succeeded or failed).")
+    skipped = Attribute("How many occurrences were passed over or skipped.")
+
+    def next_time(after):
+        """The first occurrence time strictly after the aware datetime
+        `after`."""
+
+    stalled = Attribute(
+        "True if no occurrence waits or runs: the callback that puts the "
+        "next one failed (it is retried on conflicts, so this is rare).")
+
+    def resume():
+        """Put the next future occurrence of a stalled schedule and return
+        its job; None (and nothing written) if it is not stalled."""
+
+    def remove():
+        """Remove the schedule from its queue and cancel its pending
+        occurrence (see `IQueue.unschedule`)."""
 
 
 class IQueues(Interface):

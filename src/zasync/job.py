@@ -24,6 +24,7 @@ from zasync.interfaces import (
     AlreadyCompletedError, Cancelled, ConfigurationError, IJob,
     JobStateError, SIMPLE_FAILURE, SIMPLE_PENDING, SIMPLE_STARTED,
     SIMPLE_SUCCESS, UnstorableResultError)
+from zasync.key import release_key
 from zasync.retry import RetryTransient
 
 DEFAULT_RETRY_POLICY = RetryTransient()
@@ -124,13 +125,10 @@ class Job(persistent.Persistent):
     dismissed = False
     _callbacks = ()
     skipped = False
+    key = None           # the queue's unique key, while it holds the job
 
     def __init__(self, callable, *args, **kwargs):
-        storable.check_callable(callable)
-        for index, arg in enumerate(args):
-            storable.check_value(arg, f"argument {index} of {storable.describe(callable)}:")
-        for name, arg in kwargs.items():
-            storable.check_value(arg, f"argument {name!r} of {storable.describe(callable)}:")
+        check_call(callable, args, kwargs)
         self.id = new_job_id()
         self.callable = callable
         self.args = tuple(args)
@@ -283,8 +281,11 @@ class Job(persistent.Persistent):
         self._result = result
         self._failure = failure
         self.ended_at = clock.now()
-        if self.quotas and self._queue is not None:
-            self._queue._release_quotas(self)
+        if self._queue is not None:
+            if self.quotas:
+                self._queue._release_quotas(self)
+            if self.key is not None:
+                release_key(self._queue, self)
         if self.started_at is None:
             self.started_at = self.ended_at
         pending = [cb for cb in self._callbacks if cb.status != COMPLETED]
@@ -422,6 +423,16 @@ class Job(persistent.Persistent):
         # assigned, active or running callbacks: ask the holder to stop
         self._live.cancel_requested = True
         return True
+
+
+def check_call(callable, args, kwargs):
+    """Raise `UnstorableError` unless a worker can find the callable and
+    its arguments again."""
+    storable.check_callable(callable)
+    for index, arg in enumerate(args):
+        storable.check_value(arg, f"argument {index} of {storable.describe(callable)}:")
+    for name, arg in kwargs.items():
+        storable.check_value(arg, f"argument {name!r} of {storable.describe(callable)}:")
 
 
 def check_fraction(fraction):

@@ -18,11 +18,15 @@ Where jobs live, and who writes what:
 - ``history``: completed jobs (see `zasync.history`); a finishing job's
   own transaction only adds to a merging set there.
 - ``quotas``: name -> `Quota`, limits on the jobs held at once.
+- ``_keys``: key -> job for the jobs put with a ``key`` and not yet
+  completed (see `zasync.key`).
+- ``_schedules``: name -> `Schedule` (see `zasync.schedule`).
 """
 
 import datetime
 import heapq
 import random
+import types
 
 import BTrees.Length
 import persistent
@@ -32,10 +36,11 @@ from zope.interface import implementer
 from zasync import clock, events
 from zasync.interfaces import (
     CALLBACKS, NEW, PENDING, AlreadyQueuedError,
-    ConfigurationError, IJob, IQueue, IQueues,
+    ConfigurationError, IJob, IQueue, IQueues, IRetryPolicy,
     JobStateError, JobTimeoutError, NotPendingError, UnknownQueueError)
 from zasync.failure import Failure
 from zasync.history import History
+from zasync.key import check_key, key_index, release_key, take_key
 from zasync.jobset import JobSet
 from zasync.quota import Quota, check_size
 
@@ -43,13 +48,26 @@ from zasync.quota import Quota, check_size
 #: worker draining them lanes fill up: 5,000 puts leave about 20 jobs in
 #: each of 256 lanes (78 in each of 64, whose puts cost a quarter more).
 LANES = 256
+#: What a queue that never had a schedule shows (read only)
+_NO_SCHEDULES = types.MappingProxyType({})
 _AFTER_ALL = (float("inf"),)
 
 
-def _check_priority(priority):
+def check_priority(priority):
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise ConfigurationError(f"priority={priority!r}: expected an int")
     return priority
+
+
+def check_retry_policy(retry_policy):
+    if retry_policy is not None:
+        if not IRetryPolicy.providedBy(retry_policy):
+            raise ConfigurationError(
+                f"retry_policy={retry_policy!r}: expected an IRetryPolicy "
+                f"such as zasync.RetryTransient() or zasync.Backoff(...)")
+        from zasync.storable import check_value
+        check_value(retry_policy, "retry policy")
+    return retry_policy
 
 
 def _check_timeout(timeout):
@@ -82,6 +100,14 @@ class Queue(persistent.Persistent):
         self._index = OOBTree()
         self.history = History()
         self.quotas = OOBTree()
+        self._keys = key_index()
+        self._schedules = OOBTree()
+
+    # Queues of databases made before keys and schedules have neither
+    # tree: they are made by the first write that needs them, never by a
+    # read.
+    _keys = None
+    _schedules = None
 
     def __repr__(self):
         return f"<zasync.Queue {self.name!r}>"
@@ -89,7 +115,7 @@ class Queue(persistent.Persistent):
     # -- producers ---------------------------------------------------------
 
     def put(self, job, *args, begin_after=None, begin_by=None,
-            retry_policy=None, priority=0, quotas=(), timeout=None):
+            retry_policy=None, priority=0, quotas=(), timeout=None, key=None):
         """See `IQueue`."""
         from zasync.job import Job
         if IJob.providedBy(job):
@@ -119,17 +145,14 @@ class Queue(persistent.Persistent):
         now = clock.now()
         begin_after = now if begin_after is None else clock.aware(begin_after, "begin_after")
         begin_by = clock.duration(begin_by, "begin_by")
-        priority = _check_priority(priority)
+        priority = check_priority(priority)
         quotas = self._check_quota_names(quotas)
         timeout = _check_timeout(timeout)
-        if retry_policy is not None:
-            from zasync.interfaces import IRetryPolicy
-            if not IRetryPolicy.providedBy(retry_policy):
-                raise ConfigurationError(
-                    f"retry_policy={retry_policy!r}: expected an IRetryPolicy "
-                    f"such as zasync.RetryTransient() or zasync.Backoff(...)")
-            from zasync.storable import check_value
-            check_value(retry_policy, "retry policy")
+        check_retry_policy(retry_policy)
+        if key is not None:
+            holder = self.get_by_key(check_key(key))
+            if holder is not None:
+                return holder    # writes nothing: the job of the key stands
 
         job.begin_after = begin_after
         job.begin_by = begin_by
@@ -140,6 +163,9 @@ class Queue(persistent.Persistent):
             job.timeout = timeout
         if retry_policy is not None:
             job.retry_policy = retry_policy
+        if key is not None:
+            job.key = key
+            take_key(self, job)
         job._queue = self
         for callback in job._callbacks:
             callback._queue = self
@@ -204,11 +230,35 @@ class Queue(persistent.Persistent):
             return True
         return check
 
+    # -- keys ----------------------------------------------------------------
+
+    def get_by_key(self, key, default=None):
+        """See `IQueue`."""
+        job = None if self._keys is None or not isinstance(key, str) else self._keys.get(key)
+        return default if job is None else job
+
     def _release_quotas(self, job):
         for name in job.quotas:
             quota = self.quotas.get(name)
             if quota is not None:
                 quota.release(job.id)
+
+    # -- schedules -------------------------------------------------------------
+
+    @property
+    def schedules(self):
+        """See `IQueue`."""
+        return _NO_SCHEDULES if self._schedules is None else self._schedules
+
+    def schedule(self, callable, *args, **options):
+        """See `IQueue` and `ISchedule`."""
+        from zasync.schedule import define
+        return define(self, callable, *args, **options)
+
+    def unschedule(self, name):
+        """See `IQueue`."""
+        from zasync.schedule import undefine
+        return undefine(self, name)
 
     def remove(self, job):
         """See `IQueue`."""
@@ -217,7 +267,10 @@ class Queue(persistent.Persistent):
                 f"job {job.id} is {job.status}"
                 + ("" if job._queue is self else f" and not in {self!r}")
                 + ": only a pending job can be removed")
+        if getattr(job, "schedule", None) is not None:
+            job.schedule.check_removable(job)
         self._take_out(job)
+        release_key(self, job)
         job._queue = None
         job._set_status(NEW)
         if job.id in self._index:
@@ -297,6 +350,8 @@ class Queue(persistent.Persistent):
                 + ": only a failed job of this queue can be retried")
         if job._parent is not None:
             raise JobStateError(f"job {job.id} is a callback; retry job {job._parent.id}")
+        if job.key is not None:
+            take_key(self, job)
         self.history.forget(job)
         job._record_attempt(job._failure)
         job._result = job._failure = None

@@ -157,6 +157,11 @@ def print_job(out, job):
         ("duration", seconds(job.duration)), ("worker", job.dispatcher_id or "-"),
         ("attempts", str(job.attempt_count)),
     ]
+    if job.key is not None:
+        rows.append(("key", job.key))
+    if getattr(job, "schedule", None) is not None:
+        rows.append(("schedule", f"{job.schedule.name}, occurrence of "
+                                 f"{when(job.occurs_at)} UTC"))
     if job.succeeded:
         rows.append(("result", short(repr(job.result))))
     if job.failure is not None:

@@ -121,7 +121,8 @@ class eager:
 
     Each job runs in a transaction and connection of its own, with its
     contexts (`zasync.context`), once: its begin_after is not waited for and
-    its retry policy is not asked.  Its events are sent as from a worker
+    its retry policy is not asked.  The runs of a schedule are the
+    exception: they stay pending until due (each run puts the next).  Its events are sent as from a worker
     (JobStarted, then JobSucceeded or JobFailed), after its commit and after
     every subscriber has seen the JobPut of the commit that put it.  Do not
     run a dispatcher on the same queues meanwhile.
@@ -191,7 +192,7 @@ class eager:
     def _run(self, db, oid):
         import transaction
 
-        from zasync import context, events
+        from zasync import clock, context, events
         from zasync.interfaces import PENDING
         tm = transaction.TransactionManager()
         conn = db.open(transaction_manager=tm)
@@ -200,6 +201,11 @@ class eager:
                 with attempt:
                     job = conn.get(oid)
                     if job.status != PENDING:
+                        return
+                    if (getattr(job, "schedule", None) is not None
+                            and job.begin_after > clock.now()):
+                        # A schedule's run, not yet due: run at once, it
+                        # would put the next, and that the next, for ever.
                         return
                     job_id = job.id
                     txn = tm.get()

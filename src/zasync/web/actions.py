@@ -1,5 +1,6 @@
-"""The four things an operator may do to a job, each in its own
-transaction, retried on ConflictError by the transaction manager.
+"""The four things an operator may do to a job, and removing a schedule,
+each in its own transaction, retried on ConflictError by the transaction
+manager.
 
 Only these names are ever acted on: no request names a callable to run.
 """
@@ -85,34 +86,56 @@ def perform(db, job_id, action):
     do = _DO.get(action)
     if do is None:
         raise ActionError(404, f"no action {action!r}; expected one of {', '.join(ACTIONS)}")
+
+    def change(conn):
+        job = get_queues(conn).find_job(job_id)
+        if job is None:
+            raise ActionError(404, f"no job {job_id}")
+        return do(job)
+    return _in_transaction(db, action, f"job {job_id}", change)
+
+
+def unschedule(db, queue_name, name):
+    """Remove the schedule `name` of the queue `queue_name` (and cancel
+    its pending run) in a transaction of its own; return a message, or
+    raise `ActionError`."""
+    def change(conn):
+        queue = get_queues(conn).get(queue_name)
+        if queue is None or name not in queue.schedules:
+            raise ActionError(404, f"no schedule {name!r} in queue {queue_name!r}")
+        queue.unschedule(name)
+        return f"schedule {name!r} removed; its pending run is cancelled"
+    return _in_transaction(db, "remove", f"schedule {name!r}", change)
+
+
+def _in_transaction(db, action, what, change):
+    """Return `change(conn)` committed, retried on ConflictError; its
+    errors, and the database's, as `ActionError`."""
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
     try:
         for attempt in tm.attempts(ATTEMPTS):
             with attempt:
-                job = get_queues(conn).find_job(job_id)
-                if job is None:
-                    raise ActionError(404, f"no job {job_id}")
-                message = do(job)
-                tm.get().note(f"zasync web: {action} job {job_id}")
+                message = change(conn)
+                tm.get().note(f"zasync web: {action} {what}")
     except ActionError:
         raise
     except ConflictError:
-        logger.warning("web: %s of job %s still conflicted after %d attempts",
-                       action, job_id, ATTEMPTS)
-        raise ActionError(503, f"the database was too busy to {action} job "
-                               f"{job_id}; try again") from None
+        logger.warning("web: %s of %s still conflicted after %d attempts",
+                       action, what, ATTEMPTS)
+        raise ActionError(503, f"the database was too busy to {action} {what}; "
+                               f"try again") from None
     except ZasyncError as error:
         raise ActionError(409, str(error)) from None
     except PICKLING_ERRORS as error:
         # Changing a job stores it again, with its callable and arguments:
         # that needs the code they come from, as a worker does.
-        logger.warning("web: %s of job %s: cannot store it: %s", action, job_id, error)
-        raise ActionError(500, f"could not store job {job_id} after the change "
+        logger.warning("web: %s of %s: cannot store it: %s", action, what, error)
+        raise ActionError(500, f"could not store {what} after the change "
                                f"({error}): run the web view where the jobs' code "
                                f"can be imported, as workers do") from None
     finally:
         tm.abort()
         conn.close()
-    logger.info("web: %s job %s: %s", action, job_id, message)
+    logger.info("web: %s %s: %s", action, what, message)
     return message

@@ -3,21 +3,25 @@
 Jobs have both vocabularies: ``status`` (the job's: new, pending, assigned,
 active, callbacks, completed) and ``state`` (pending, started, success,
 failure), with ``message``, ``progress`` in [0, 1], times in ISO 8601 and
-``duration`` in seconds.  Actions answer ``{"task_id": ID, "result": "ok",
-"message": ...}``, or ``{"result": "fail", "message": ...}`` with a 4xx
-(or 503) status; so does every other error.
+``duration`` in seconds.  Schedules (``/api/schedules``) have their
+``every`` in seconds or their ``cron``, ``next_at`` and ``next_job``,
+``last_at``, ``last_job`` and ``last_outcome``, ``runs`` and ``skipped``.
+Actions (on a job, or ``POST /api/schedules/NAME/remove[?queue=Q]``)
+answer ``{"task_id": ID, "result": "ok", "message": ...}``, or
+``{"result": "fail", "message": ...}`` with a 4xx (or 503) status; so does
+every other error.
 """
 
 from webob import Response
 
 from zasync.web import metrics
-from zasync.web.actions import ACTIONS, ActionError, perform
+from zasync.web.actions import ACTIONS, ActionError, perform, unschedule
 from zasync.web.app import JOB_ID, NotFoundError, Route
 from zasync.web.guard import BASIC, CSRF_FIELD, CSRF_HEADER, SESSION, same_origin
 from zasync.web.present import JobView, WorkerView
 from zasync.web.survey import (
     FilterError, Filters, failed_jobs, list_jobs, per_minute, queue_counts,
-    running_count)
+    running_count, schedule_views)
 
 ID = r"(?P<job_id>[^/]+)"
 
@@ -30,6 +34,8 @@ def routes():
         Route(("POST",), r"/api/jobs/" + ID + r"/(?P<action>[a-z]+)", act, api=True),
         Route(("GET",), r"/api/queues", queues, api=True),
         Route(("GET",), r"/api/workers", workers, api=True),
+        Route(("GET",), r"/api/schedules", schedules, api=True),
+        Route(("POST",), r"/api/schedules/(?P<name>[^/]+)/remove", act_on_schedule, api=True),
         Route(("GET",), r"/metrics", metrics_page, api=True),
     ]
 
@@ -88,6 +94,37 @@ def act(ctx, job_id, action):
     """POST /api/jobs/ID/ACTION."""
     if action not in ACTIONS:
         return fail(ctx, 404, f"no action {action!r}; expected one of {', '.join(ACTIONS)}")
+    refused = _refused(ctx)
+    if refused is not None:
+        return refused
+    if not JOB_ID.fullmatch(job_id):
+        raise NotFoundError("no job with this id")
+    try:
+        message = perform(ctx.app.db, job_id, action)
+    except ActionError as error:
+        return fail(ctx, error.status, error.message)
+    return ctx.json({"task_id": job_id, "result": "ok", "message": message})
+
+
+def schedules(ctx):
+    return ctx.json({"schedules": [view.as_json() for view in schedule_views(ctx)]})
+
+
+def act_on_schedule(ctx, name):
+    """POST /api/schedules/NAME/remove[?queue=QUEUE]."""
+    refused = _refused(ctx)
+    if refused is not None:
+        return refused
+    try:
+        message = unschedule(ctx.app.db, ctx.request.params.get("queue", ""), name)
+    except ActionError as error:
+        return fail(ctx, error.status, error.message)
+    return ctx.json({"task_id": name, "result": "ok", "message": message})
+
+
+def _refused(ctx):
+    """The answer to an action without a valid credential (or CSRF token,
+    for the login cookie), or None if it may go on."""
     guard = ctx.guard
     if not guard.enabled:
         return fail(ctx, 403, "actions are disabled: no credential is configured "
@@ -105,13 +142,7 @@ def act(ctx, job_id, action):
                                   f"the {CSRF_HEADER} header")
     if how == BASIC and not same_origin(ctx.request):
         return fail(ctx, 403, "refused: sent by a browser from another site")
-    if not JOB_ID.fullmatch(job_id):
-        raise NotFoundError("no job with this id")
-    try:
-        message = perform(ctx.app.db, job_id, action)
-    except ActionError as error:
-        return fail(ctx, error.status, error.message)
-    return ctx.json({"task_id": job_id, "result": "ok", "message": message})
+    return None
 
 
 def metrics_page(ctx):

@@ -157,6 +157,9 @@ class Context:
     def job_url(self, job_id):
         return self.url("/jobs/" + urllib.parse.quote(job_id, safe=""))
 
+    def schedule_url(self, schedule):
+        return self.url("/schedules/" + urllib.parse.quote(schedule.name, safe=""))
+
     @property
     def here(self):
         """This page, relative to the application, for a form's `next`."""

@@ -1,12 +1,12 @@
 """The HTML pages and the forms they post."""
 
-from zasync.web.actions import ACTIONS, ActionError, perform
+from zasync.web.actions import ACTIONS, ActionError, perform, unschedule
 from zasync.web.app import NotFoundError, Route, safe_next
 from zasync.web.guard import CSRF_FIELD, SESSION_COOKIE, SESSION_SECONDS
 from zasync.web.present import HEALTHS, RUNNING, JobView, WorkerView
 from zasync.web.survey import (
     CHART_SCAN_LIMIT, SCAN_LIMIT, STATES, FilterError, Filters, chart, list_jobs, per_minute,
-    queue_counts)
+    queue_counts, schedule_views)
 from zasync.interfaces import STATUSES
 
 ID = r"(?P<job_id>[^/]+)"
@@ -19,6 +19,8 @@ def routes():
         Route(("POST",), r"/jobs/" + ID + r"/(?P<action>[a-z]+)", act),
         Route(("GET",), r"/running", running),
         Route(("GET",), r"/workers", workers),
+        Route(("GET",), r"/schedules", schedules),
+        Route(("POST",), r"/schedules/(?P<name>[^/]+)/remove", remove_schedule),
         Route(("GET", "POST"), r"/login", login),
         Route(("POST",), r"/logout", logout),
     ]
@@ -96,21 +98,31 @@ def _refuse(ctx, status, heading, message):
                       message=message, login=ctx.actions_enabled and not ctx.credential)
 
 
-def act(ctx, job_id, action):
-    """POST /jobs/ID/ACTION from a page's button."""
-    if action not in ACTIONS:
-        raise NotFoundError(f"no action {action!r}")
+def _refused(ctx, doing):
+    """The page refusing a form posted without a credential or with a
+    stale CSRF token, or None if it may go on; `doing` says what it asked
+    ("cancel a job")."""
     if not ctx.guard.enabled:
         return _refuse(ctx, 403, "Actions are disabled",
                        "No credential is configured for this server, so nobody may "
                        "act on jobs: start it with --token, or --user and --password.")
     if ctx.credential is None:
         return _refuse(ctx, 403, "Log in first",
-                       f"To {action} a job, log in with the server's credential.")
+                       f"To {doing}, log in with the server's credential.")
     if not ctx.guard.check_csrf(ctx.request, ctx.request.POST.get(CSRF_FIELD)):
         return _refuse(ctx, 403, "This form has expired",
                        "The form's security token is missing or stale (or the form "
                        "came from another site). Reload the page and try again.")
+    return None
+
+
+def act(ctx, job_id, action):
+    """POST /jobs/ID/ACTION from a page's button."""
+    if action not in ACTIONS:
+        raise NotFoundError(f"no action {action!r}")
+    refused = _refused(ctx, f"{action} a job")
+    if refused is not None:
+        return refused
     ctx.find_job(job_id)
     try:
         perform(ctx.app.db, job_id, action)
@@ -122,6 +134,26 @@ def act(ctx, job_id, action):
     if action == "remove" and next_path.startswith("/jobs/" + job_id):
         next_path = "/jobs"     # the job is gone: its page would be a 404
     return ctx.redirect(next_path, done=action, job=job_id)
+
+
+def schedules(ctx):
+    found = schedule_views(ctx)
+    with_queue = len(ctx.container) > 1
+    return _page(ctx, "schedules.pt", "Schedules", schedules=found, with_queue=with_queue)
+
+
+def remove_schedule(ctx, name):
+    """POST /schedules/NAME/remove from the Schedules page (queue in the form)."""
+    refused = _refused(ctx, "remove a schedule")
+    if refused is not None:
+        return refused
+    try:
+        unschedule(ctx.app.db, ctx.request.POST.get("queue", ""), name)
+    except ActionError as error:
+        return ctx.render("message.pt", status=error.status, title="Not done",
+                          heading="Could not remove the schedule", message=error.message,
+                          back=ctx.url("/schedules"))
+    return ctx.redirect("/schedules", done="unschedule")
 
 
 def login(ctx):

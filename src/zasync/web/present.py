@@ -34,6 +34,7 @@ NOTICES = {
     "retry": "Job {job}: put back in its queue to run again.",
     "dismiss": "Job {job}: failure dismissed.",
     "remove": "Job {job}: removed from its queue.",
+    "unschedule": "Schedule removed; its pending run is cancelled.",
     "login": "Logged in: actions are enabled.",
     "logout": "Logged out.",
 }
@@ -176,6 +177,10 @@ class JobView:
         self.succeeded = self.status in (CALLBACKS, COMPLETED) and failure is None \
             and not getattr(job, "skipped", False)
         self.result = safe_repr(job.result) if self.succeeded else None
+        self.key = job.key
+        schedule = getattr(job, "schedule", None)     # an occurrence's
+        self.schedule = None if schedule is None else schedule.name
+        self.occurs_at = getattr(job, "occurs_at", None)
         self._job = job
 
     # -- what the job's page adds -------------------------------------------
@@ -272,7 +277,11 @@ class JobView:
             "dismissed": self.dismissed,
             "result": self.result,
             "failure": None if self.failure is None else self.failure.as_json(),
+            "key": self.key,
         }
+        if self.schedule is not None:
+            data["schedule"] = self.schedule
+            data["occurs_at"] = iso(self.occurs_at)
         if detail:
             self.load_detail()
             data.update({
@@ -292,6 +301,85 @@ class JobView:
                               for name, status, state in self.callbacks],
             })
         return data
+
+
+def fmt_period(delta):
+    """A period exactly: '5 min', '1 h 30 min', '1 d', '0.25 s'."""
+    rest = delta // datetime.timedelta(microseconds=1)
+    parts = []
+    for unit, size in (("d", 86_400_000_000), ("h", 3_600_000_000), ("min", 60_000_000)):
+        if rest >= size:
+            parts.append(f"{rest // size} {unit}")
+            rest %= size
+    if rest or not parts:
+        parts.append(f"{rest / 1e6:g} s")
+    return " ".join(parts)
+
+
+def timing_label(every, cron):
+    """'every 5 min' or 'cron */5 * * * *'."""
+    if every is not None:
+        return "every " + fmt_period(every)
+    return f"cron {cron}"
+
+
+def outcome_of(job):
+    """How an occurrence ended: 'success', 'failure', 'cancelled',
+    'skipped' (caught up), or its status while it has not."""
+    if job.status not in (CALLBACKS, COMPLETED):
+        return job.status
+    if getattr(job, "late_skipped", False):
+        return "skipped"
+    failure = job.failure
+    if failure is not None and failure.check(Cancelled) is not None:
+        return "cancelled"
+    return "failure" if failure is not None else "success"
+
+
+class ScheduleView:
+    """One schedule of a queue, for the pages, the JSON API and the
+    command line."""
+
+    def __init__(self, schedule, now):
+        self.name = schedule.name
+        self.now = now
+        queue = schedule.queue
+        self.queue = None if queue is None else queue.name
+        self.callable = _name_of(schedule)
+        self.every = schedule.every
+        self.cron = schedule.cron
+        self.timing = timing_label(schedule.every, schedule.cron)
+        self.catch_up = schedule.catch_up
+        self.priority = schedule.priority
+        self.created_at = schedule.created_at
+        self.next_at = schedule.next_at
+        job = schedule.next_job
+        self.next_job = None if job is None else job.id
+        self.next_status = None if job is None else job.status
+        self.last_at = schedule.last_at
+        last = schedule.last_job
+        self.last_job = None if last is None else last.id
+        self.last_outcome = None if last is None else outcome_of(last)
+        self.runs = schedule.runs
+        self.skipped = schedule.skipped
+        self.stalled = schedule.stalled
+
+    @property
+    def queue_label(self):
+        return "(default)" if self.queue == "" else (self.queue or "—")
+
+    def as_json(self):
+        return {
+            "name": self.name, "queue": self.queue, "callable": self.callable,
+            "every": None if self.every is None else self.every.total_seconds(),
+            "cron": self.cron, "catch_up": self.catch_up, "priority": self.priority,
+            "created_at": iso(self.created_at),
+            "next_at": iso(self.next_at), "next_job": self.next_job,
+            "next_status": self.next_status,
+            "last_at": iso(self.last_at), "last_job": self.last_job,
+            "last_outcome": self.last_outcome,
+            "runs": self.runs, "skipped": self.skipped, "stalled": self.stalled,
+        }
 
 
 def health(record, now):

@@ -12,7 +12,7 @@ import datetime
 import heapq
 
 from zasync.interfaces import COMPLETED, STATUSES, ConfigurationError
-from zasync.web.present import HELD, RUNNING
+from zasync.web.present import HELD, RUNNING, ScheduleView
 
 STATES = ("pending", "started", "success", "failure")
 
@@ -49,6 +49,12 @@ def failed_jobs(container, queue_name=None):
     jobs = [job for queue in queues for job in queue.failed()]
     jobs.sort(key=lambda job: (job.ended_at or job.created_at, job.id), reverse=True)
     return jobs
+
+
+def schedule_views(ctx):
+    """Every queue's schedules, by queue then name."""
+    return [ScheduleView(schedule, ctx.now) for queue in ctx.container.values()
+            for schedule in queue.schedules.values()]
 
 
 def running_count(held):

@@ -1,0 +1,191 @@
+"""The commands of the `zasync` command line for recurring jobs:
+`schedules`, `schedule` and `unschedule`.
+
+Registered on `zasync.cli.main` by `zasync.commands`, whose helpers they
+use: the same ``--db``, ``--json`` and exit statuses (0 done, 1 understood
+but not done, 2 bad input).  ``--json`` writes what ``/api/schedules``
+gives, made by the same presenter (`zasync.web.present.ScheduleView`).
+"""
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from zasync import clock, report
+from zasync.cli import CONTEXT_SETTINGS, main
+from zasync.commands import (
+    ATTEMPTS, _check_queue, _echo_json, _error, _import_callable, _opened,
+    db_option, json_option, parse_argument, parse_duration)
+from zasync.database import get_queues
+from zasync.interfaces import ZasyncError
+from zasync.schedule import CATCH_UPS
+
+
+def queue_option(function):
+    return click.option(
+        "--queue", "queue_name", default="", metavar="NAME",
+        help="The queue of the schedule.  [default: '' (the default queue)]")(function)
+
+
+def _views(queues):
+    from zasync.web.present import ScheduleView
+    now = clock.now()
+    return [ScheduleView(schedule, now) for queue in queues
+            for schedule in queue.schedules.values()]
+
+
+def print_schedules(out, views):
+    """The table of `zasync schedules`."""
+    if not views:
+        out.print("No schedule is defined.")
+        return
+    table = Table(title="Schedules", title_justify="left")
+    for column in ("queue", "name", "callable", "when", "catch up", "next (UTC)",
+                   "last (UTC)", "runs", "skipped"):
+        table.add_column(column, overflow="fold",
+                         no_wrap=column in ("when", "next (UTC)", "last (UTC)"),
+                         justify="right" if column in ("runs", "skipped") else "left")
+    for view in views:
+        last = "-" if view.last_at is None else (
+            f"{report.when(view.last_at)} {view.last_outcome}")
+        table.add_row(Text(report.queue_label(view.queue)), Text(view.name),
+                      Text(view.callable), Text(view.timing), view.catch_up,
+                      "stalled" if view.stalled else report.when(view.next_at), last,
+                      str(view.runs), str(view.skipped))
+    out.print(table)
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@db_option
+@click.option("--queue", "queue_name", default=None, metavar="NAME",
+              help="Only the schedules of this queue.  [default: all]")
+@json_option
+def schedules(target, queue_name, as_json):
+    """List the recurring jobs.
+
+    For each schedule: its queue, name, callable, period (every ...) or cron
+    expression (UTC), catch-up policy, the time of its next run, the time
+    and outcome of its last run, and how many runs ran and were skipped.
+
+    \b
+    Examples:
+      zasync schedules --db zeo://127.0.0.1:8100
+      zasync schedules --db var/Data.fs --queue mail --json
+    """
+    with _opened(target) as (tm, conn):
+        container = get_queues(conn)
+        if queue_name is not None:
+            _check_queue(container, queue_name)
+        names = container.keys() if queue_name is None else [queue_name]
+        views = _views(container[name] for name in names)
+        if as_json:
+            _echo_json({"schedules": [view.as_json() for view in views]})
+        else:
+            print_schedules(report.console(), views)
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("spec", metavar="MODULE:FUNCTION")
+@click.argument("arguments", nargs=-1, metavar="[ARGS]...")
+@db_option
+@click.option("--every", default=None, metavar="PERIOD",
+              help="Run every PERIOD: 30s, 5m, 2h, 1d, 1h30m.")
+@click.option("--cron", default=None, metavar="EXPR",
+              help="Run at the times of a cron expression, in UTC: '*/5 * * * *'.")
+@click.option("--name", default=None, metavar="NAME",
+              help="The schedule's name, unique in its queue.  [default: the "
+                   "callable's dotted name]")
+@click.option("--catch-up", default="one", show_default=True, type=click.Choice(CATCH_UPS),
+              help="What missed runs become: one late run, all of them, or none.")
+@queue_option
+@click.option("--priority", default=0, show_default=True, type=int,
+              help="The priority of each run's job.")
+@json_option
+def schedule(spec, arguments, target, every, cron, name, catch_up, queue_name,
+             priority, as_json):
+    """Define a recurring job calling MODULE:FUNCTION(ARGS...).
+
+    Give --every or --cron.  Each run is an ordinary job of the queue, due
+    at its time; when it completes, the next is put, so each run happens
+    once however many workers serve the queue, and runs never overlap.
+    Runs missed while no worker ran (or while a run lasted longer than the
+    period) are caught up by --catch-up: 'one' runs the late one once and
+    goes on with the next future time, 'all' runs each missed one in turn,
+    'none' skips a late run without calling it.  ARGS are read as by
+    `zasync put`.  Prints the schedule's name on stdout.
+
+    \b
+    Examples:
+      zasync schedule myapp.jobs:cleanup --every 10m --db zeo://127.0.0.1:8100
+      zasync schedule myapp.jobs:report Q3 --cron '0 6 * * 1' --name weekly --db ...
+    """
+    function = _import_callable(spec)
+    args = [parse_argument(text) for text in arguments]
+    period = None
+    if every is not None:
+        try:
+            period = parse_duration(every)
+        except ValueError:
+            raise click.BadParameter(
+                f"{every!r}: expected a period such as 30s, 5m, 2h, 1d or 1h30m",
+                param_hint="'--every'") from None
+    with _opened(target) as (tm, conn):
+        _check_queue(get_queues(conn), queue_name)
+        for attempt in tm.attempts(ATTEMPTS):
+            with attempt:
+                queue = get_queues(conn)[queue_name]
+                try:
+                    made = queue.schedule(function, *args, every=period, cron=cron,
+                                          name=name, catch_up=catch_up, priority=priority)
+                except ZasyncError as error:
+                    raise click.UsageError(str(error)) from None
+        [view] = [v for v in _views([queue]) if v.name == made.name]
+        if as_json:
+            _echo_json(view.as_json())
+            return
+        click.echo(f"schedule {made.name!r}: {view.callable} {view.timing} in queue "
+                   f"{report.queue_label(queue_name)}, first run "
+                   f"{report.when(made.next_at)} UTC", err=True)
+        click.echo(made.name)
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("name", metavar="NAME")
+@db_option
+@queue_option
+@json_option
+def unschedule(name, target, queue_name, as_json):
+    """Remove a recurring job and cancel its pending run.
+
+    A run going on is asked to stop, as `zasync cancel` does.  Exits with
+    status 1 if the queue has no schedule NAME.  With --json, replies
+    {"task_id": NAME, "result": "ok", "message": ...} or, with exit status
+    1, {"task_id": NAME, "result": "fail", "message": ...}.
+
+    \b
+    Examples:
+      zasync unschedule myapp.jobs.cleanup --db zeo://127.0.0.1:8100
+      zasync unschedule weekly --queue mail --db var/Data.fs --json
+    """
+    try:
+        with _opened(target) as (tm, conn):
+            _check_queue(get_queues(conn), queue_name)
+            for attempt in tm.attempts(ATTEMPTS):
+                with attempt:
+                    queue = get_queues(conn)[queue_name]
+                    if name not in queue.schedules:
+                        raise _error(
+                            f"no schedule {name!r} in queue "
+                            f"{report.queue_label(queue_name)}; defined: "
+                            + (", ".join(repr(n) for n in queue.schedules) or "none"))
+                    queue.unschedule(name)
+    except click.ClickException as error:
+        if not as_json or isinstance(error, click.UsageError):
+            raise
+        _echo_json({"task_id": name, "result": "fail", "message": error.message})
+        raise SystemExit(error.exit_code) from None
+    done = f"schedule {name!r} removed; its pending run is cancelled"
+    if as_json:
+        _echo_json({"task_id": name, "result": "ok", "message": done})
+    else:
+        click.echo(done)
