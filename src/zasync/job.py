@@ -17,7 +17,7 @@ import persistent.mapping
 from ZODB.POSException import ConflictError
 from zope.interface import implementer
 
-from zasync import clock, events, local, storable
+from zasync import clock, events, local, storable, workflow
 from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, STATUSES,
@@ -124,6 +124,14 @@ class Job(persistent.Persistent):
     dismissed = False
     _callbacks = ()
     skipped = False
+    # Waiting for other jobs (see `zasync.workflow`): what it waits for,
+    # whether it takes their outcome ("outcome") or calls its callable again
+    # ("call") once they completed, and whether it is back in its queue to
+    # do so (a resumption, not a new attempt).
+    _waiting_for = ()
+    _wait_mode = None
+    _resuming = False
+    _arrived = ()        # ids of the awaited jobs that resumed it so far
 
     def __init__(self, callable, *args, **kwargs):
         storable.check_callable(callable)
@@ -212,6 +220,11 @@ class Job(persistent.Persistent):
         return list(self._callbacks)
 
     @property
+    def waiting_for(self):
+        """The jobs this running job waits for (not holding a worker)."""
+        return list(self._waiting_for)
+
+    @property
     def duration(self):
         if self.started_at is None or self.ended_at is None:
             return None
@@ -245,7 +258,8 @@ class Job(persistent.Persistent):
             raise AlreadyCompletedError(f"job {self.id} has already completed")
         self.started_at = self._set_status(ACTIVE, when, dispatcher_id)
         self.dispatcher_id = dispatcher_id
-        self.attempt_count += 1
+        if not self._resuming:      # a job that waited goes on, same attempt
+            self.attempt_count += 1
         self.ended_at = None
         live = self._live
         if live.progress != 0.0 or live.progress_message is not None:
@@ -282,6 +296,9 @@ class Job(persistent.Persistent):
                 result = None
         self._result = result
         self._failure = failure
+        if self._waiting_for or self._resuming:
+            self._waiting_for, self._wait_mode, self._resuming = (), None, False
+            self._arrived = ()
         self.ended_at = clock.now()
         if self.quotas and self._queue is not None:
             self._queue._release_quotas(self)
@@ -333,10 +350,16 @@ class Job(persistent.Persistent):
         with local.running(self, writer=None):
             try:
                 value = self._invoke()
+                # A returned job (or a group's next step) is run here too:
+                # a direct call waits by running what it waits for inline.
+                kind, value = workflow.settle(self, value, workflow.run_inline)
             except Exception as error:
                 self._complete(failure=Failure.from_exception(error))
             else:
-                self._complete(result=value)
+                if kind == "failure":
+                    self._complete(failure=value)
+                else:
+                    self._complete(result=value)
         for callback in self._callbacks:
             if callback.status != COMPLETED:
                 callback._run_callback(self._outcome())
@@ -403,25 +426,41 @@ class Job(persistent.Persistent):
         return tuple(added)
 
     def cancel(self):
-        """See `IJob`."""
+        """See `IJob`.
+
+        A job waiting for others (`waiting_for`) cancels them; it completes
+        as cancelled when they did.
+        """
         if self.status == COMPLETED:
             return False
         if self.status in (NEW, PENDING):
-            queued = self._queue is not None and self.status == PENDING
-            if queued:
-                self._queue._take_out(self)
-            self._complete(failure=Failure.from_exception(
-                Cancelled(f"job {self.id} was cancelled before it started")))
-            if queued:
-                self._queue._put_completed(self)
-            elif self.status == CALLBACKS:
-                for callback in self._callbacks:
-                    callback._run_callback(self._outcome())
-                self._finish_callbacks()
+            self._cancel(f"job {self.id} was cancelled before it started")
             return True
+        if self.status == ACTIVE and self._waiting_for:
+            for awaited in self._waiting_for:
+                awaited.cancel()
         # assigned, active or running callbacks: ask the holder to stop
         self._live.cancel_requested = True
         return True
+
+    def _cancel(self, message, file_in=None):
+        """Complete a new or pending job as cancelled with `message`; a new
+        one is filed in `file_in` (a queue), if given, as if it was put."""
+        queued = self._queue is not None and self.status == PENDING
+        if queued:
+            self._queue._take_out(self)
+        elif file_in is not None and self._queue is None:
+            self._queue = file_in
+            for callback in self._callbacks:
+                callback._queue = file_in
+            queued = True
+        self._complete(failure=Failure.from_exception(Cancelled(message)))
+        if queued:
+            self._queue._put_completed(self)
+        elif self.status == CALLBACKS:
+            for callback in self._callbacks:
+                callback._run_callback(self._outcome())
+            self._finish_callbacks()
 
 
 def check_fraction(fraction):

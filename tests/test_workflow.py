@@ -1,0 +1,283 @@
+"""Workflows: a job that waits for the job it returns without holding a
+worker thread, and serial and parallel groups, run by a real dispatcher on
+a FileStorage (in-process), then by real worker processes over a real ZEO
+server that are killed in the middle of a group."""
+
+import os
+
+import pytest
+import transaction
+
+import zasync
+import zasync.examples
+import zasync.testing
+from zasync.interfaces import ACTIVE, ASSIGNED, COMPLETED, NEW, PENDING
+
+import workflow_jobs as jobs
+from scenario_jobs import Producer, Viewer, wait_until
+
+TIMEOUT = 30.0
+
+
+@pytest.fixture
+def producer(db):
+    opened = Producer(db)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def viewer(db):
+    opened = Viewer(db)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def folder(tmp_path):
+    path = tmp_path / "meet"
+    path.mkdir()
+    return str(path)
+
+
+@pytest.fixture
+def one_thread(db):
+    with zasync.Dispatcher(db, threads=1, poll_interval=0.05) as running:
+        yield running
+
+
+def run(producer, job, **put_kwargs):
+    return zasync.wait_for(producer.put(job, **put_kwargs), timeout=TIMEOUT)
+
+
+def fresh_queue(viewer):
+    viewer.root()      # a new transaction
+    return zasync.get_queue(viewer.conn)
+
+
+def release(folder, name):
+    open(os.path.join(folder, f"{name}.release"), "w").close()
+
+
+def arrived(folder, name):
+    return os.path.exists(os.path.join(folder, f"{name}.arrived"))
+
+
+# -- waiting for a job --------------------------------------------------------------
+
+def test_a_job_that_puts_and_returns_a_child_completes_with_its_result(
+        dispatcher, producer):
+    done = run(producer, zasync.Job(jobs.put_child, 20, 22))
+    assert done.succeeded and done.result == 42
+    assert done.attempt_count == 1          # resumed, not run again
+    assert done.waiting_for == []
+    assert done.status_history[-1][0] == COMPLETED
+
+
+def test_a_new_child_returned_is_put_in_the_parents_queue(dispatcher, producer, viewer):
+    done = run(producer, zasync.Job(jobs.new_child, 1, 2), priority=3)
+    assert done.result == 3
+    queue = fresh_queue(viewer)
+    children = [job for job in queue.jobs() if job.callable_name.endswith(".add")]
+    assert [(child.result, child.priority, child.queue_name) for child in children] == [
+        (3, 3, "")]
+    [resume] = children[0].callbacks
+    assert resume.callable_name == "zasync.workflow._resume"
+    assert resume.result == f"resumed job {done.id}"
+
+
+def test_a_waiting_parent_holds_no_thread_of_a_one_thread_dispatcher(
+        db, one_thread, producer, viewer, folder):
+    parent = producer.put(zasync.Job(jobs.gated_child, folder, "child"))
+    wait_until(lambda: arrived(folder, "child"), TIMEOUT)
+    # The child runs on the only thread: the parent does not hold it.
+    seen = viewer.get(parent)
+    [child] = seen.waiting_for
+    assert seen.status == ACTIVE
+    assert seen.progress_message == f"waiting for job {child.id}"
+    record = (viewer.root(), zasync.get_queues(viewer.conn))[1].dispatchers[one_thread.id]
+    assert set(record.jobs.ids()) == {child.id}
+    assert child.status == ACTIVE and child.dispatcher_id == one_thread.id
+    release(folder, "child")
+    done = zasync.wait_for(parent, timeout=TIMEOUT)
+    assert done.result == "child"
+    assert (done.attempt_count, done.dispatcher_id) == (1, one_thread.id)
+    assert [status for status, _, _ in done.status_history] == [
+        NEW, PENDING, ASSIGNED, ACTIVE, PENDING, ASSIGNED, ACTIVE, COMPLETED]
+
+
+def test_the_failure_of_a_child_is_the_failure_of_its_parent(dispatcher, producer):
+    done = run(producer, zasync.Job(jobs.failing_child, "no stock"))
+    assert done.failed
+    assert done.failure.check(ValueError)
+    assert done.failure.message == "no stock"
+    assert done.attempt_count == 1
+
+
+def test_a_child_that_waits_makes_its_parent_wait_too(one_thread, producer):
+    done = run(producer, zasync.Job(jobs.nested, 3, "deep"))
+    assert done.result == "deep"
+
+
+def test_cancelling_a_waiting_parent_cancels_its_child(dispatcher, producer, viewer):
+    parent = producer.put(zasync.Job(jobs.later_child, 3600))
+    seen = wait_until(lambda: viewer.get(parent)._waiting_for and viewer.get(parent), TIMEOUT)
+    [child] = seen.waiting_for
+    assert child.status == PENDING
+    with producer.tm:
+        assert producer.conn.get(parent._p_oid).cancel()
+    done = zasync.wait_for(parent, timeout=TIMEOUT)
+    assert done.cancelled
+    assert "cancelled while it waited for job " + child.id in done.failure.message
+    assert viewer.get(child).cancelled
+
+
+def test_a_direct_call_runs_what_the_job_waits_for_inline(db):
+    with db.transaction() as conn:
+        assert zasync.Job(jobs.nested, 2, "inline")() == "inline"
+        group = zasync.serial(zasync.Job(jobs.add, 1, 1), zasync.Job(jobs.add, 2, 2))
+        assert group() == [2, 4]
+        queued = zasync.get_queue(conn).put(zasync.Job(jobs.put_child, 1, 1))
+        assert queued() == 2
+        [child] = [job for job in zasync.get_queue(conn).jobs()
+                   if job.callable_name.endswith(".add")]
+        assert child.status == COMPLETED
+
+
+def test_eager_mode_completes_a_group_at_commit(db):
+    with zasync.testing.eager() as ran:
+        tm = transaction.TransactionManager()
+        conn = db.open(transaction_manager=tm)
+        with tm:
+            group = zasync.get_queue(conn).put(zasync.parallel(
+                zasync.Job(jobs.add, 1, 2), zasync.Job(jobs.new_child, 3, 4)))
+        tm.begin()
+        assert conn.get(group._p_oid).result == [3, 7]
+        assert ran.job_ids[0] == group.id
+        conn.close()
+
+
+# -- groups ------------------------------------------------------------------------
+
+def test_serial_runs_its_parts_one_after_another(one_thread, producer, folder):
+    done = run(producer, zasync.serial(
+        *(zasync.Job(jobs.append, folder, label) for label in "abcd")))
+    assert done.result == ["a", "b", "c", "d"]
+    assert jobs.order(folder) == ["a", "b", "c", "d"]
+    assert done.attempt_count == 1
+
+
+def test_serial_order_holds_with_free_threads(dispatcher, producer, folder):
+    # Two free threads: a part is only put once the one before completed.
+    done = run(producer, zasync.serial(
+        *(zasync.Job(jobs.append, folder, label) for label in "abcdef")))
+    assert jobs.order(folder) == list("abcdef") == done.result
+
+
+def test_serial_stops_at_the_first_failed_part(dispatcher, producer, viewer, folder):
+    parts = [zasync.Job(jobs.append, folder, "a"), zasync.Job(jobs.fail, "broken"),
+             zasync.Job(jobs.append, folder, "c"), zasync.Job(jobs.append, folder, "d")]
+    done = run(producer, zasync.serial(*parts))
+    assert jobs.order(folder) == ["a"]
+    assert done.failed and done.failure.check(zasync.GroupFailedError)
+    assert done.failure.message == (
+        f"serial group {done.id}: 1 of 4 parts failed: part 2 (job {parts[1].id}, "
+        f"workflow_jobs.fail): ValueError: broken; parts 3, 4 not run")
+    third, fourth = viewer.wait_completed(parts[2:])
+    for part in (third, fourth):
+        assert part.cancelled and part.attempt_count == 0
+        assert part.failure.message == (
+            f"job {part.id} was not run: part 2 (job {parts[1].id}) of serial "
+            f"group {done.id} failed")
+        assert fresh_queue(viewer).get(part.id) is not None
+
+
+def test_a_postprocess_receives_every_part_of_a_stopped_serial_group(
+        dispatcher, producer, folder):
+    parts = [zasync.Job(jobs.append, folder, "a"), zasync.Job(jobs.fail, "broken"),
+             zasync.Job(jobs.append, folder, "c")]
+    done = run(producer, zasync.serial(*parts, postprocess=jobs.describe))
+    assert done.succeeded
+    assert done.result == [(parts[0].id, "ok", "a"), (parts[1].id, "ValueError", None),
+                           (parts[2].id, "Cancelled", None)]
+
+
+def test_parallel_parts_run_at_once(dispatcher, producer, folder):
+    # Each part completes only once the other started: with two threads,
+    # only if the group holds neither of them.
+    done = run(producer, zasync.parallel(
+        zasync.Job(jobs.meet, folder, "left", "right"),
+        zasync.Job(jobs.meet, folder, "right", "left")))
+    assert done.result == ["left", "right"]
+    assert done.attempt_count == 1
+
+
+def test_a_parallel_group_fails_naming_its_failed_parts(dispatcher, producer):
+    parts = [zasync.Job(jobs.fail, "one"), zasync.Job(jobs.add, 1, 1),
+             zasync.Job(jobs.fail, "three")]
+    done = run(producer, zasync.parallel(*parts))
+    assert done.failure.check(zasync.GroupFailedError)
+    assert done.failure.message == (
+        f"parallel group {done.id}: 2 of 3 parts failed: "
+        f"part 1 (job {parts[0].id}, workflow_jobs.fail): ValueError: one; "
+        f"part 3 (job {parts[2].id}, workflow_jobs.fail): ValueError: three")
+
+
+def test_a_postprocess_gets_the_parts_and_may_return_a_job(dispatcher, producer):
+    done = run(producer, zasync.parallel(
+        zasync.Job(jobs.add, 1, 2), zasync.Job(jobs.add, 3, 4),
+        postprocess=jobs.total_later))
+    assert done.result == 110
+
+
+def test_groups_nest(dispatcher, producer, folder):
+    done = run(producer, zasync.serial(
+        zasync.parallel(zasync.Job(jobs.add, 1, 1), zasync.Job(jobs.nested, 1, "n")),
+        zasync.Job(jobs.append, folder, "after")))
+    assert done.result == [[2, "n"], "after"]
+
+
+def test_callables_are_wrapped_in_jobs(dispatcher, producer):
+    done = run(producer, zasync.parallel(zasync.examples.noop, zasync.examples.noop))
+    assert done.succeeded and len(done.result) == 2
+
+
+def test_cancelling_a_waiting_group_cancels_its_running_part(dispatcher, producer, folder):
+    group = producer.put(zasync.serial(zasync.Job(jobs.gate, folder, "first"),
+                                       zasync.Job(jobs.add, 1, 1)))
+    wait_until(lambda: arrived(folder, "first"), TIMEOUT)
+    with producer.tm:
+        producer.conn.get(group._p_oid).cancel()
+    release(folder, "first")   # it does not look for the cancellation: it completes
+    done = zasync.wait_for(group, timeout=TIMEOUT)
+    assert done.cancelled
+
+
+@pytest.mark.parametrize("make", [zasync.serial, zasync.parallel])
+def test_bad_parts_are_refused_naming_them(db, make):
+    kind = make.__name__
+    with pytest.raises(zasync.ConfigurationError, match=rf"^{kind}\(\) needs at least one part"):
+        make()
+    with pytest.raises(zasync.UnstorableError,
+                       match=rf"^{kind}\(\): part 2: cannot store the callable <function"):
+        make(jobs.add, lambda: 1)
+    with pytest.raises(zasync.UnstorableError, match=rf"^{kind}\(\): part 1: 42 is not callable"):
+        make(42)
+    with pytest.raises(zasync.UnstorableError, match=rf"^{kind}\(\): postprocess: "):
+        make(jobs.add, postprocess=lambda parts: parts)
+    with db.transaction() as conn:
+        queued = zasync.get_queue(conn).put(zasync.Job(jobs.add, 1, 1))
+        with pytest.raises(zasync.AlreadyQueuedError, match=(
+                rf"^{kind}\(\): part 2, job {queued.id} \(workflow_jobs.add\), is "
+                rf"already pending in queue ''")):
+            make(jobs.add, queued)
+        part = zasync.Job(jobs.add, 1, 1)
+        with pytest.raises(zasync.ConfigurationError, match=f"part 2, job {part.id}, was given twice"):
+            make(part, part)
+
+
+def test_a_job_returning_itself_fails(dispatcher, producer):
+    done = run(producer, zasync.Job(zasync.current_job))
+    assert done.failure.check(zasync.JobStateError)
+    assert "cannot wait for itself" in done.failure.message
+
