@@ -13,6 +13,7 @@ import zasync.examples
 import zasync.testing
 from zasync.interfaces import ACTIVE, ASSIGNED, COMPLETED, NEW, PENDING
 
+import recovery_jobs
 import workflow_jobs as jobs
 from scenario_jobs import Producer, Viewer, wait_until
 
@@ -281,3 +282,104 @@ def test_a_job_returning_itself_fails(dispatcher, producer):
     assert done.failure.check(zasync.JobStateError)
     assert "cannot wait for itself" in done.failure.message
 
+
+
+# -- worker processes over ZEO, killed in the middle of a group ---------------------
+
+PING = 0.5
+DEATH = 3.0
+STARTUP = 20.0
+
+
+@pytest.fixture
+def client(zeo_db):
+    opened = recovery_jobs.Client(zeo_db)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def workers(tmp_path, zeo_server):
+    started = recovery_jobs.Workers(tmp_path, zeo_server.uri)
+    try:
+        yield started
+    finally:
+        started.end_all()       # each by its pid
+
+
+def two_workers(client, workers):
+    pair = [workers.start(name, ping=PING, death=DEATH) for name in ("first", "second")]
+    wait_until(lambda: all(client.registered(worker) for worker in pair), STARTUP)
+    return pair
+
+
+def held(folder, name):
+    return zasync.Job(recovery_jobs.hold, folder, name, recovery_jobs.Counter())
+
+
+def put(client, job):
+    """Put `job` itself (`Client.put` wraps a callable in a new job)."""
+    with client.tm:
+        return zasync.get_queue(client.conn).put(job)
+
+
+def kill_the_runner_of(folder, name, pair):
+    """Kill -9 the worker running part `name`; return the other one."""
+    pid = recovery_jobs.started_pid(folder, name)
+    victim, survivor = pair if pair[0].pid == pid else pair[::-1]
+    assert victim.pid == pid
+    victim.kill()
+    return victim, survivor
+
+
+def test_a_serial_group_goes_on_after_its_worker_is_killed_mid_part(
+        client, workers, folder):
+    pair = two_workers(client, workers)
+    names = ["one", "two", "three"]
+    recovery_jobs.touch(folder, "one.release")
+    group = put(client, zasync.serial(*(held(folder, name) for name in names),
+                                     postprocess=jobs.results_with_attempts))
+    victim, survivor = kill_the_runner_of(folder, "two", pair)
+    for name in names[1:]:
+        recovery_jobs.touch(folder, f"{name}.release")
+
+    done = zasync.wait_for(group, timeout=recovery_jobs.TIMEOUT)
+    assert done.succeeded, done.failure
+    [(first, one), (second, two), (third, three)] = done.result
+    assert (one, two, three) == (1, 2, 1)
+    assert second == {"attempt": 2, "pid": survivor.pid}
+    assert third["pid"] == survivor.pid
+    parts = client.job(group).args[0]
+    assert [part.args[2].value for part in parts] == [1, 1, 1]   # each committed once
+    assert parts[1].attempts[0].check(zasync.InterruptedJobError)
+    assert [run[1] for run in recovery_jobs.runs(folder) if run[0] == "started"] == [
+        "one", "two", "two", "three"]
+    assert done.attempt_count == 1
+    survivor.wait_log(f"dispatcher {victim.id} is dead; recovered")
+
+
+def test_a_parallel_group_goes_on_after_its_worker_is_killed_mid_part(
+        client, workers, folder):
+    pair = two_workers(client, workers)
+    names = ["a", "b", "c"]
+    group = put(client, zasync.parallel(*(held(folder, name) for name in names)))
+    for name in names:
+        recovery_jobs.started_pid(folder, name)    # all three run at once
+    victim, survivor = kill_the_runner_of(folder, "a", pair)
+    for name in names:
+        recovery_jobs.touch(folder, f"{name}.release")
+
+    done = zasync.wait_for(group, timeout=recovery_jobs.TIMEOUT)
+    assert done.succeeded, done.failure
+    assert [result["pid"] for result in done.result][0] == survivor.pid
+    assert done.result[0]["attempt"] == 2
+    parts = client.job(group).args[0]
+    assert [part.args[2].value for part in parts] == [1, 1, 1]
+    for part, name in zip(parts, names):
+        runs = recovery_jobs.runs_of(folder, name)
+        if runs[0][1] == victim.pid:     # the killed worker's parts ran again
+            assert [pid for _, pid in runs] == [victim.pid, survivor.pid]
+            assert part.attempts[0].check(zasync.InterruptedJobError)
+        else:
+            assert runs == [(1, survivor.pid)]
+    assert done.attempt_count == 1
