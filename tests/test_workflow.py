@@ -352,8 +352,12 @@ def test_a_serial_group_goes_on_after_its_worker_is_killed_mid_part(
     parts = client.job(group).args[0]
     assert [part.args[2].value for part in parts] == [1, 1, 1]   # each committed once
     assert parts[1].attempts[0].check(zasync.InterruptedJobError)
-    assert [run[1] for run in recovery_jobs.runs(folder) if run[0] == "started"] == [
-        "one", "two", "two", "three"]
+    assert len(recovery_jobs.runs_of(folder, "one")) == 1
+    assert recovery_jobs.runs_of(folder, "two") == [(1, victim.pid), (2, survivor.pid)]
+    assert recovery_jobs.runs_of(folder, "three") == [(1, survivor.pid)]
+    # one after another: each started once the one before had ended
+    assert parts[0].ended_at <= parts[1].started_at
+    assert parts[1].ended_at <= parts[2].started_at
     assert done.attempt_count == 1
     survivor.wait_log(f"dispatcher {victim.id} is dead; recovered")
 
