@@ -107,6 +107,27 @@ def test_a_waiting_parent_holds_no_thread_of_a_one_thread_dispatcher(
         NEW, PENDING, ASSIGNED, ACTIVE, PENDING, ASSIGNED, ACTIVE, COMPLETED]
 
 
+def test_the_web_view_shows_what_a_job_waits_for(db, dispatcher, producer, folder):
+    import webtest
+
+    from zasync.web import make_app
+    app = webtest.TestApp(make_app(db))
+    parent = producer.put(zasync.Job(jobs.gated_child, folder, "child"))
+    wait_until(lambda: arrived(folder, "child"), TIMEOUT)
+    data = wait_until(lambda: (lambda d: d["waiting_for"] and d)(
+        app.get(f"/api/jobs/{parent.id}").json), TIMEOUT)
+    [child_id] = data["waiting_for"]
+    assert (data["status"], data["message"]) == ("active", f"waiting for job {child_id}")
+    page = app.get(f"/jobs/{parent.id}")
+    assert [a.text for a in page.html.select(".waiting-for a")] == [child_id]
+    release(folder, "child")
+    zasync.wait_for(parent, timeout=TIMEOUT)
+    assert app.get(f"/api/jobs/{parent.id}").json["waiting_for"] == []
+    [callback] = app.get(f"/api/jobs/{child_id}").json["callbacks"]
+    assert callback["callable"] == "zasync.workflow._resume"
+    assert (callback["status"], callback["failure"]) == ("completed", None)
+
+
 def test_the_failure_of_a_child_is_the_failure_of_its_parent(dispatcher, producer):
     done = run(producer, zasync.Job(jobs.failing_child, "no stock"))
     assert done.failed
