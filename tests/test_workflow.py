@@ -408,3 +408,24 @@ def test_a_parallel_group_goes_on_after_its_worker_is_killed_mid_part(
         else:
             assert runs == [(1, survivor.pid)]
     assert done.attempt_count == 1
+
+
+def test_a_handed_result_whose_job_gained_a_callback_meanwhile_runs_it(db, viewer):
+    # A job that wrote nothing hands its result to its dispatcher; if a job
+    # that waits for it added its callback meanwhile, the dispatcher's
+    # commit must leave the callbacks to run, not file the job as completed.
+    from zasync.runner import complete_handed
+    with db.transaction() as conn:
+        job = zasync.get_queue(conn).put(zasync.Job(jobs.add, 1, 1))
+    with db.transaction() as conn:
+        [claimed] = zasync.get_queue(conn).claim("gone")
+        claimed._start("gone")
+        callback = claimed.add_callback(zasync.Job(jobs.add, 2))
+        filed = []
+        done = complete_handed(conn, "gone", job._p_oid, 2, None,
+                               lambda conn, job, history=True: filed.append(history))
+        assert (done.status, filed) == (zasync.CALLBACKS, [False])
+    with zasync.Dispatcher(db, threads=1, poll_interval=0.05):
+        [ran] = viewer.wait_completed([callback])
+    assert ran.result == 4
+    assert viewer.get(job).status == COMPLETED
