@@ -242,8 +242,8 @@ class JobRunner:
             self._file_completed(conn, job)
             events.notify_after_commit(tm.get(), events.completed_event(job))
         tm.commit()
-        logger.warning("dispatcher %s: job %s (%s) failed after %.3fs with the failure of "
-                       "the job it waited for: %s", self.dispatcher_id, job.id,
+        logger.warning("dispatcher %s: job %s (%s) failed after %.3fs (after waiting, "
+                       "not retried): %s", self.dispatcher_id, job.id,
                        job.callable_name, time.monotonic() - began, value)
         return "callbacks" if more else "done"
 
