@@ -9,9 +9,9 @@ and every wait has a timeout: a job that is never released fails.
 
 import datetime
 import os
-import time
 
 import zasync
+from recovery_jobs import touch, wait_for_file
 
 #: The longest a job waits for anything.
 TIMEOUT = 30.0
@@ -58,25 +58,10 @@ def gated_child(folder, name):
     return zasync.Job(gate, folder, name)
 
 
-def _touch(folder, name):
-    path = os.path.join(folder, name)
-    with open(path + ".tmp", "w") as f:
-        f.write(str(os.getpid()))
-    os.replace(path + ".tmp", path)
-
-
-def _wait_file(path, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{path} did not appear in {timeout} s")
-        time.sleep(0.01)
-
-
 def gate(folder, name):
     """Say it arrived (NAME.arrived), wait for NAME.release; return `name`."""
-    _touch(folder, f"{name}.arrived")
-    _wait_file(os.path.join(folder, f"{name}.release"))
+    touch(folder, f"{name}.arrived")
+    wait_for_file(os.path.join(folder, f"{name}.release"), TIMEOUT)
     return name
 
 
@@ -99,8 +84,8 @@ def order(folder):
 def meet(folder, me, other):
     """Say `me` started, then wait until `other` started: completes only
     if both run at once."""
-    _touch(folder, f"{me}.arrived")
-    _wait_file(os.path.join(folder, f"{other}.arrived"))
+    touch(folder, f"{me}.arrived")
+    wait_for_file(os.path.join(folder, f"{other}.arrived"), TIMEOUT)
     return me
 
 
