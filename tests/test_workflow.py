@@ -264,15 +264,23 @@ def test_callables_are_wrapped_in_jobs(dispatcher, producer):
     assert done.succeeded and len(done.result) == 2
 
 
-def test_cancelling_a_waiting_group_cancels_its_running_part(dispatcher, producer, folder):
-    group = producer.put(zasync.serial(zasync.Job(jobs.gate, folder, "first"),
-                                       zasync.Job(jobs.add, 1, 1)))
+def test_cancelling_a_waiting_group_cancels_its_running_part(
+        dispatcher, producer, viewer, folder):
+    parts = [zasync.Job(jobs.gate, folder, "first"), zasync.Job(jobs.add, 1, 1)]
+    group = producer.put(zasync.serial(*parts))
     wait_until(lambda: arrived(folder, "first"), TIMEOUT)
     with producer.tm:
         producer.conn.get(group._p_oid).cancel()
     release(folder, "first")   # it does not look for the cancellation: it completes
     done = zasync.wait_for(group, timeout=TIMEOUT)
     assert done.cancelled
+    assert done.failure.message == (
+        f"job {group.id} was cancelled while it waited for job {parts[0].id}")
+    first, second = viewer.wait_completed(parts)
+    assert first.succeeded
+    assert second.cancelled and second.attempt_count == 0
+    assert second.failure.message == (
+        f"job {second.id} was not run: its group {group.id} was cancelled")
 
 
 @pytest.mark.parametrize("make", [zasync.serial, zasync.parallel])

@@ -174,7 +174,7 @@ class JobRunner:
             return self._fail(tm, conn, oid, job_id, Failure.from_exception(Cancelled(
                 f"job {job_id} was cancelled while it waited for job {awaited}"
                 if awaited else f"job {job_id} was cancelled before it started")),
-                started=None)
+                started=None, before=workflow.cancel_parts)
         awaited = None
         if job._resuming:
             # What it waited for completed: it goes on (see zasync.workflow).
@@ -302,11 +302,13 @@ class JobRunner:
         _bookkeeping(tm, "reschedule", job_id, reschedule)
         return "rescheduled"
 
-    def _fail(self, tm, conn, oid, job_id, failure, started=None):
+    def _fail(self, tm, conn, oid, job_id, failure, started=None, before=None):
         def fail():
             job = conn.get(oid)
             if not self._ours(job):
                 return False
+            if before is not None:
+                before(job)
             if started is not None:
                 job._ensure_started(self.dispatcher_id, started)
             more = job._complete(failure=failure, dispatcher_id=self.dispatcher_id)

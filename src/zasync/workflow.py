@@ -257,6 +257,17 @@ def _parallel_step(parts, postprocess):
     return _finish(group, "parallel", parts, postprocess)
 
 
+def cancel_parts(job):
+    """For a group cancelled while it waited: cancel its parts not yet run
+    (a serial group's later parts), so that none is left new for ever."""
+    if job.callable not in (_serial_step, _parallel_step):
+        return
+    for part in job.args[0]:
+        if part.status in (NEW, PENDING):
+            part._cancel(f"job {part.id} was not run: its group {job.id} was cancelled",
+                         file_in=job._queue)
+
+
 def _finish(group, kind, parts, postprocess):
     """The group's result: what `postprocess` returns (it may return a job
     to wait for), else the parts' results, else a `GroupFailedError`
