@@ -128,6 +128,15 @@ def test_the_web_view_shows_what_a_job_waits_for(db, dispatcher, producer, folde
     assert (callback["status"], callback["failure"]) == ("completed", None)
 
 
+def test_a_waiting_parent_leaves_room_in_its_quota_for_its_child(dispatcher, producer):
+    with producer.tm:
+        producer.queue().set_quota("one", 1)
+    done = run(producer, zasync.Job(jobs.child_in_quota, 2, 2, "one"), quotas="one")
+    assert done.result == 4
+    with producer.tm:
+        assert producer.queue().quotas["one"].held == 0
+
+
 def test_the_failure_of_a_child_is_the_failure_of_its_parent(dispatcher, producer):
     done = run(producer, zasync.Job(jobs.failing_child, "no stock"))
     assert done.failed

@@ -31,6 +31,11 @@ def put_child(a, b):
     return zasync.current_job().queue.put(zasync.Job(add, a, b))
 
 
+def child_in_quota(a, b, quota):
+    """Return a new job counting against `quota`, put in this job's queue."""
+    return zasync.current_job().queue.put(zasync.Job(add, a, b), quotas=quota)
+
+
 def new_child(a, b):
     """Return a new job, not yet queued: the worker puts it."""
     return zasync.Job(add, a, b)

@@ -138,6 +138,10 @@ def begin_waiting(job, awaited, mode):
     job._wait_mode = mode
     job._resuming = False
     job._arrived = ()
+    if job.quotas and job._queue is not None:
+        # Held while waiting, a quota of one would keep out the very job
+        # waited for; the claim that resumes the job takes it again.
+        job._queue._release_quotas(job)
     for each in awaited:
         if not has_outcome(each):
             each.add_callback(Job(_resume, job))
