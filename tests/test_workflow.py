@@ -137,6 +137,37 @@ def test_a_waiting_parent_leaves_room_in_its_quota_for_its_child(dispatcher, pro
         assert producer.queue().quotas["one"].held == 0
 
 
+def test_a_waiting_job_sends_each_event_once(dispatcher, producer):
+    import zope.event
+    seen = []
+
+    def subscriber(event):
+        job = getattr(event, "job", None)
+        if job is not None:
+            seen.append((type(event).__name__, job.id))
+    zope.event.subscribers.append(subscriber)
+    try:
+        done = run(producer, zasync.Job(jobs.new_child, 1, 1))
+        wait_until(lambda: ("JobSucceeded", done.id) in seen, TIMEOUT)
+    finally:
+        zope.event.subscribers.remove(subscriber)
+    assert [name for name, job_id in seen if job_id == done.id] == [
+        "JobPut", "JobStarted", "JobSucceeded"]
+
+
+def test_a_direct_call_cannot_wait_for_a_job_running_elsewhere(db):
+    with db.transaction() as conn:
+        child = zasync.get_queue(conn).put(zasync.Job(jobs.add, 1, 1))
+        [claimed] = zasync.get_queue(conn).claim("elsewhere")
+        claimed._start("elsewhere")
+        waiting = zasync.Job(jobs.same, child)
+        failure = waiting()
+        assert failure.check(zasync.JobStateError)
+        assert failure.message == (
+            f"job {waiting.id}, called directly, waits for job {child.id}, which is "
+            f"active; a direct call can only run new or pending jobs inline")
+
+
 def test_the_failure_of_a_child_is_the_failure_of_its_parent(dispatcher, producer):
     done = run(producer, zasync.Job(jobs.failing_child, "no stock"))
     assert done.failed

@@ -21,6 +21,11 @@ def add(a, b):
     return a + b
 
 
+def same(value):
+    """Return `value` (a job given as argument: wait for it)."""
+    return value
+
+
 def fail(message):
     raise ValueError(message)
 

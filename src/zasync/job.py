@@ -271,9 +271,10 @@ class Job(persistent.Persistent):
         (still `ASSIGNED` in the database) at the time it really started."""
         if self._status == ASSIGNED:
             self._start(dispatcher_id, when)
-            events.notify_after_commit(
-                self._p_jar.transaction_manager.get(), events.JobStarted(self),
-                once=(self.id, when))
+            if not self._resuming:   # a job that waited started before
+                events.notify_after_commit(
+                    self._p_jar.transaction_manager.get(), events.JobStarted(self),
+                    once=(self.id, when))
 
     def _assign(self, dispatcher_id, when=None):
         """Mark the job claimed by a dispatcher, not yet started."""
