@@ -285,6 +285,20 @@ def test_a_parallel_group_fails_naming_its_failed_parts(dispatcher, producer):
         f"part 3 (job {parts[2].id}, workflow_jobs.fail): ValueError: three")
 
 
+def test_many_parallel_parts_finishing_at_once_resume_their_group_once(
+        db, producer, viewer):
+    # Four threads finish parts at the same time: their resume callbacks
+    # all write the group, conflict, and retry; the group resumes once.
+    with zasync.Dispatcher(db, threads=4, poll_interval=0.05):
+        done = run(producer, zasync.parallel(*(zasync.Job(jobs.add, i, i) for i in range(40))))
+        assert done.result == [2 * i for i in range(40)]
+        assert done.attempt_count == 1
+        assert [status for status, _, _ in done.status_history].count(PENDING) == 2
+        parts = viewer.wait_completed(done.args[0])
+    resumed = [part.callbacks[0].result for part in parts]
+    assert resumed.count(f"resumed job {done.id}") == 1
+
+
 def test_a_postprocess_gets_the_parts_and_may_return_a_job(dispatcher, producer):
     done = run(producer, zasync.parallel(
         zasync.Job(jobs.add, 1, 2), zasync.Job(jobs.add, 3, 4),
