@@ -299,6 +299,14 @@ def test_many_parallel_parts_finishing_at_once_resume_their_group_once(
     assert resumed.count(f"resumed job {done.id}") == 1
 
 
+def test_a_resumed_group_that_conflicts_is_retried_as_new_attempts(dispatcher, producer):
+    done = run(producer, zasync.serial(zasync.Job(jobs.add, 1, 1),
+                                       postprocess=jobs.always_conflict))
+    assert done.failed and done.failure.check("ZODB.POSException.ConflictError")
+    # the default policy's 5 attempts: the resumption itself counted no new one
+    assert done.attempt_count == 5 and len(done.attempts) == 4
+
+
 def test_a_postprocess_gets_the_parts_and_may_return_a_job(dispatcher, producer):
     done = run(producer, zasync.parallel(
         zasync.Job(jobs.add, 1, 2), zasync.Job(jobs.add, 3, 4),

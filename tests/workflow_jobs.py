@@ -110,6 +110,12 @@ def total_later(parts):
     return zasync.Job(add, sum(part.result for part in parts), 100)
 
 
+def always_conflict(parts):
+    """A postprocess that always raises ConflictError (retried, then failed)."""
+    from ZODB.POSException import ConflictError
+    raise ConflictError("the postprocess conflicts")
+
+
 def results_with_attempts(parts):
     """A postprocess for the crash scenarios: each part's result and attempts."""
     return [(part.result, part.attempt_count) for part in parts]

@@ -126,10 +126,12 @@ class Job(persistent.Persistent):
     skipped = False
     # Waiting for other jobs (see `zasync.workflow`): what it waits for,
     # whether it takes their outcome ("outcome") or calls its callable again
-    # ("call") once they completed, and whether it is back in its queue to
-    # do so (a resumption, not a new attempt).
+    # ("call") once they completed (both kept until a worker resumed it),
+    # whether it waits now, and whether it is back in its queue to resume
+    # (its next start is not a new attempt).
     _waiting_for = ()
     _wait_mode = None
+    _waiting = False
     _resuming = False
     _arrived = ()        # ids of the awaited jobs that resumed it so far
 
@@ -222,7 +224,7 @@ class Job(persistent.Persistent):
     @property
     def waiting_for(self):
         """The jobs this running job waits for (not holding a worker)."""
-        return list(self._waiting_for)
+        return list(self._waiting_for) if self._waiting else []
 
     @property
     def duration(self):
@@ -258,7 +260,9 @@ class Job(persistent.Persistent):
             raise AlreadyCompletedError(f"job {self.id} has already completed")
         self.started_at = self._set_status(ACTIVE, when, dispatcher_id)
         self.dispatcher_id = dispatcher_id
-        if not self._resuming:      # a job that waited goes on, same attempt
+        if self._resuming:      # a job that waited goes on: the same attempt
+            self._resuming = False
+        else:
             self.attempt_count += 1
         self.ended_at = None
         live = self._live
@@ -271,7 +275,7 @@ class Job(persistent.Persistent):
         (still `ASSIGNED` in the database) at the time it really started."""
         if self._status == ASSIGNED:
             self._start(dispatcher_id, when)
-            if not self._resuming:   # a job that waited started before
+            if self._wait_mode is None:   # a job that waited started before
                 events.notify_after_commit(
                     self._p_jar.transaction_manager.get(), events.JobStarted(self),
                     once=(self.id, when))
@@ -297,9 +301,9 @@ class Job(persistent.Persistent):
                 result = None
         self._result = result
         self._failure = failure
-        if self._waiting_for or self._resuming:
-            self._waiting_for, self._wait_mode, self._resuming = (), None, False
-            self._arrived = ()
+        if self._wait_mode is not None or self._resuming:
+            self._waiting_for, self._wait_mode, self._arrived = (), None, ()
+            self._waiting = self._resuming = False
         self.ended_at = clock.now()
         if self.quotas and self._queue is not None:
             self._queue._release_quotas(self)
@@ -437,7 +441,7 @@ class Job(persistent.Persistent):
         if self.status in (NEW, PENDING):
             self._cancel(f"job {self.id} was cancelled before it started")
             return True
-        if self.status == ACTIVE and self._waiting_for:
+        if self.status == ACTIVE and self._waiting:
             for awaited in self._waiting_for:
                 awaited.cancel()
         # assigned, active or running callbacks: ask the holder to stop

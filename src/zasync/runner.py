@@ -176,7 +176,7 @@ class JobRunner:
                 if awaited else f"job {job_id} was cancelled before it started")),
                 started=None, before=workflow.cancel_parts)
         awaited = None
-        if job._resuming:
+        if job._wait_mode is not None:
             # What it waited for completed: it goes on (see zasync.workflow).
             if started is not None:
                 job._ensure_started(self.dispatcher_id, started)

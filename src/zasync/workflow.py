@@ -136,7 +136,7 @@ def begin_waiting(job, awaited, mode):
     from zasync.job import Job
     job._waiting_for = tuple(awaited)
     job._wait_mode = mode
-    job._resuming = False
+    job._waiting, job._resuming = True, False
     job._arrived = ()
     if job.quotas and job._queue is not None:
         # Held while waiting, a quota of one would keep out the very job
@@ -155,15 +155,16 @@ def _resume(outcome, waiting):
     """The callback of an awaited job: put `waiting` back in its queue once
     everything it waits for has an outcome.  Returns what it did."""
     awaited = local.current_job().parent
-    if (waiting._status == COMPLETED or waiting._resuming
-            or all(each.id != awaited.id for each in waiting._waiting_for)):
+    # Not `_waiting` any more: another awaited job resumed it already (it
+    # may even run again now, still holding its `_waiting_for`).
+    if not waiting._waiting or all(each.id != awaited.id for each in waiting._waiting_for):
         return f"job {waiting.id} no longer waits for job {awaited.id}"
     # Written even when others are still awaited: see the module's docstring.
     waiting._arrived = waiting._arrived + (awaited.id,)
     left = [each.id for each in waiting._waiting_for if not has_outcome(each)]
     if left:
         return f"job {waiting.id} still waits for {len(left)} job(s)"
-    waiting._resuming = True
+    waiting._waiting, waiting._resuming = False, True
     waiting._queue._requeue(waiting, clock.now())
     logger.info("job %s: job %s completed; job %s goes back to queue %r to resume",
                 local.current_job().id, awaited.id, waiting.id, waiting._queue.name)
@@ -174,7 +175,8 @@ def resume(job):
     """Clear a resumed job's wait; return the job whose outcome it takes,
     or None if its callable is to be called again."""
     awaited, mode = job._waiting_for, job._wait_mode
-    job._waiting_for, job._wait_mode, job._resuming, job._arrived = (), None, False, ()
+    job._waiting_for, job._wait_mode, job._arrived = (), None, ()
+    job._waiting = job._resuming = False
     return awaited[0] if mode == OUTCOME and awaited else None
 
 
