@@ -499,3 +499,17 @@ def test_a_handed_result_whose_job_gained_a_callback_meanwhile_runs_it(db, viewe
         [ran] = viewer.wait_completed([callback])
     assert ran.result == 4
     assert viewer.get(job).status == COMPLETED
+
+
+def test_jobs_wait_under_a_worker_whose_jobs_run_in_child_processes(client, workers):
+    # A process agent looks at each job its child left: a waiting job is
+    # not one left unfinished.
+    worker = workers.start("processes", "--processes", ping=PING, death=DEATH)
+    wait_until(lambda: client.registered(worker), STARTUP)
+    waiting = put(client, zasync.Job(jobs.new_child, 2, 3))
+    group = put(client, zasync.parallel(zasync.Job(jobs.add, 1, 1),
+                                        zasync.Job(jobs.add, 2, 2)))
+    assert zasync.wait_for(waiting, timeout=recovery_jobs.TIMEOUT).result == 5
+    done = zasync.wait_for(group, timeout=recovery_jobs.TIMEOUT)
+    assert (done.result, done.attempt_count) == ([2, 4], 1)
+    assert "Traceback" not in worker.log

@@ -138,6 +138,9 @@ def begin_waiting(job, awaited, mode):
     job._wait_mode = mode
     job._waiting, job._resuming = True, False
     job._arrived = ()
+    # No dispatcher holds it (its record drops it too): nothing may take it
+    # for a job its worker left unfinished (recovery, a process agent).
+    job.dispatcher_id = None
     if job.quotas and job._queue is not None:
         # Held while waiting, a quota of one would keep out the very job
         # waited for; the claim that resumes the job takes it again.
