@@ -1,29 +1,13 @@
 """Scenarios: callbacks run by a dispatcher after a job's result is
 stored, each in a transaction of its own."""
 
-import pytest
-
 import zasync
 from zasync.failure import Failure
 
 import scenario_jobs as jobs
-from scenario_jobs import Producer, Viewer, unique
+from scenario_jobs import Viewer, unique
 
 TIMEOUT = jobs.TIMEOUT
-
-
-@pytest.fixture
-def producer(db):
-    opened = Producer(db)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def viewer(db):
-    opened = Viewer(db)
-    yield opened
-    opened.close()
 
 
 def test_a_callback_receives_the_result(dispatcher, producer):

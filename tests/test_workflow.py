@@ -15,23 +15,9 @@ from zasync.interfaces import ACTIVE, ASSIGNED, COMPLETED, NEW, PENDING
 
 import recovery_jobs
 import workflow_jobs as jobs
-from scenario_jobs import Producer, Viewer, wait_until
+from scenario_jobs import wait_until
 
 TIMEOUT = 30.0
-
-
-@pytest.fixture
-def producer(db):
-    opened = Producer(db)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def viewer(db):
-    opened = Viewer(db)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture
