@@ -42,6 +42,25 @@ def zeo_db(zeo_server):
     database.close()
 
 
+@pytest.fixture
+def producer(db):
+    """An application's connection that puts jobs, one transaction each
+    (modules that still define their own fixture of this name use theirs)."""
+    from scenario_jobs import Producer
+    opened = Producer(db)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def viewer(db):
+    """A connection that reads each time in a fresh transaction."""
+    from scenario_jobs import Viewer
+    opened = Viewer(db)
+    yield opened
+    opened.close()
+
+
 # -- worker processes over the ZEO server (tests/recovery_jobs.py) -------------
 
 @pytest.fixture

@@ -1,29 +1,13 @@
 """Scenarios: callbacks run by a dispatcher after a job's result is
 stored, each in a transaction of its own."""
 
-import pytest
-
 import zasync
 from zasync.failure import Failure
 
 import scenario_jobs as jobs
-from scenario_jobs import Producer, Viewer, unique
+from scenario_jobs import Viewer, unique
 
 TIMEOUT = jobs.TIMEOUT
-
-
-@pytest.fixture
-def producer(db):
-    opened = Producer(db)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def viewer(db):
-    opened = Viewer(db)
-    yield opened
-    opened.close()
 
 
 def test_a_callback_receives_the_result(dispatcher, producer):
@@ -138,3 +122,47 @@ def test_chained_callbacks_receive_the_result_of_the_callback_before(
     assert (first.result, second.result, third.result) == (6, 12, 12)
     assert jobs.records[name] == [12]
     assert third.parent.id == second.id and second.parent.id == first.id
+
+
+def test_a_failing_callback_is_logged_with_ids_and_shown_in_the_web_view(
+        db, dispatcher, producer, viewer, caplog):
+    import webtest
+
+    from zasync.web import make_app
+    job = zasync.Job(jobs.add, 3, 4)
+    failing = job.add_callback(zasync.Job(jobs.failing_callback))
+    name = unique("after-failed")
+    chained = failing.add_callback(zasync.Job(jobs.record_outcome, name))
+    producer.put(job)
+    with caplog.at_level("WARNING", logger="zasync.runner"):
+        zasync.wait_for(job, timeout=TIMEOUT)
+        failed, after = viewer.wait_completed([failing, chained])
+    assert failed.failed
+    # the callback of a failed callback receives its failure
+    [received] = jobs.records[name]
+    assert isinstance(received, Failure) and received.message == "the callback refused 7"
+    assert after.succeeded
+    logged = [r.getMessage() for r in caplog.records if "callback" in r.getMessage()]
+    assert any(f"callback {failing.id} (scenario_jobs.failing_callback) of job {job.id} "
+               f"failed: ValueError: the callback refused 7" in line for line in logged), logged
+
+    app = webtest.TestApp(make_app(db))
+    [shown] = app.get(f"/api/jobs/{job.id}").json["callbacks"]
+    assert (shown["id"], shown["status"], shown["state"]) == (failing.id, "completed", "failure")
+    assert shown["failure"]["message"] == "the callback refused 7"
+    page = app.get(f"/jobs/{job.id}")
+    [item] = page.html.select("li.callback")
+    assert "(failed)" in item.text
+    assert item.select_one(".failure-text").text == "ValueError: the callback refused 7"
+
+
+def test_a_callbacks_callbacks_are_routed_by_its_outcome(dispatcher, producer, viewer):
+    job = zasync.Job(jobs.add, 1, 1)
+    first = job.add_callback(zasync.Job(jobs.double))
+    on_success, on_failure = first.add_callbacks(
+        success=zasync.Job(jobs.double), failure=zasync.Job(jobs.double))
+    producer.put(job)
+    zasync.wait_for(job, timeout=TIMEOUT)
+    first, on_success, on_failure = viewer.wait_completed([first, on_success, on_failure])
+    assert (first.result, on_success.result) == (4, 8)
+    assert on_failure.skipped and not on_success.skipped

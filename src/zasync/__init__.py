@@ -11,22 +11,25 @@ from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, STATUSES,
     AlreadyCompletedError, AlreadyQueuedError, Cancelled, ConfigurationError,
-    DuplicateScheduleError, InterruptedJobError, JobStateError, JobTimeoutError,
-    NaiveDatetimeError, NotInJobError, NotInstalledError, NotPendingError,
-    UnknownQueueError, UnknownScheduleError, UnstorableError,
+    DuplicateScheduleError, GroupFailedError, InterruptedJobError, JobStateError,
+    JobTimeoutError, NaiveDatetimeError, NotInJobError, NotInstalledError,
+    NotPendingError, UnknownQueueError, UnknownScheduleError, UnstorableError,
     UnstorableResultError, WaitTimeoutError, ZasyncError)
 from zasync.job import Job
 from zasync.local import check_cancelled, current_job, progress
 from zasync.retry import Backoff, NeverRetry, RetryTransient
+from zasync.workflow import parallel, serial
 
 __all__ = [
     "Agent", "Backoff", "Dispatcher", "Failure", "Job", "NeverRetry",
     "RetryTransient", "check_cancelled", "current_job", "get_queue",
-    "get_queues", "install", "open_db", "progress", "wait_for",
+    "get_queues", "install", "open_db", "parallel", "progress", "serial",
+    "wait_for",
     "NEW", "PENDING", "ASSIGNED", "ACTIVE", "CALLBACKS", "COMPLETED", "STATUSES",
     "ZasyncError", "AlreadyCompletedError", "AlreadyQueuedError", "Cancelled",
-    "ConfigurationError", "DuplicateScheduleError", "InterruptedJobError",
-    "JobStateError", "JobTimeoutError", "NaiveDatetimeError", "NotInJobError",
+    "ConfigurationError", "DuplicateScheduleError", "GroupFailedError",
+    "InterruptedJobError", "JobStateError", "JobTimeoutError", "NaiveDatetimeError",
+    "NotInJobError",
     "NotInstalledError", "NotPendingError", "UnknownQueueError",
     "UnknownScheduleError", "UnstorableError", "UnstorableResultError",
     "WaitTimeoutError",

@@ -366,8 +366,9 @@ class Dispatcher:
             job = self._conn.get(oid)
             if job._status == ASSIGNED and job.dispatcher_id == self.id:
                 job._live.started_at = when
-                events.notify_after_commit(self._tm.get(), events.JobStarted(job),
-                                           once=(job_id, when))
+                if job._wait_mode is None:    # a job that waited started before
+                    events.notify_after_commit(self._tm.get(), events.JobStarted(job),
+                                               once=(job_id, when))
 
     def _store_results(self, results):
         """Write handed results into the current transaction; return the
@@ -431,7 +432,7 @@ class Dispatcher:
                     next_due = due
             txn = self._tm.get()
             for agent, job in handed:
-                if job._status == ACTIVE:
+                if job._status == ACTIVE and job._wait_mode is None:
                     events.notify_after_commit(txn, events.JobStarted(job))
             self._tm.commit()
         except ConflictError:

@@ -40,6 +40,17 @@ def fail(message="something went wrong"):
     raise ValueError(message)
 
 
+def add_in_a_child(a, b):
+    """Put a job adding a and b in this job's queue and return it: this job
+    completes with that job's result, holding no worker while it waits."""
+    return zasync.current_job().queue.put(zasync.Job(add, a, b))
+
+
+def total(parts):
+    """A group's postprocess: the sum of its parts' results."""
+    return sum(part.result for part in parts)
+
+
 def record_outcome(outcome, log_key="outcomes"):
     """A callback: return a description of the outcome it receives."""
     if isinstance(outcome, zasync.Failure):

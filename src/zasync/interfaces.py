@@ -124,6 +124,10 @@ class UnstorableResultError(ZasyncError):
     """Recorded as the failure of a job whose result cannot be stored."""
 
 
+class GroupFailedError(ZasyncError):
+    """Recorded as the failure of a group without postprocess whose parts failed."""
+
+
 # -- the job ----------------------------------------------------------------
 
 class IFailure(Interface):
@@ -188,11 +192,20 @@ class IJob(Interface):
     dismissed = Attribute("True once an operator dismissed the job's failure.")
     key = Attribute(
         "The unique key it was put with (a str), or None; see `IQueue.put`.")
+    waiting_for = Attribute(
+        "The jobs an active job waits for, without holding a worker, since "
+        "its callable returned a job (or a group's step waits for parts); "
+        "else an empty list.")
 
     def __call__():
         """Run the callable now, in the caller's transaction, record its
         result or failure and run the callbacks.  Return the result, or
-        the `IFailure`.  A completed job raises `AlreadyCompletedError`."""
+        the `IFailure`.  A completed job raises `AlreadyCompletedError`.
+
+        If the callable returns a job (or is a group), what it waits for is
+        run inline too, since a direct call cannot wait without blocking:
+        new and pending jobs are called, and a job running elsewhere is an
+        error (`JobStateError`)."""
 
     def add_callback(callback):
         """Add a callable (or an `IJob`) that receives the job's result, or
@@ -206,7 +219,8 @@ class IJob(Interface):
 
     def cancel():
         """Cancel the job.  A pending job is removed from its queue and
-        completes as failed with `Cancelled`."""
+        completes as failed with `Cancelled`.  A job that waits for others
+        cancels them, and completes as cancelled once they did."""
 
 
 class IRetryPolicy(Interface):

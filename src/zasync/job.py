@@ -17,7 +17,7 @@ import persistent.mapping
 from ZODB.POSException import ConflictError
 from zope.interface import implementer
 
-from zasync import clock, events, local, storable
+from zasync import clock, events, local, storable, workflow
 from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, STATUSES,
@@ -126,6 +126,16 @@ class Job(persistent.Persistent):
     _callbacks = ()
     skipped = False
     key = None           # the queue's unique key, while it holds the job
+    # Waiting for other jobs (see `zasync.workflow`): what it waits for,
+    # whether it takes their outcome ("outcome") or calls its callable again
+    # ("call") once they completed (both kept until a worker resumed it),
+    # whether it waits now, and whether it is back in its queue to resume
+    # (its next start is not a new attempt).
+    _waiting_for = ()
+    _wait_mode = None
+    _waiting = False
+    _resuming = False
+    _arrived = ()        # ids of the awaited jobs that resumed it so far
 
     def __init__(self, callable, *args, **kwargs):
         check_call(callable, args, kwargs)
@@ -210,6 +220,11 @@ class Job(persistent.Persistent):
         return list(self._callbacks)
 
     @property
+    def waiting_for(self):
+        """The jobs this running job waits for (not holding a worker)."""
+        return list(self._waiting_for) if self._waiting else []
+
+    @property
     def duration(self):
         if self.started_at is None or self.ended_at is None:
             return None
@@ -243,7 +258,10 @@ class Job(persistent.Persistent):
             raise AlreadyCompletedError(f"job {self.id} has already completed")
         self.started_at = self._set_status(ACTIVE, when, dispatcher_id)
         self.dispatcher_id = dispatcher_id
-        self.attempt_count += 1
+        if self._resuming:      # a job that waited goes on: the same attempt
+            self._resuming = False
+        else:
+            self.attempt_count += 1
         self.ended_at = None
         live = self._live
         if live.progress != 0.0 or live.progress_message is not None:
@@ -255,9 +273,10 @@ class Job(persistent.Persistent):
         (still `ASSIGNED` in the database) at the time it really started."""
         if self._status == ASSIGNED:
             self._start(dispatcher_id, when)
-            events.notify_after_commit(
-                self._p_jar.transaction_manager.get(), events.JobStarted(self),
-                once=(self.id, when))
+            if self._wait_mode is None:   # a job that waited started before
+                events.notify_after_commit(
+                    self._p_jar.transaction_manager.get(), events.JobStarted(self),
+                    once=(self.id, when))
 
     def _assign(self, dispatcher_id, when=None):
         """Mark the job claimed by a dispatcher, not yet started."""
@@ -280,6 +299,9 @@ class Job(persistent.Persistent):
                 result = None
         self._result = result
         self._failure = failure
+        if self._wait_mode is not None or self._resuming:
+            self._waiting_for, self._wait_mode, self._arrived = (), None, ()
+            self._waiting = self._resuming = False
         self.ended_at = clock.now()
         if self._queue is not None:
             if self.quotas:
@@ -334,10 +356,16 @@ class Job(persistent.Persistent):
         with local.running(self, writer=None):
             try:
                 value = self._invoke()
+                # A returned job (or a group's next step) is run here too:
+                # a direct call waits by running what it waits for inline.
+                kind, value = workflow.settle(self, value, workflow.run_inline)
             except Exception as error:
                 self._complete(failure=Failure.from_exception(error))
             else:
-                self._complete(result=value)
+                if kind == "failure":
+                    self._complete(failure=value)
+                else:
+                    self._complete(result=value)
         for callback in self._callbacks:
             if callback.status != COMPLETED:
                 callback._run_callback(self._outcome())
@@ -404,25 +432,41 @@ class Job(persistent.Persistent):
         return tuple(added)
 
     def cancel(self):
-        """See `IJob`."""
+        """See `IJob`.
+
+        A job waiting for others (`waiting_for`) cancels them; it completes
+        as cancelled when they did.
+        """
         if self.status == COMPLETED:
             return False
         if self.status in (NEW, PENDING):
-            queued = self._queue is not None and self.status == PENDING
-            if queued:
-                self._queue._take_out(self)
-            self._complete(failure=Failure.from_exception(
-                Cancelled(f"job {self.id} was cancelled before it started")))
-            if queued:
-                self._queue._put_completed(self)
-            elif self.status == CALLBACKS:
-                for callback in self._callbacks:
-                    callback._run_callback(self._outcome())
-                self._finish_callbacks()
+            self._cancel(f"job {self.id} was cancelled before it started")
             return True
+        if self.status == ACTIVE and self._waiting:
+            for awaited in self._waiting_for:
+                awaited.cancel()
         # assigned, active or running callbacks: ask the holder to stop
         self._live.cancel_requested = True
         return True
+
+    def _cancel(self, message, file_in=None):
+        """Complete a new or pending job as cancelled with `message`; a new
+        one is filed in `file_in` (a queue), if given, as if it was put."""
+        queued = self._queue is not None and self.status == PENDING
+        if queued:
+            self._queue._take_out(self)
+        elif file_in is not None and self._queue is None:
+            self._queue = file_in
+            for callback in self._callbacks:
+                callback._queue = file_in
+            queued = True
+        self._complete(failure=Failure.from_exception(Cancelled(message)))
+        if queued:
+            self._queue._put_completed(self)
+        elif self.status == CALLBACKS:
+            for callback in self._callbacks:
+                callback._run_callback(self._outcome())
+            self._finish_callbacks()
 
 
 def check_call(callable, args, kwargs):

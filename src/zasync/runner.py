@@ -22,7 +22,7 @@ import time
 import transaction
 from ZODB.POSException import ConflictError
 
-from zasync import clock, context, events, local, storable
+from zasync import clock, context, events, local, storable, workflow
 from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, Cancelled, JobTimeoutError,
@@ -60,8 +60,13 @@ def complete_handed(conn, dispatcher_id, oid, value, started, file_completed):
         return None
     if started is not None:
         job._ensure_started(dispatcher_id, started)
-    job._complete(result=value, dispatcher_id=dispatcher_id)
-    file_completed(conn, job)
+    if job._complete(result=value, dispatcher_id=dispatcher_id):
+        # A callback was added since the job's thread looked (a job waiting
+        # for this one): the next claimer runs the callbacks.
+        file_completed(conn, job, history=False)
+        job._queue._put_completed(job, notify=False)
+    else:
+        file_completed(conn, job)
     return job
 
 
@@ -110,9 +115,9 @@ class JobRunner:
         if record is not None:
             record.jobs.discard(job.id)
 
-    def _file_completed(self, conn, job):
+    def _file_completed(self, conn, job, history=True):
         self._release(conn, job)
-        if job._queue is not None:
+        if history and job._queue is not None:
             job._queue.history.add(job)
 
     def _ours(self, job):
@@ -164,20 +169,34 @@ class JobRunner:
             tm.abort()
             return "lost"
         if job._live.cancel_requested:
+            awaited = ", ".join(each.id for each in job._waiting_for)
             tm.abort()
-            return self._fail(tm, conn, oid, job_id, Failure.from_exception(
-                Cancelled(f"job {job_id} was cancelled before it started")),
-                started=None)
-        logger.debug("dispatcher %s: job %s (%s) started, attempt %d",
-                     self.dispatcher_id, job_id, job.callable_name, job.attempt_count)
+            return self._fail(tm, conn, oid, job_id, Failure.from_exception(Cancelled(
+                f"job {job_id} was cancelled while it waited for job {awaited}"
+                if awaited else f"job {job_id} was cancelled before it started")),
+                started=None, before=workflow.cancel_parts)
+        awaited = None
+        if job._wait_mode is not None:
+            # What it waited for completed: it goes on (see zasync.workflow).
+            if started is not None:
+                job._ensure_started(self.dispatcher_id, started)
+            awaited = workflow.resume(job)
+            logger.info("dispatcher %s: job %s (%s) resumes after waiting", self.dispatcher_id,
+                        job_id, job.callable_name)
+        else:
+            logger.debug("dispatcher %s: job %s (%s) started, attempt %d",
+                         self.dispatcher_id, job_id, job.callable_name, job.attempt_count)
         live_oid = job._live._p_oid
         deadline = None if job.timeout is None else began + job.timeout
         try:
             with local.running(job, self.dispatcher.progress_writer(live_oid, deadline)):
                 with context.applied(job):
-                    value = job._invoke()
+                    value = awaited if awaited is not None else job._invoke()
+                    kind, value = workflow.settle(job, value, workflow.put_awaited)
             if deadline is not None and time.monotonic() > deadline:
                 raise _timed_out(job)
+            if kind != "value":
+                return self._wait_or_fail(tm, conn, job, kind, value, started, began)
             try:
                 storable.check_value(value, f"the result of job {job_id}:")
             except UnstorableError as error:
@@ -202,6 +221,30 @@ class JobRunner:
         logger.info("dispatcher %s: job %s (%s) succeeded in %.3fs",
                     self.dispatcher_id, job_id, job.callable_name,
                     time.monotonic() - began)
+        return "callbacks" if more else "done"
+
+    def _wait_or_fail(self, tm, conn, job, kind, value, started, began):
+        """Commit, in the job's transaction, that it waits (holding no
+        thread), or that it failed with the failure of a job it waited for
+        (which had its own retries).  Return 'waiting', 'done' or 'callbacks'."""
+        if started is not None:
+            job._ensure_started(self.dispatcher_id, started)
+        if kind == "wait":
+            workflow.begin_waiting(job, *value)
+            self._release(conn, job)
+            tm.commit()
+            logger.info("dispatcher %s: job %s (%s) waits for job %s, holding no thread",
+                        self.dispatcher_id, job.id, job.callable_name,
+                        ", ".join(each.id for each in value[0]))
+            return "waiting"
+        more = job._complete(failure=value, dispatcher_id=self.dispatcher_id)
+        if not more:
+            self._file_completed(conn, job)
+            events.notify_after_commit(tm.get(), events.completed_event(job))
+        tm.commit()
+        logger.warning("dispatcher %s: job %s (%s) failed after %.3fs (after waiting, "
+                       "not retried): %s", self.dispatcher_id, job.id,
+                       job.callable_name, time.monotonic() - began, value)
         return "callbacks" if more else "done"
 
     def _after_error(self, tm, conn, oid, job_id, error, began, started=None):
@@ -259,11 +302,13 @@ class JobRunner:
         _bookkeeping(tm, "reschedule", job_id, reschedule)
         return "rescheduled"
 
-    def _fail(self, tm, conn, oid, job_id, failure, started=None):
+    def _fail(self, tm, conn, oid, job_id, failure, started=None, before=None):
         def fail():
             job = conn.get(oid)
             if not self._ours(job):
                 return False
+            if before is not None:
+                before(job)
             if started is not None:
                 job._ensure_started(self.dispatcher_id, started)
             more = job._complete(failure=failure, dispatcher_id=self.dispatcher_id)
@@ -330,6 +375,7 @@ class JobRunner:
                 callback._set_status(COMPLETED, callback.ended_at, self.dispatcher_id)
                 tm.commit()
                 return False
+            callback_id, callback_name, parent_id = callback.id, callback.callable_name, parent.id
             callback._start(self.dispatcher_id)
             try:
                 with local.running(callback, self.dispatcher.progress_writer(
@@ -347,8 +393,9 @@ class JobRunner:
                          and attempt < _BOOKKEEPING_ATTEMPTS)
                 if retry:
                     continue
-                logger.warning("dispatcher %s: callback %s failed: %s",
-                               self.dispatcher_id, oid, failure)
+                logger.warning("dispatcher %s: callback %s (%s) of job %s failed: %s",
+                               self.dispatcher_id, callback_id, callback_name,
+                               parent_id, failure)
 
                 def fail():
                     callback = conn.get(oid)

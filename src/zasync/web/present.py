@@ -149,6 +149,24 @@ class FailureView:
                 "traceback": self.traceback, "time": iso(self.time)}
 
 
+class CallbackView:
+    """One callback of a job, in the job's page: its status and failure."""
+
+    def __init__(self, callback):
+        self.id = callback.id
+        self.callable = _name_of(callback)
+        self.status = callback.status
+        self.state = callback.simple_status
+        self.skipped = bool(getattr(callback, "skipped", False))
+        failure = callback.failure
+        self.failure = None if failure is None else FailureView(failure)
+
+    def as_json(self):
+        return {"id": self.id, "callable": self.callable, "status": self.status,
+                "state": self.state, "skipped": self.skipped,
+                "failure": None if self.failure is None else self.failure.as_json()}
+
+
 class JobView:
     """One job for a page or the JSON API; reads the job once."""
 
@@ -195,7 +213,8 @@ class JobView:
         self.annotations = [
             (key if isinstance(key, str) else safe_repr(key, SHORT), safe_repr(value))
             for key, value in job.annotations.items()]
-        self.callbacks = [(_name_of(cb), cb.status, cb.simple_status) for cb in job.callbacks]
+        self.callbacks = [CallbackView(cb) for cb in job.callbacks]
+        self.waiting_for = [awaited.id for awaited in job.waiting_for]
         self.timeout = job.timeout
         self.quotas = list(job.quotas)
         policy = job.retry_policy
@@ -297,8 +316,8 @@ class JobView:
                     for status, when, dispatcher_id in self.status_history],
                 "attempts": [failure.as_json() for failure in self.attempts],
                 "annotations": dict(self.annotations),
-                "callbacks": [{"callable": name, "status": status, "state": state}
-                              for name, status, state in self.callbacks],
+                "callbacks": [cb.as_json() for cb in self.callbacks],
+                "waiting_for": self.waiting_for,
             })
         return data
 
