@@ -253,7 +253,8 @@ class Client:
                 target = zasync.get_queue(self.conn, queue)
                 jobs = []
                 for callable, args in calls:
-                    job = zasync.Job(callable, *args)
+                    job = callable if isinstance(callable, zasync.Job) else zasync.Job(
+                        callable, *args)
                     if callbacks:
                         job.add_callbacks(**callbacks)
                     jobs.append(target.put(job, **put_kwargs))

@@ -125,6 +125,37 @@ def test_a_job_put_while_the_only_thread_finishes_another_starts_promptly(
         assert zasync.wait_for(second, timeout=TIMEOUT).result == 42
 
 
+def test_callbacks_of_a_job_cancelled_while_every_thread_is_busy_run_once_one_frees(
+        db, producer, viewer):
+    # The cancelled job goes back through the inbox to have its callbacks
+    # run.  The busy dispatcher's claims of none (every 0.05 s) must leave
+    # it there, not take it with no thread to run it: taken, it would wait
+    # for the next heartbeat (a minute) to be handed on.
+    name = unique("busy-cancel")
+    meeting = rendezvous(name)
+    with zasync.Dispatcher(db, agents=[zasync.Agent(1, prefetch=0)], poll_interval=0.05,
+                           ping_interval=60):
+        busy = producer.put(zasync.Job(jobs.pause, name, "busy"))
+        assert meeting.wait_arrived(label="busy")
+        waiting = zasync.Job(jobs.add, 1, 2)
+        waiting.add_callback(jobs.record_outcome, name)
+        waiting = producer.put(waiting)
+        try:
+            for attempt in producer.tm.attempts(5):
+                with attempt:
+                    assert producer.conn.get(waiting._p_oid).cancel()
+            # Not a synchronisation: time for the dispatcher, woken by the
+            # cancel and polling every 0.05 s, to make several claims of
+            # none while its only thread is held (what took the job before).
+            time.sleep(0.3)
+        finally:
+            meeting.release()
+        done = zasync.wait_for(waiting, timeout=10)
+        assert done.cancelled
+        assert [cb.status for cb in done.callbacks] == ["completed"]
+        assert zasync.wait_for(busy, timeout=TIMEOUT).succeeded
+
+
 def test_stop_returns_and_the_context_manager_starts_and_stops(db, producer):
     dispatcher = zasync.Dispatcher(db, threads=1, poll_interval=0.05)
     assert not dispatcher.running

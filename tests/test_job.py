@@ -165,6 +165,14 @@ def test_method_of_a_plain_object_is_refused(db):
     assert "persistent" in str(error)
 
 
+def test_a_job_as_the_callable_of_a_job_is_refused(db):
+    inner = Job(unit_jobs.add, 1, 2)
+    with pytest.raises(zasync.ConfigurationError, match="not the callable of another job"):
+        Job(inner)
+    error = _nothing_written(db, lambda queue: queue.put(Job(Job(unit_jobs.add, 1, 2))))
+    assert "queue.put(job)" in str(error)
+
+
 def test_partial_is_refused(db):
     partial = functools.partial(unit_jobs.add, 1)
     with pytest.raises(zasync.UnstorableError, match="partial") as info:

@@ -266,6 +266,8 @@ def test_catch_up_one_runs_the_late_occurrence_once_then_the_next_future_one(db,
     name, first, restarted, dispatcher = _missed(db, log_dir, "one")
     try:
         wait_until(lambda: len(schedule_jobs.runs(log_dir)) >= 2, TIMEOUT)
+        # counted by each run's callback, after the run: wait for the count
+        wait_until(lambda: snapshot(db, name).runs >= 2, TIMEOUT)
         unschedule(db, name)
     finally:
         dispatcher.stop(timeout=TIMEOUT)
@@ -308,6 +310,9 @@ def test_catch_up_none_skips_the_late_occurrence_without_calling_it(db, log_dir)
     name, first, restarted, dispatcher = _missed(db, log_dir, "none")
     try:
         wait_until(lambda: len(schedule_jobs.runs(log_dir)) >= 1, TIMEOUT)
+        # the run is counted by its callback, after the run itself: an
+        # unschedule before that would leave it uncounted
+        wait_until(lambda: snapshot(db, name).runs >= 1, TIMEOUT)
         unschedule(db, name)
     finally:
         dispatcher.stop(timeout=TIMEOUT)

@@ -138,6 +138,12 @@ class Job(persistent.Persistent):
     _arrived = ()        # ids of the awaited jobs that resumed it so far
 
     def __init__(self, callable, *args, **kwargs):
+        if isinstance(callable, Job):
+            # A job of a job would run the inner one from inside the outer,
+            # bypassing its queue, status and retries: almost surely a slip.
+            raise ConfigurationError(
+                f"Job({callable!r}): a job is not the callable of another job; "
+                f"put it (queue.put(job)) or return it from a job to wait for it")
         check_call(callable, args, kwargs)
         self.id = new_job_id()
         self.callable = callable

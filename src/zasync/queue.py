@@ -440,8 +440,11 @@ class Queue(persistent.Persistent):
                 key = None
         return None
 
-    def _drain(self):
-        """Move the inbox into the ordered structures (workers only)."""
+    def _drain(self, keep_callbacks=False):
+        """Move the inbox into the ordered structures (workers only); return
+        the jobs it held that are no longer pending.  With `keep_callbacks`,
+        jobs owing callbacks stay in the inbox, for a claim that has room
+        to run them."""
         moved = []
         lanes = [lane for lane in self._inbox if lane]
         # Over ZEO each job read is a round trip: ask for them all at once.
@@ -449,6 +452,8 @@ class Queue(persistent.Persistent):
         for lane in lanes:
             ids = []
             for job in lane:
+                if keep_callbacks and job.status == CALLBACKS:
+                    continue
                 ids.append(job.id)
                 if job.id not in self._index:
                     self._index[job.id] = job
@@ -459,7 +464,8 @@ class Queue(persistent.Persistent):
                         self._deadlines[(self._deadline(job), job.id)] = job
                 else:
                     moved.append(job)   # completed outside a worker
-            lane.remove_all(ids)
+            if ids:
+                lane.remove_all(ids)
         return moved
 
     def claim(self, dispatcher_id, count=1, accept=None, now=None):
@@ -476,7 +482,10 @@ class Queue(persistent.Persistent):
         record = None
         if self.__parent__ is not None:
             record = self.__parent__.dispatchers.get(dispatcher_id)
-        for job in self._drain():
+        # A claim of none (every thread busy) must not take a job owing
+        # callbacks: no thread would run them until a heartbeat found the
+        # job held and idle, a minute later.
+        for job in self._drain(keep_callbacks=count == 0):
             if job.status == CALLBACKS:
                 job.dispatcher_id = dispatcher_id   # it runs the callbacks
                 claimed.append(job)
