@@ -220,7 +220,9 @@ class IJob(Interface):
     def cancel():
         """Cancel the job.  A pending job is removed from its queue and
         completes as failed with `Cancelled`.  A job that waits for others
-        cancels them, and completes as cancelled once they did."""
+        cancels them, and completes as cancelled once they did.  The commit
+        may raise ConflictError if a worker claimed the job meanwhile: retry
+        the transaction (`transaction.TransactionManager.attempts`)."""
 
 
 class IRetryPolicy(Interface):
