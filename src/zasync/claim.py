@@ -1,0 +1,211 @@
+"""The workers' side of a queue: finding due work, claiming it, and the
+housekeeping that claims do (filing the inbox and completed jobs, failing
+missed deadlines), as a mixin of `zasync.queue.Queue`.
+
+Only workers' transactions run this code, and workers retry their own
+conflicts, so it may write the ordered structures (``_pending``,
+``_deadlines``, ``_index``, the history's trees) that producers never touch;
+see `zasync.queue` for who writes what.
+"""
+
+from zasync import clock, events
+from zasync.failure import Failure
+from zasync.interfaces import CALLBACKS, PENDING, JobTimeoutError
+
+
+def _pending_key(job):
+    return (-job.priority, clock.to_micros(job.begin_after), job.id)
+
+
+def prefetch(jar, objects):
+    """Ask the storage for the state of the ghosts among `objects` at once.
+
+    A ZEO client otherwise loads one object per round trip to the server;
+    asked in advance, it sends every request at once and each later load
+    waits for its answer (or finds it in the cache).  Other storages load
+    from memory or disk and ignore this.
+    """
+    if jar is None:
+        return
+    ghosts = [ob._p_oid for ob in objects if ob._p_changed is None and ob._p_oid is not None]
+    if len(ghosts) > 1:
+        jar.prefetch(ghosts)
+
+
+def _wake_after_commit(committed):
+    if committed:
+        from zasync.dispatcher import wake_local_dispatchers
+        wake_local_dispatchers()
+
+
+
+class Claiming:
+    """What workers call on a queue (mixed into `zasync.queue.Queue`)."""
+
+    def _deadline(self, job):
+        return clock.to_micros(job.begin_after + job.begin_by)
+
+    def pending_count(self):
+        """Pending jobs the workers have already moved out of the inbox."""
+        return self._pending_count()
+
+    def has_work(self, now=None):
+        """Whether a claim could find something to do, read without writing."""
+        now_us = clock.to_micros(now or clock.now())
+        prefetch(self._p_jar, self._inbox)
+        if any(len(lane) for lane in self._inbox) or self.history.has_work(now_us):
+            return True
+        if self._deadlines:
+            if self._deadlines.minKey()[0] < now_us:
+                return True
+        return self._first_due(now_us) is not None
+
+    def next_due(self, now=None):
+        """Seconds until the earliest pending job falls due (or its begin_by
+        deadline passes), 0 if one is due, None if none waits; read only."""
+        now_us = clock.to_micros(now or clock.now())
+        earliest = None
+        if self._deadlines:
+            earliest = self._deadlines.minKey()[0]
+        if self._pending:
+            key = self._pending.minKey()
+            while key is not None:
+                if earliest is None or key[1] < earliest:
+                    earliest = key[1]
+                try:
+                    key = self._pending.minKey((key[0] + 1,))
+                except ValueError:
+                    key = None
+        if earliest is None:
+            return None
+        return max(0.0, (earliest - now_us) / 1e6)
+
+    def _first_due(self, now_us):
+        if not self._pending:
+            return None
+        key = self._pending.minKey()
+        while key is not None:
+            level = key[0]
+            for due_key in self._pending.keys(min=(level,), max=(level, now_us + 1),
+                                              excludemax=True):
+                return due_key
+            try:
+                key = self._pending.minKey((level + 1,))
+            except ValueError:
+                key = None
+        return None
+
+    def _drain(self, keep_callbacks=False):
+        """Move the inbox into the ordered structures (workers only); return
+        the jobs it held that are no longer pending.  With `keep_callbacks`,
+        jobs owing callbacks stay in the inbox, for a claim that has room
+        to run them."""
+        moved = []
+        lanes = [lane for lane in self._inbox if lane]
+        # Over ZEO each job read is a round trip: ask for them all at once.
+        prefetch(self._p_jar, [job for lane in lanes for job in lane])
+        for lane in lanes:
+            ids = []
+            for job in lane:
+                if keep_callbacks and job.status == CALLBACKS:
+                    continue
+                ids.append(job.id)
+                if job.id not in self._index:
+                    self._index[job.id] = job
+                if job.status == PENDING:
+                    self._pending[_pending_key(job)] = job
+                    self._pending_count.change(1)
+                    if job.begin_by is not None:
+                        self._deadlines[(self._deadline(job), job.id)] = job
+                else:
+                    moved.append(job)   # completed outside a worker
+            if ids:
+                lane.remove_all(ids)
+        return moved
+
+    def claim(self, dispatcher_id, count=1, accept=None, now=None):
+        """See `IQueue`.
+
+        Also does the queue's housekeeping, as claims are the transactions
+        that workers retry: files completed jobs, and fails pending jobs whose
+        `begin_by` deadline passed (those with failure callbacks are returned
+        too, in `CALLBACKS` status, so the claimer runs them).
+        """
+        now = now or clock.now()
+        now_us = clock.to_micros(now)
+        claimed = []
+        record = None
+        if self.__parent__ is not None:
+            record = self.__parent__.dispatchers.get(dispatcher_id)
+        # A claim of none (every thread busy) must not take a job owing
+        # callbacks: no thread would run them until a heartbeat found the
+        # job held and idle, a minute later.
+        for job in self._drain(keep_callbacks=count == 0):
+            if job.status == CALLBACKS:
+                job.dispatcher_id = dispatcher_id   # it runs the callbacks
+                claimed.append(job)
+            else:
+                self.history.add(job)
+        while self._deadlines and len(claimed) < count:
+            key = self._deadlines.minKey()
+            if key[0] >= now_us:
+                break
+            job = self._deadlines.pop(key)
+            self._take_out(job)
+            if job._complete(dispatcher_id=dispatcher_id, failure=Failure.from_exception(JobTimeoutError(
+                    f"job {job.id} was not started by its deadline "
+                    f"{clock.from_micros(key[0]).isoformat()} (begin_by "
+                    f"{job.begin_by})"))):
+                claimed.append(job)
+            else:
+                self.history.add(job)
+            events.notify_after_commit(
+                self._p_jar.transaction_manager.get(), events.completed_event(job))
+        self.history.archive(self._index)
+        self.history.prune(now_us, self._index)
+        if self.quotas:
+            accept = self._quota_check(accept)
+        for key, job in self._pick(now_us, accept, count - len(claimed)):
+            del self._pending[key]
+            self._pending_count.change(-1)
+            if job.begin_by is not None:
+                self._deadlines.pop((self._deadline(job), job.id), None)
+            job._assign(dispatcher_id, now)
+            claimed.append(job)
+        if record is not None:
+            for job in claimed:
+                record.jobs.add(job)
+        return claimed
+
+    def _pick(self, now_us, accept, count):
+        picked = []
+        if not self._pending:
+            return picked
+        key = self._pending.minKey()
+        while key is not None and len(picked) < count:
+            level = key[0]
+            for due_key, job in self._pending.items(
+                    min=(level,), max=(level, now_us + 1), excludemax=True):
+                if accept is None or accept(job):
+                    picked.append((due_key, job))
+                    if len(picked) == count:
+                        break
+            try:
+                key = self._pending.minKey((level + 1,))
+            except ValueError:
+                key = None
+        return picked
+
+    def _requeue(self, job, begin_after):
+        """Put a job back as pending from a worker (a delayed retry, or an
+        assigned job its dispatcher gave back)."""
+        self._release_quotas(job)
+        job.begin_after = begin_after
+        job.dispatcher_id = None
+        job._set_status(PENDING)
+        self._pending[_pending_key(job)] = job
+        self._pending_count.change(1)
+        if job.begin_by is not None:
+            self._deadlines[(self._deadline(job), job.id)] = job
+        txn = self._p_jar.transaction_manager.get()
+        txn.addAfterCommitHook(_wake_after_commit)
