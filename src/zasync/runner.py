@@ -52,6 +52,14 @@ def _joined(tm):
     return bool(getattr(tm.get(), "_resources", True))
 
 
+def _in_transaction(tm):
+    """Whether `tm` has a transaction under way.  Aborting one that has
+    none would begin a new one only to abort it, and each makes every
+    connection poll the storage for invalidations (under its lock).
+    `_txn` is private to `transaction`; if it is ever missing, abort."""
+    return getattr(tm, "_txn", True) is not None
+
+
 def complete_handed(conn, dispatcher_id, oid, value, started, file_completed):
     """Store a handed-over result in the dispatcher's transaction; return
     the job, or None if it is no longer this dispatcher's to complete."""
@@ -102,7 +110,8 @@ class JobRunner:
             logger.exception("dispatcher %s: job %s: the worker failed to "
                              "record what happened", self.dispatcher_id, job_id)
         finally:
-            tm.abort()
+            if _in_transaction(tm):
+                tm.abort()
             conn.close()
 
     def _record(self, conn):
@@ -148,22 +157,24 @@ class JobRunner:
             # through the live state
             started = clock.now()
             self.dispatcher.note_started(oid, job_id, started)
+        begin = False       # the first attempt goes on in this transaction
         while True:
-            outcome = self._attempt(tm, conn, oid, job_id, started)
-            started = None
+            outcome = self._attempt(tm, conn, oid, job_id, started, begin=begin)
+            started, begin = None, True
             if outcome != "again":
                 break
         if outcome == "callbacks":
             self._callbacks(tm, conn, oid)
 
-    def _attempt(self, tm, conn, oid, job_id, started=None):
+    def _attempt(self, tm, conn, oid, job_id, started=None, begin=True):
         """One attempt: 'done', 'callbacks', 'again', 'handed' or 'rescheduled'.
 
         `started` is the start time of a job still `ASSIGNED` in the
         database, whose start the outcome's transaction records.
         """
         began = time.monotonic()
-        tm.begin()
+        if begin:
+            tm.begin()
         job = conn.get(oid)
         if not self._ours(job):
             tm.abort()
