@@ -158,6 +158,19 @@ def test_worker_bad_option_values(tmp_path, option, value, expected):
     assert not (tmp_path / "Data.fs").exists()   # nothing was opened
 
 
+@pytest.mark.parametrize("spec, expected", [
+    ("nomodule", "expected MODULE:FUNCTION"),
+    ("os:nothing", "cannot import it (AttributeError"),
+    ("nosuchmodule:check", "cannot import it (ModuleNotFoundError"),
+    ("os:sep", "'os:sep' is not callable"),
+])
+def test_worker_bad_filter(tmp_path, spec, expected):
+    result = run_zasync("worker", "--db", str(tmp_path / "Data.fs"), "--filter", spec,
+                        cwd=tmp_path)
+    assert_usage_error(result, "'--filter'", expected)
+    assert list(tmp_path.iterdir()) == []       # no database, no id file
+
+
 def test_worker_unknown_uri_scheme(tmp_path):
     assert_usage_error(run_zasync("worker", "--db", "bogus://somewhere", cwd=tmp_path),
                        "'--db'", "bogus://somewhere", "zeo")

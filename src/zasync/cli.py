@@ -413,14 +413,14 @@ def _write_id(path, new):
     logger.info("worker: new id %s kept in %s", new, path)
 
 
-def _load_filter(spec):
-    """Import the job filter named MODULE:FUNCTION."""
+def import_named(spec, param_hint, example):
+    """Import the object named MODULE:NAME (NAME may be dotted, as in
+    Class.method), or raise a `BadParameter` for `param_hint` saying why."""
     import importlib
-    module_name, _, name = spec.partition(":")
-    if not module_name or not name:
+    module_name, colon, name = spec.partition(":")
+    if not colon or not module_name or not name:
         raise click.BadParameter(
-            f"{spec!r}: expected MODULE:FUNCTION, e.g. myapp.jobs:is_report",
-            param_hint="'--filter'")
+            f"{spec!r}: expected MODULE:FUNCTION, e.g. {example}", param_hint=param_hint)
     try:
         found = importlib.import_module(module_name)
         for part in name.split("."):
@@ -428,7 +428,13 @@ def _load_filter(spec):
     except Exception as error:
         raise click.BadParameter(
             f"{spec!r}: cannot import it ({type(error).__name__}: {error})",
-            param_hint="'--filter'") from None
+            param_hint=param_hint) from None
+    return found
+
+
+def _load_filter(spec):
+    """Import the job filter named MODULE:FUNCTION."""
+    found = import_named(spec, "'--filter'", "myapp.jobs:is_report")
     if not callable(found):
         raise click.BadParameter(f"{spec!r} is not callable", param_hint="'--filter'")
     return found

@@ -18,7 +18,6 @@ unknown job.  No traceback is shown for any of them.
 
 import contextlib
 import datetime
-import importlib
 import json
 import os
 import re
@@ -31,7 +30,7 @@ from rich.progress import (
     BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn)
 
 from zasync import clock, report, storable
-from zasync.cli import CONTEXT_SETTINGS, _open_database, main
+from zasync.cli import CONTEXT_SETTINGS, _open_database, import_named, main
 from zasync.database import get_queues
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, SIMPLE_FAILURE,
@@ -296,19 +295,7 @@ def parse_argument(text):
 
 
 def _import_callable(spec):
-    module_name, colon, name = spec.partition(":")
-    if not colon or not module_name or not name:
-        raise click.BadParameter(
-            f"{spec!r}: expected MODULE:FUNCTION, e.g. myapp.jobs:send_report",
-            param_hint="'MODULE:FUNCTION'")
-    try:
-        found = importlib.import_module(module_name)
-        for part in name.split("."):
-            found = getattr(found, part)
-    except Exception as error:
-        raise click.BadParameter(
-            f"{spec!r}: cannot import it ({type(error).__name__}: {error})",
-            param_hint="'MODULE:FUNCTION'") from None
+    found = import_named(spec, "'MODULE:FUNCTION'", "myapp.jobs:send_report")
     try:
         storable.check_callable(found)
     except ZasyncError as error:
