@@ -38,7 +38,8 @@ def reading(path, do):
         db.close()
 
 
-@pytest.mark.parametrize("command", ["schedule", "schedules", "unschedule"])
+@pytest.mark.parametrize("command", ["schedule", "schedules", "unschedule",
+                                     "resume-schedule"])
 def test_help_explains_each_command_with_examples(command):
     result = ok(command, "--help")
     assert "Examples:" in result.output and f"zasync {command}" in result.output
@@ -74,6 +75,35 @@ def test_schedule_list_and_unschedule(path):
     result = run("unschedule", "adder", "--db", path)
     assert result.exit_code == 1 and "no schedule 'adder'" in result.output
     ok("unschedule", "zasync.examples.add", "--queue", "mail", "--db", path)
+
+
+def test_resume_schedule_puts_the_next_run_of_a_stalled_schedule(path):
+    ok("schedule", "zasync.examples:add", "2", "3", "--every", "1h", "--name", "hourly",
+       "--db", path)
+    reply = json.loads(ok("resume-schedule", "hourly", "--db", path, "--json").output)
+    assert reply["result"] == "ok" and "not stalled; nothing done" in reply["message"]
+
+    def stall(conn):
+        # as if the callback that puts the next run had failed for good
+        job = zasync.get_queue(conn).schedules["hourly"].next_job
+        job._callbacks = ()
+        job()
+        return job.id
+    db = zasync.open_db(path)
+    try:
+        with db.transaction() as conn:
+            stalled_id = stall(conn)
+    finally:
+        db.close()
+    assert "stalled" in ok("schedules", "--db", path).output
+    done = ok("resume-schedule", "hourly", "--db", path).output
+    assert "schedule 'hourly' resumed: its next run is job" in done
+    next_job = reading(path, lambda conn: (
+        zasync.get_queue(conn).schedules["hourly"].next_job.id,
+        zasync.get_queue(conn).schedules["hourly"].stalled))
+    assert next_job[0] != stalled_id and next_job[1] is False
+    result = run("resume-schedule", "nightly", "--db", path, "--json")
+    assert result.exit_code == 1 and json.loads(result.stdout)["result"] == "fail"
 
 
 @pytest.mark.parametrize("args, message", [

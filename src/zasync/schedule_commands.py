@@ -167,6 +167,44 @@ def unschedule(name, target, queue_name, as_json):
       zasync unschedule myapp.jobs.cleanup --db zeo://127.0.0.1:8100
       zasync unschedule weekly --queue mail --db var/Data.fs --json
     """
+    def remove(queue):
+        queue.unschedule(name)
+        return f"schedule {name!r} removed; its pending run is cancelled"
+    _act_on_schedule(name, target, queue_name, as_json, remove)
+
+
+@main.command("resume-schedule", context_settings=CONTEXT_SETTINGS)
+@click.argument("name", metavar="NAME")
+@db_option
+@queue_option
+@json_option
+def resume_schedule(name, target, queue_name, as_json):
+    """Put the next run of a stalled recurring job.
+
+    A schedule stalls when the callback that puts its next run failed for
+    good (`zasync schedules` shows it as stalled): this puts the run that is
+    due next, from now.  A schedule that is not stalled is left as it is.
+    Exits with status 1 if the queue has no schedule NAME.  --json replies
+    as `zasync unschedule` does.
+
+    \b
+    Examples:
+      zasync resume-schedule nightly --db zeo://127.0.0.1:8100
+      zasync resume-schedule weekly --queue mail --db var/Data.fs --json
+    """
+    def resume(queue):
+        job = queue.schedules[name].resume()
+        if job is None:
+            return f"schedule {name!r} is not stalled; nothing done"
+        return (f"schedule {name!r} resumed: its next run is job {job.id} at "
+                f"{report.when(job.begin_after)} UTC")
+    _act_on_schedule(name, target, queue_name, as_json, resume)
+
+
+def _act_on_schedule(name, target, queue_name, as_json, act):
+    """Run ``act(queue)`` on the queue holding schedule `name`, in a
+    transaction retried on conflicts, and report the line it returns (or
+    that there is no such schedule, with exit status 1)."""
     try:
         with _opened(target) as (tm, conn):
             _check_queue(get_queues(conn), queue_name)
@@ -178,13 +216,12 @@ def unschedule(name, target, queue_name, as_json):
                             f"no schedule {name!r} in queue "
                             f"{report.queue_label(queue_name)}; defined: "
                             + (", ".join(repr(n) for n in queue.schedules) or "none"))
-                    queue.unschedule(name)
+                    done = act(queue)
     except click.ClickException as error:
         if not as_json or isinstance(error, click.UsageError):
             raise
         _echo_json({"task_id": name, "result": "fail", "message": error.message})
         raise SystemExit(error.exit_code) from None
-    done = f"schedule {name!r} removed; its pending run is cancelled"
     if as_json:
         _echo_json({"task_id": name, "result": "ok", "message": done})
     else:
