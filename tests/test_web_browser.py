@@ -49,7 +49,7 @@ def browser_page():
     if reason:
         if os.environ.get("ZASYNC_REQUIRE_BROWSER") == "1":
             pytest.fail(f"ZASYNC_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
+        pytest.skip(reason + "; set ZASYNC_REQUIRE_BROWSER=1 to fail instead")
     from playwright.sync_api import sync_playwright
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -400,18 +400,30 @@ def _act(target, job_id, as_json, action):
     """Find the job and apply `action(job)` (which returns what it did) in a
     transaction retried on conflicts; report in words or in JSON."""
     _check_id(job_id)
-    try:
+
+    def run():
         with _opened(target) as (tm, conn):
             for attempt in tm.attempts(ATTEMPTS):
                 with attempt:
                     done = action(_find(conn, job_id))
+        return done
+    report_action(job_id, as_json, run)
+
+
+def report_action(task_id, as_json, run):
+    """Call `run()`, which acts and returns a line saying what it did, and
+    report it in words or as ``{"task_id", "result": "ok", "message"}``;
+    an error it raises (not bad usage) is reported as ``"result": "fail"``
+    with its exit status."""
+    try:
+        done = run()
     except click.ClickException as error:
         if not as_json or isinstance(error, click.UsageError):
             raise
-        _echo_json({"task_id": job_id, "result": "fail", "message": error.message})
+        _echo_json({"task_id": task_id, "result": "fail", "message": error.message})
         raise SystemExit(error.exit_code) from None
     if as_json:
-        _echo_json({"task_id": job_id, "result": "ok", "message": done})
+        _echo_json({"task_id": task_id, "result": "ok", "message": done})
     else:
         click.echo(done)
 

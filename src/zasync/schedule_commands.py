@@ -15,7 +15,7 @@ from zasync import clock, report
 from zasync.cli import CONTEXT_SETTINGS, main
 from zasync.commands import (
     ATTEMPTS, _check_queue, _echo_json, _error, _import_callable, _opened,
-    db_option, json_option, parse_argument, parse_duration)
+    db_option, json_option, parse_argument, parse_duration, report_action)
 from zasync.database import get_queues
 from zasync.interfaces import ZasyncError
 from zasync.schedule import CATCH_UPS
@@ -205,7 +205,7 @@ def _act_on_schedule(name, target, queue_name, as_json, act):
     """Run ``act(queue)`` on the queue holding schedule `name`, in a
     transaction retried on conflicts, and report the line it returns (or
     that there is no such schedule, with exit status 1)."""
-    try:
+    def run():
         with _opened(target) as (tm, conn):
             _check_queue(get_queues(conn), queue_name)
             for attempt in tm.attempts(ATTEMPTS):
@@ -217,12 +217,5 @@ def _act_on_schedule(name, target, queue_name, as_json, act):
                             f"{report.queue_label(queue_name)}; defined: "
                             + (", ".join(repr(n) for n in queue.schedules) or "none"))
                     done = act(queue)
-    except click.ClickException as error:
-        if not as_json or isinstance(error, click.UsageError):
-            raise
-        _echo_json({"task_id": name, "result": "fail", "message": error.message})
-        raise SystemExit(error.exit_code) from None
-    if as_json:
-        _echo_json({"task_id": name, "result": "ok", "message": done})
-    else:
-        click.echo(done)
+        return done
+    report_action(name, as_json, run)
