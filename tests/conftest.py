@@ -61,6 +61,33 @@ def viewer(db):
     opened.close()
 
 
+@pytest.fixture
+def zeo_producer(zeo_db):
+    """`producer` on the ZEO database."""
+    from scenario_jobs import Producer
+    opened = Producer(zeo_db)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def zeo_viewer(zeo_db):
+    """`viewer` on the ZEO database."""
+    from scenario_jobs import Viewer
+    opened = Viewer(zeo_db)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def process_workers():
+    """Start worker processes with `process_workers.start(log, uri, *options)`
+    (`process_jobs.Workers`); each is stopped by its pid at the end."""
+    from process_jobs import Workers
+    with Workers() as started:
+        yield started
+
+
 # -- worker processes over the ZEO server (tests/recovery_jobs.py) -------------
 
 @pytest.fixture

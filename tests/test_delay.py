@@ -3,29 +3,16 @@
 
 import datetime
 
-import pytest
 
 import zasync
 from zasync import clock
 
 import scenario_jobs as jobs
-from scenario_jobs import Producer, Viewer, unique
+from scenario_jobs import unique
 
 TIMEOUT = jobs.TIMEOUT
 
 
-@pytest.fixture
-def producer(db):
-    opened = Producer(db)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def viewer(db):
-    opened = Viewer(db)
-    yield opened
-    opened.close()
 
 
 def test_a_delayed_job_does_not_start_before_begin_after_and_starts_after(

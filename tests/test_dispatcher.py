@@ -10,23 +10,11 @@ import zasync
 from zasync.interfaces import IDispatcher
 
 import scenario_jobs as jobs
-from scenario_jobs import Producer, Viewer, rendezvous, unique
+from scenario_jobs import Viewer, rendezvous, unique
 
 TIMEOUT = jobs.TIMEOUT
 
 
-@pytest.fixture
-def producer(db):
-    opened = Producer(db)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def viewer(db):
-    opened = Viewer(db)
-    yield opened
-    opened.close()
 
 
 def test_a_dispatcher_provides_its_interface(db):

@@ -18,22 +18,11 @@ from zasync.interfaces import COMPLETED
 import process_jobs
 import scenario_jobs
 from process_jobs import Worker
-from scenario_jobs import Producer, Viewer
+from scenario_jobs import Viewer
 
 TIMEOUT = scenario_jobs.TIMEOUT
 
 
-@pytest.fixture
-def producer(db):
-    opened = Producer(db)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def viewer(db):
-    with Viewer(db) as opened:
-        yield opened
 
 
 def fresh_queue(viewer):

@@ -1,29 +1,16 @@
 """Scenarios: a running job reports its progress, seen from other
 connections while it runs."""
 
-import pytest
 
 import zasync
 from zasync import clock
 
 import scenario_jobs as jobs
-from scenario_jobs import Producer, Viewer, rendezvous, unique
+from scenario_jobs import rendezvous, unique
 
 TIMEOUT = jobs.TIMEOUT
 
 
-@pytest.fixture
-def producer(db):
-    opened = Producer(db)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def viewer(db):
-    opened = Viewer(db)
-    yield opened
-    opened.close()
 
 
 def test_progress_is_visible_from_another_connection_while_the_job_runs(

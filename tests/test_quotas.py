@@ -26,25 +26,20 @@ from scenario_jobs import Producer, Viewer, unique
 TIMEOUT = process_jobs.TIMEOUT
 
 
+# This module's tests run over ZEO, with worker processes (conftest.py).
 @pytest.fixture
-def producer(zeo_db):
-    opened = Producer(zeo_db)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def viewer(zeo_db):
-    with Viewer(zeo_db) as opened:
-        yield opened
+def producer(zeo_producer):
+    return zeo_producer
 
 
 @pytest.fixture
-def workers():
-    """Start worker processes with `workers.start(log, uri, *options)`;
-    each is stopped by its pid at the end of the test."""
-    with process_jobs.Workers() as started:
-        yield started
+def viewer(zeo_viewer):
+    return zeo_viewer
+
+
+@pytest.fixture
+def workers(process_workers):
+    return process_workers
 
 
 def set_quota(producer, name, size):

@@ -2,29 +2,16 @@
 
 import datetime
 
-import pytest
 from ZODB.POSException import ConflictError
 
 import zasync
 
 import scenario_jobs as jobs
-from scenario_jobs import Producer, Viewer, rendezvous, unique
+from scenario_jobs import rendezvous, unique
 
 TIMEOUT = jobs.TIMEOUT
 
 
-@pytest.fixture
-def producer(db):
-    opened = Producer(db)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def viewer(db):
-    opened = Viewer(db)
-    yield opened
-    opened.close()
 
 
 def test_a_conflict_on_the_first_attempt_is_retried(dispatcher, producer):

@@ -29,10 +29,8 @@ def worker(worker_db):
 
 
 @pytest.fixture
-def producer(zeo_db):
-    opened = Producer(zeo_db)
-    yield opened
-    opened.close()
+def producer(zeo_producer):
+    return zeo_producer
 
 
 def test_jobs_put_from_one_db_run_on_a_dispatcher_of_another(
