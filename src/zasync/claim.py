@@ -38,7 +38,6 @@ def _wake_after_commit(committed):
         wake_local_dispatchers()
 
 
-
 class Claiming:
     """What workers call on a queue (mixed into `zasync.queue.Queue`)."""
 

@@ -13,7 +13,14 @@ import tempfile
 import threading
 import time
 
-from zasync.database import install, open_db, wait_for
+import transaction
+import zope.event
+
+from zasync import clock, context, events
+from zasync import dispatcher as dispatcher_module
+from zasync.database import get_queues, install, open_db, wait_for
+from zasync.dispatcher import Dispatcher
+from zasync.interfaces import PENDING, IJobPut, WaitTimeoutError
 
 __all__ = [
     "ZEOServer", "close_multidb", "eager", "free_port", "installed_db",
@@ -141,9 +148,6 @@ class eager:
         self._active = False
 
     def __enter__(self):
-        import zope.event
-
-        from zasync import dispatcher as dispatcher_module
         if self._active:
             raise RuntimeError("this eager mode is already on")
         self._active = True
@@ -160,9 +164,6 @@ class eager:
 
     def stop(self, timeout=None):
         """Leave eager mode (as leaving the ``with`` block does)."""
-        import zope.event
-
-        from zasync import dispatcher as dispatcher_module
         if not self._active:
             return True
         self._active = False
@@ -173,7 +174,6 @@ class eager:
         return True
 
     def _on_event(self, event):
-        from zasync.interfaces import IJobPut
         if not IJobPut.providedBy(event):
             return
         job = event.job
@@ -190,10 +190,6 @@ class eager:
             self._run(db, oid)
 
     def _run(self, db, oid):
-        import transaction
-
-        from zasync import clock, context, events
-        from zasync.interfaces import PENDING
         tm = transaction.TransactionManager()
         conn = db.open(transaction_manager=tm)
         try:
@@ -233,7 +229,6 @@ class running_dispatcher:
 
     def __init__(self, db, threads=2, poll_interval=0.05, stop_timeout=30.0,
                  **dispatcher_kwargs):
-        from zasync.dispatcher import Dispatcher
         if "agents" not in dispatcher_kwargs:
             dispatcher_kwargs["threads"] = threads
         self.stop_timeout = stop_timeout
@@ -256,12 +251,6 @@ def wait_for_idle(db, queues=None, timeout=30.0, poll_interval=0.01):
     pending job and no dispatcher holds a job, then return.  A job delayed
     by `begin_after` counts as pending.  Raises `WaitTimeoutError` after
     `timeout` seconds."""
-    import time
-
-    import transaction
-
-    from zasync.database import get_queues
-    from zasync.interfaces import WaitTimeoutError
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
     deadline = time.monotonic() + timeout
@@ -289,9 +278,6 @@ def open_multidb(folder, names=("main", "async"), **db_kwargs):
     """Open a multi-database of FileStorages ``<folder>/<name>.fs``, one
     per name, and return the first (the main one); the others are in its
     ``databases`` mapping.  Close them all with `close_multidb`."""
-    import os
-
-    from zasync.database import open_db
     if isinstance(names, str) or not names:
         raise ValueError(f"names={names!r}: expected database names, main first")
     databases = {}
