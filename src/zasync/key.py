@@ -39,9 +39,10 @@ def key_index():
     return index
 
 
-def take_key(queue, job):
-    """Make `job` the holder of its key; refuse if another job holds it."""
-    holder = queue.get_by_key(job.key)
+def take_key(queue, job, checked=False):
+    """Make `job` the holder of its key; refuse if another job holds it
+    (unless the caller has just `checked` that none does)."""
+    holder = None if checked else queue.get_by_key(job.key)
     if holder is not None and holder is not job:
         raise JobStateError(
             f"job {job.id}: its key {job.key!r} is held by job {holder.id} "

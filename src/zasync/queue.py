@@ -164,7 +164,7 @@ class Queue(Claiming, persistent.Persistent):
             job.retry_policy = retry_policy
         if key is not None:
             job.key = key
-            take_key(self, job)
+            take_key(self, job, checked=True)   # no holder, looked up above
         job._queue = self
         for callback in job._callbacks:
             callback._queue = self
