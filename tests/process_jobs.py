@@ -58,16 +58,17 @@ def wait_for_file(path, timeout=TIMEOUT):
         time.sleep(0.005)
 
 
-def wait_until(predicate, timeout=TIMEOUT, interval=0.01):
+def wait_until(predicate, timeout=TIMEOUT, interval=0.01, what=None):
     """Call `predicate` until it returns true; return its value, or raise
-    AssertionError after `timeout` seconds."""
+    AssertionError after `timeout` seconds (naming `what`, if given)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"{predicate!r} still false after {timeout} s")
+            raise AssertionError(
+                f"still waiting after {timeout} s for {what or predicate!r}")
         time.sleep(interval)
 
 

@@ -30,6 +30,8 @@ import transaction
 import zasync
 import zasync.examples
 
+import process_jobs
+
 #: The persistent counter a job increments in its own transaction: its
 #: value says how often the job's work was committed.
 Counter = zasync.examples.Counter
@@ -54,17 +56,8 @@ def worker_env(**extra):
 # -- waiting -----------------------------------------------------------------
 
 def wait_until(predicate, timeout=TIMEOUT, what=None, interval=0.02):
-    """Call `predicate` until it returns something true and return that;
-    raise AssertionError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(
-                f"still waiting after {timeout} s for {what or predicate!r}")
-        time.sleep(interval)
+    """`process_jobs.wait_until`, polling every 20 ms."""
+    return process_jobs.wait_until(predicate, timeout, interval, what)
 
 
 def wait_for_file(path, timeout=TIMEOUT):

@@ -9,7 +9,6 @@ argument.  Every wait has a timeout: a test fails, it never hangs.
 
 import collections
 import threading
-import time
 import uuid
 
 import persistent
@@ -18,6 +17,8 @@ from ZODB.POSException import ConflictError
 
 import zasync
 from zasync import clock, events
+
+import process_jobs
 
 #: The longest any helper or job waits for anything.
 TIMEOUT = 10.0
@@ -278,16 +279,8 @@ def hold_worker_after_commit(event):
 # -- waiting from a test ----------------------------------------------------------
 
 def wait_until(predicate, timeout=TIMEOUT, interval=0.005):
-    """Call `predicate` until it returns true; return its value, or raise
-    AssertionError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{predicate!r} still false after {timeout} s")
-        time.sleep(interval)
+    """`process_jobs.wait_until`, with this module's shorter timeout."""
+    return process_jobs.wait_until(predicate, timeout, interval)
 
 
 class Viewer:
