@@ -102,13 +102,6 @@ def client(pg_db):
 
 
 @pytest.fixture
-def folder(tmp_path):
-    path = tmp_path / "jobs"
-    path.mkdir()
-    return str(path)
-
-
-@pytest.fixture
 def workers(tmp_path, pg_uri, queue_name):
     """``workers(name, *options)`` starts a worker on the test's queue;
     every one is ended by its pid when the test ends."""
