@@ -120,6 +120,57 @@ def test_jobs_past_the_retention_are_pruned_by_a_later_claim(db, producer, viewe
         assert list(queue.history) == [] and queue.get(recent.id) is None
 
 
+def _done_count(producer, put, dispatcher_id, now):
+    """Put `put` jobs, complete them as a worker would, then claim as
+    `dispatcher_id` at `now`; return how many completed jobs are left
+    unfiled afterwards."""
+    with producer.tm:
+        queue = producer.queue()
+        for number in range(put):
+            queue.put(scenario_jobs.add, number, 0).cancel()
+        queue.claim(dispatcher_id, 0, now=now)
+        return len(queue.history._done)
+
+
+def test_one_dispatcher_at_a_time_files_the_history(db, producer):
+    # Two workers filing the same completed jobs at once always conflict,
+    # so only the keeper files; the others leave it, up to a bound.
+    from zasync.history import FILE_ANYWAY, KEEPER_LEASE
+    t0 = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
+    lease = datetime.timedelta(microseconds=KEEPER_LEASE)
+    assert _done_count(producer, 3, "keeper", t0) == 0          # takes the lease
+    assert _done_count(producer, 3, "other", t0 + lease / 4) == 3
+    assert _done_count(producer, 0, "keeper", t0 + lease * 0.6) == 0   # renews it
+    assert _done_count(producer, 3, "other", t0 + lease) == 3   # renewed: not yet
+    # Past the bound anyone files, and the lease stays where it was.
+    assert _done_count(producer, FILE_ANYWAY, "other", t0 + lease) == 0
+    with producer.tm:
+        assert producer.queue().history._keeper.dispatcher_id == "keeper"
+    # A lease not renewed runs out and the next claimer takes it.
+    assert _done_count(producer, 3, "other", t0 + 3 * lease) == 0
+    assert _done_count(producer, 3, "keeper", t0 + 3 * lease) == 3
+    # A stopping dispatcher gives it up at once.
+    with producer.tm:
+        producer.queue().history.release("other")
+    assert _done_count(producer, 0, "keeper", t0 + 3 * lease) == 0
+
+
+def test_a_stopped_dispatcher_leaves_the_history_to_the_next(db, producer):
+    with zasync.Dispatcher(db, threads=1, poll_interval=0.05, id="first"):
+        job = producer.put(scenario_jobs.add, 1, 1)
+        zasync.wait_for(job, timeout=TIMEOUT)
+        process_jobs.wait_until(
+            lambda: _keeper_of(producer) == "first", TIMEOUT)
+    assert _keeper_of(producer) is None
+    assert _done_count(producer, 2, "second", None) == 0
+
+
+def _keeper_of(producer):
+    with producer.tm:
+        keeper = producer.queue().history._keeper
+        return None if keeper is None else keeper.dispatcher_id
+
+
 def test_the_pending_structures_do_not_grow_with_finished_work(db, producer, viewer):
     with zasync.Dispatcher(db, threads=4, poll_interval=0.05) as dispatcher:
         with producer.tm:

@@ -160,8 +160,9 @@ class Claiming:
                 self.history.add(job)
             events.notify_after_commit(
                 self._p_jar.transaction_manager.get(), events.completed_event(job))
-        self.history.archive(self._index)
-        self.history.prune(now_us, self._index)
+        if self.history.keeps(dispatcher_id, now_us):
+            self.history.archive(self._index)
+            self.history.prune(now_us, self._index)
         if self.quotas:
             accept = self._quota_check(accept)
         for key, job in self._pick(now_us, accept, count - len(claimed)):

@@ -276,10 +276,13 @@ class Dispatcher:
         back to their queue."""
         def mark_stopped():
             from zasync.database import get_queues
-            record = get_queues(self._conn).dispatchers.get(self.id)
+            container = get_queues(self._conn)
+            record = container.dispatchers.get(self.id)
             if record is None or record.session != self._session:
                 return
             record.stopped_at = clock.now()
+            for name in self.queue_names:
+                container[name].history.release(self.id)
             done = recovery.recover_record(
                 record, f"dispatcher {self.id} stopped", self._tm.get())
             if done:

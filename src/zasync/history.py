@@ -5,6 +5,14 @@ A finishing job's own transaction only adds the job to a merging `JobSet`
 claims file them by end time and prune what is older than the retention.
 Failed jobs are also listed apart until someone dismisses them, so that an
 operator's banner can count them.
+
+Filing and pruning are done by one dispatcher at a time, the keeper: two
+workers filing the same jobs insert the same keys at the same end of the
+time-ordered tree, and one of the two claims conflicts, every time.  The
+keeper holds a lease that its claims renew; when it stops, or its claims
+stop for `KEEPER_LEASE`, the next claimer takes over.  So that the set of
+newly completed jobs stays small (each result's commit rewrites it), any
+claim files it once it holds `FILE_ANYWAY` jobs.
 """
 
 import datetime
@@ -18,6 +26,17 @@ from zasync.interfaces import ConfigurationError
 from zasync.jobset import JobSet
 
 DEFAULT_RETENTION = datetime.timedelta(days=7)
+#: Microseconds a keeper's lease lasts after its last renewal.
+KEEPER_LEASE = 10_000_000
+#: Newly completed jobs that any claim files, keeper or not.
+FILE_ANYWAY = 256
+
+
+class Keeper(persistent.Persistent):
+    """Which dispatcher files and prunes a history, and until when."""
+
+    dispatcher_id = None
+    until = 0           # microseconds since the epoch
 
 
 class History(persistent.Persistent):
@@ -46,6 +65,33 @@ class History(persistent.Persistent):
         self._done.add(job)
 
     # -- written by workers' claims -----------------------------------------
+
+    _keeper = None
+
+    def keeps(self, dispatcher_id, now_us):
+        """Whether a claim of `dispatcher_id` files and prunes (taking or
+        renewing the keeper's lease if so)."""
+        keeper = self._keeper
+        if keeper is None:
+            keeper = self._keeper = Keeper()
+        if keeper.dispatcher_id == dispatcher_id:
+            if keeper.until - now_us < KEEPER_LEASE // 2:
+                keeper.until = now_us + KEEPER_LEASE
+            return True
+        if keeper.until > now_us:
+            # another dispatcher keeps it
+            return len(self._done) >= FILE_ANYWAY
+        keeper.dispatcher_id = dispatcher_id
+        keeper.until = now_us + KEEPER_LEASE
+        return True
+
+    def release(self, dispatcher_id):
+        """A stopping dispatcher gives up the lease, so that the next
+        claimer takes over at once."""
+        keeper = self._keeper
+        if keeper is not None and keeper.dispatcher_id == dispatcher_id:
+            keeper.dispatcher_id = None
+            keeper.until = 0
 
     def has_work(self, now_us):
         if self._done:
