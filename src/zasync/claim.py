@@ -165,7 +165,12 @@ class Claiming:
             self.history.prune(now_us, self._index)
         if self.quotas:
             accept = self._quota_check(accept)
-        for key, job in self._pick(now_us, accept, count - len(claimed)):
+        picked = self._pick(now_us, accept, count - len(claimed))
+        # Over ZEO, ask for the jobs, then their live states (which the
+        # claim writes), at once rather than one round trip each.
+        prefetch(self._p_jar, [job for _, job in picked])
+        prefetch(self._p_jar, [job._live for _, job in picked])
+        for key, job in picked:
             del self._pending[key]
             self._pending_count.change(-1)
             if job.begin_by is not None:
