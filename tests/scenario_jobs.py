@@ -191,6 +191,14 @@ class Counter(persistent.Persistent):
         self.value += 1
         return self.value
 
+    def increment_then_pause(self, name):
+        """Increment, and on the first call wait at the rendezvous `name`
+        (the test changes the counter meanwhile)."""
+        self.value += 1
+        if count_call(name) == 1:
+            rendezvous(name).pause("wrote")
+        return self.value
+
     def increment_then_fail(self):
         self.value += 1
         raise ValueError(f"failed after setting the counter to {self.value}")

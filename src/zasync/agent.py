@@ -2,7 +2,7 @@
 it has room for and what its filter accepts."""
 
 import logging
-import queue as queue_module
+import collections
 import threading
 import time
 
@@ -21,6 +21,9 @@ PREFETCH_PER_THREAD = 8
 #: ones, jobs held ahead would wait here while another worker sits idle, so
 #: it takes at most one per thread ahead.
 SHORT_JOB = 0.02
+#: The default batch: short jobs held ahead that a thread runs together, in
+#: one transaction (see `zasync.batch`).
+BATCH = 8
 #: Weight of the newest run time in the moving average.
 _AVERAGE_WEIGHT = 0.2
 
@@ -41,9 +44,14 @@ class Agent:
     8 per thread while the agent's recent jobs are short (less than
     `SHORT_JOB` seconds on average), else one per thread, so that long jobs
     spread over idle workers while short ones share commits.
+
+    While its recent jobs are short, a thread takes up to `batch` of the
+    jobs held ahead at once and runs them in one transaction (each after a
+    savepoint, so that one raising rolls back only its own changes; see
+    `zasync.batch`).  `batch=1` runs every job in a transaction of its own.
     """
 
-    def __init__(self, size=1, filter=None, name="main", prefetch=None):
+    def __init__(self, size=1, filter=None, name="main", prefetch=None, batch=BATCH):
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigurationError(f"agent size={size!r}: expected an int of 1 or more")
         if filter is not None and not callable(filter):
@@ -54,15 +62,20 @@ class Agent:
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
             raise ConfigurationError(
                 f"agent prefetch={prefetch!r}: expected an int of 0 or more")
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ConfigurationError(f"agent batch={batch!r}: expected an int of 1 or more")
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"agent name={name!r}: expected a non-empty str")
         self.size = size
         self.prefetch = prefetch
+        self.batch = batch
         self.filter = filter
         self.name = name
         self._lock = threading.Lock()
         self._running = set()
-        self._tasks = queue_module.SimpleQueue()
+        # (oid, job id, taken ahead?) pairs for the threads, and _STOP
+        self._tasks = collections.deque()
+        self._has_tasks = threading.Condition(self._lock)
         self._recent = None     # moving average of run times, seconds
         self._threads = []
         self._run = None
@@ -116,7 +129,7 @@ class Agent:
     # -- driven by the dispatcher --------------------------------------------
 
     def start(self, run, thread_name):
-        """Start the threads; `run(oid, job_id)` runs one claimed job."""
+        """Start the threads; `run([(oid, job_id), ...])` runs claimed jobs."""
         self._run = run
         for index in range(self.size):
             thread = threading.Thread(
@@ -125,33 +138,54 @@ class Agent:
             thread.start()
             self._threads.append(thread)
 
-    def submit(self, oid, job_id):
-        """Hand a claimed job to a free thread."""
+    def submit(self, oid, job_id, ahead=False):
+        """Hand a claimed job to a free thread; `ahead` says it was taken
+        ahead of one (and may wait for a thread)."""
         with self._lock:
             if len(self._running) >= self.size + self.prefetch:
                 raise RuntimeError(f"agent {self.name} has no free slot for {job_id}")
             self._running.add(job_id)
-        self._tasks.put((oid, job_id))
+            self._tasks.append((oid, job_id, ahead))
+            self._has_tasks.notify()
+
+    def _take(self):
+        """The next jobs for a thread: one, and while jobs are short, up to
+        `batch` in all with the jobs taken ahead that follow it (jobs
+        claimed for free threads are meant to run side by side: they are
+        not run one after another); None to stop."""
+        with self._lock:
+            self._has_tasks.wait_for(lambda: self._tasks)
+            task = self._tasks.popleft()
+            if task is _STOP:
+                return None
+            tasks = [task[:2]]
+            recent = self._recent
+            if recent is None or recent >= SHORT_JOB:
+                return tasks
+            while (len(tasks) < self.batch and self._tasks
+                   and self._tasks[0] is not _STOP and self._tasks[0][2]):
+                tasks.append(self._tasks.popleft()[:2])
+            return tasks
 
     def _work(self):
         while True:
-            task = self._tasks.get()
-            if task is _STOP:
+            tasks = self._take()
+            if tasks is None:
                 return
-            oid, job_id = task
             began = time.monotonic()
             try:
-                self._run(oid, job_id)
+                self._run(tasks)
             except BaseException:
-                logger.exception("agent %s: job %s ended its thread's run badly",
-                                 self.name, job_id)
+                logger.exception("agent %s: job(s) %s ended its thread's run badly",
+                                 self.name, ", ".join(job_id for _, job_id in tasks))
             finally:
-                took = time.monotonic() - began
+                took = (time.monotonic() - began) / len(tasks)
                 recent = self._recent
                 self._recent = took if recent is None else (
                     recent + _AVERAGE_WEIGHT * (took - recent))
                 with self._lock:
-                    self._running.discard(job_id)
+                    for _, job_id in tasks:
+                        self._running.discard(job_id)
                     self._idle.notify_all()
                 on_free = self.on_free
                 if on_free is not None:
@@ -160,17 +194,11 @@ class Agent:
     def drop_waiting(self):
         """Forget the jobs handed to this agent that no thread has taken
         yet; return their ids (the dispatcher gives them back)."""
-        dropped = []
-        while True:
-            try:
-                task = self._tasks.get_nowait()
-            except queue_module.Empty:
-                break
-            if task is _STOP:
-                self._tasks.put(task)
-                break
-            dropped.append(task[1])
         with self._lock:
+            dropped = [task[1] for task in self._tasks if task is not _STOP]
+            stops = sum(1 for task in self._tasks if task is _STOP)
+            self._tasks.clear()
+            self._tasks.extend([_STOP] * stops)
             for job_id in dropped:
                 self._running.discard(job_id)
             self._idle.notify_all()
@@ -183,6 +211,7 @@ class Agent:
 
     def stop(self):
         """Let the threads end once they have finished their jobs."""
-        for _ in self._threads:
-            self._tasks.put(_STOP)
+        with self._lock:
+            self._tasks.extend([_STOP] * len(self._threads))
+            self._has_tasks.notify_all()
         self._threads = []

@@ -76,7 +76,7 @@ def main(argv=None):
         if began_fd is not None:
             os.write(began_fd, b"1")
             os.close(began_fd)
-        runner(oid, job_id)
+        runner([(oid, job_id)])
     finally:
         db.close()
     return 0

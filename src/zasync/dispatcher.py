@@ -343,12 +343,14 @@ class Dispatcher:
         self._wakeup.set()
         return True
 
-    def note_started(self, oid, job_id, when):
-        """Record, with the next claim, that a job taken ahead of a free
-        thread has started (called from the agents' threads)."""
+    def note_started(self, oid, job_id, when, wake=True):
+        """Record, with the next claim (now if `wake`, else within a poll
+        interval), that a job taken ahead of a free thread has started
+        (called from the agents' threads)."""
         with self._results_lock:
             self._started.append((oid, job_id, when))
-        self._wakeup.set()
+        if wake:
+            self._wakeup.set()
 
     def _take_results(self):
         with self._results_lock:
@@ -450,7 +452,7 @@ class Dispatcher:
             raise
         self._log_results(stored)
         for agent, job in handed:
-            agent.submit(job._p_oid, job.id)
+            agent.submit(job._p_oid, job.id, ahead=job._status == ASSIGNED)
         return bool(handed) and any(agent.free for agent in self.agents), next_due
 
     def _claim_from(self, queue, now, earlier=()):

@@ -42,7 +42,8 @@ class ProcessAgent(Agent):
 
     def __init__(self, size, uri, filter=None, name="processes", prefetch=0,
                  grace=5.0):
-        super().__init__(size, filter=filter, name=name, prefetch=prefetch)
+        # batch=1: each job has a child process of its own
+        super().__init__(size, filter=filter, name=name, prefetch=prefetch, batch=1)
         if not isinstance(uri, str) or "://" not in uri:
             raise ConfigurationError(
                 f"uri={uri!r}: child processes need a database URI they can "
@@ -56,8 +57,7 @@ class ProcessAgent(Agent):
         """See `Agent.start`; `run` is the dispatcher's runner, whose
         dispatcher the children stand in for."""
         dispatcher = run.dispatcher
-        super().start(lambda oid, job_id: self._run_child(dispatcher, oid, job_id),
-                      thread_name)
+        super().start(lambda tasks: self._run_child(dispatcher, *tasks[0]), thread_name)
 
     # -- one job -------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import time
 import transaction
 from ZODB.POSException import ConflictError
 
-from zasync import clock, context, events, local, storable, workflow
+from zasync import batch, clock, context, events, local, storable, workflow
 from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, Cancelled, JobTimeoutError,
@@ -101,14 +101,20 @@ class JobRunner:
 
     # -- entry point -------------------------------------------------------
 
-    def __call__(self, oid, job_id):
+    def __call__(self, tasks):
+        """Run claimed jobs, (oid, job id) pairs: one alone, several in one
+        transaction (see `zasync.batch`)."""
         tm = transaction.TransactionManager()
         conn = self.db.open(transaction_manager=tm)
         try:
-            self._run(tm, conn, oid, job_id)
+            if len(tasks) == 1:
+                self._run(tm, conn, *tasks[0])
+            else:
+                batch.run_batch(self, tm, conn, tasks)
         except Exception:
-            logger.exception("dispatcher %s: job %s: the worker failed to "
-                             "record what happened", self.dispatcher_id, job_id)
+            logger.exception("dispatcher %s: job(s) %s: the worker failed to record "
+                             "what happened", self.dispatcher_id,
+                             ", ".join(job_id for _, job_id in tasks))
         finally:
             if _in_transaction(tm):
                 tm.abort()
@@ -157,12 +163,15 @@ class JobRunner:
             # through the live state
             started = clock.now()
             self.dispatcher.note_started(oid, job_id, started)
-        begin = False       # the first attempt goes on in this transaction
-        while True:
-            outcome = self._attempt(tm, conn, oid, job_id, started, begin=begin)
-            started, begin = None, True
-            if outcome != "again":
-                break
+        # the first attempt goes on in this transaction
+        outcome = self._attempt(tm, conn, oid, job_id, started, begin=False)
+        self._go_on(tm, conn, oid, job_id, outcome)
+
+    def _go_on(self, tm, conn, oid, job_id, outcome):
+        """After an attempt: attempt again while its policy says so, then
+        run the callbacks if some are due."""
+        while outcome == "again":
+            outcome = self._attempt(tm, conn, oid, job_id)
         if outcome == "callbacks":
             self._callbacks(tm, conn, oid)
 
@@ -238,25 +247,33 @@ class JobRunner:
         """Commit, in the job's transaction, that it waits (holding no
         thread), or that it failed with the failure of a job it waited for
         (which had its own retries).  Return 'waiting', 'done' or 'callbacks'."""
+        outcome, log = self._record_wait_or_failure(conn, job, kind, value, started, began)
+        tm.commit()
+        log()
+        return outcome
+
+    def _record_wait_or_failure(self, conn, job, kind, value, started, began):
+        """Write what `_wait_or_fail` commits; return its outcome and a
+        function that logs it once committed."""
         if started is not None:
             job._ensure_started(self.dispatcher_id, started)
+        job_id, name = job.id, job.callable_name
         if kind == "wait":
             workflow.begin_waiting(job, *value)
             self._release(conn, job)
-            tm.commit()
-            logger.info("dispatcher %s: job %s (%s) waits for job %s, holding no thread",
-                        self.dispatcher_id, job.id, job.callable_name,
-                        ", ".join(each.id for each in value[0]))
-            return "waiting"
+            awaited = ", ".join(each.id for each in value[0])
+            return "waiting", lambda: logger.info(
+                "dispatcher %s: job %s (%s) waits for job %s, holding no thread",
+                self.dispatcher_id, job_id, name, awaited)
         more = job._complete(failure=value, dispatcher_id=self.dispatcher_id)
         if not more:
             self._file_completed(conn, job)
-            events.notify_after_commit(tm.get(), events.completed_event(job))
-        tm.commit()
-        logger.warning("dispatcher %s: job %s (%s) failed after %.3fs (after waiting, "
-                       "not retried): %s", self.dispatcher_id, job.id,
-                       job.callable_name, time.monotonic() - began, value)
-        return "callbacks" if more else "done"
+            events.notify_after_commit(conn.transaction_manager.get(),
+                                       events.completed_event(job))
+        took = time.monotonic() - began
+        return "callbacks" if more else "done", lambda: logger.warning(
+            "dispatcher %s: job %s (%s) failed after %.3fs (after waiting, not "
+            "retried): %s", self.dispatcher_id, job_id, name, took, value)
 
     def _after_error(self, tm, conn, oid, job_id, error, began, started=None):
         failure = Failure.from_exception(error)

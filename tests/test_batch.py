@@ -1,0 +1,158 @@
+"""Short jobs run several to a transaction (zasync.batch): each job's
+changes and outcome still commit together, one raising rolls back only
+its own changes, and a failed commit retries every job of the batch alone.
+
+The batches are run here by a dispatcher's runner called directly, on
+jobs claimed for it, so that what shares a transaction is known; the last
+test watches a running dispatcher form batches by itself.
+"""
+
+import threading
+
+import transaction
+from ZODB.POSException import ConflictError
+
+import zasync
+from zasync.interfaces import COMPLETED
+from zasync.runner import JobRunner
+
+import scenario_jobs
+from scenario_jobs import Counter, Producer, Viewer, unique
+
+TIMEOUT = scenario_jobs.TIMEOUT
+
+
+def claimed(db, dispatcher, jobs):
+    """Claim the pending `jobs` for `dispatcher` (not started); return the
+    (oid, id) pairs its threads would be given."""
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        with tm:
+            got = zasync.get_queue(conn).claim(dispatcher.id, len(jobs))
+            assert {job.id for job in got} == {job.id for job in jobs}
+            tasks = [(job._p_oid, job.id) for job in got]
+        return sorted(tasks, key=lambda task: [job.id for job in jobs].index(task[1]))
+    finally:
+        conn.close()
+
+
+def put_counter(producer):
+    with producer.tm:
+        counter = producer.conn.root()["counter"] = Counter()
+    return counter
+
+
+def serials(viewer, jobs):
+    """The transaction that last wrote each job."""
+    return [viewer.get(job)._p_serial for job in jobs]
+
+
+def test_a_batch_commits_its_jobs_and_their_changes_in_one_transaction(db):
+    producer, viewer = Producer(db), Viewer(db)
+    counter = put_counter(producer)
+    with producer.tm:
+        queue = producer.queue()
+        jobs = [queue.put(producer.conn.get(counter._p_oid).increment) for _ in range(3)]
+        jobs.append(queue.put(scenario_jobs.add, 2, 3))
+    dispatcher = zasync.Dispatcher(db)
+    JobRunner(dispatcher)(claimed(db, dispatcher, jobs))
+
+    done = [viewer.get(job) for job in jobs]
+    assert [job.status for job in done] == [COMPLETED] * 4
+    assert [job.result for job in done] == [1, 2, 3, 5]
+    assert [job.attempt_count for job in done] == [1] * 4
+    assert viewer.get(counter).value == 3
+    assert len(set(serials(viewer, jobs))) == 1       # one commit for all
+    assert viewer.get(counter)._p_serial == done[0]._p_serial
+    viewer.close()
+    producer.close()
+
+
+def test_a_job_raising_in_a_batch_rolls_back_only_its_own_changes(db):
+    producer, viewer = Producer(db), Viewer(db)
+    counter = put_counter(producer)
+    with producer.tm:
+        queue = producer.queue()
+        mine = producer.conn.get(counter._p_oid)
+        jobs = [queue.put(mine.increment), queue.put(mine.increment_then_fail),
+                queue.put(mine.increment)]
+    dispatcher = zasync.Dispatcher(db)
+    JobRunner(dispatcher)(claimed(db, dispatcher, jobs))
+
+    first, failed, last = (viewer.get(job) for job in jobs)
+    assert (first.result, last.result) == (1, 2)      # the failure's +1 undone
+    assert viewer.get(counter).value == 2
+    assert failed.status == COMPLETED and failed.failure.check(ValueError)
+    assert "setting the counter to 2" in str(failed.failure)
+    assert failed.attempt_count == 1                  # ValueError: not retried
+    assert first._p_serial == last._p_serial != failed._p_serial
+    viewer.close()
+    producer.close()
+
+
+def test_a_batch_whose_commit_conflicts_retries_each_job_alone(db):
+    name = unique("batch-conflict")
+    meeting = scenario_jobs.rendezvous(name)
+    producer, viewer = Producer(db), Viewer(db)
+    counter = put_counter(producer)
+    with producer.tm:
+        queue = producer.queue()
+        jobs = [queue.put(scenario_jobs.add, 1, 1),
+                queue.put(producer.conn.get(counter._p_oid).increment_then_pause, name),
+                queue.put(scenario_jobs.add, 2, 2)]
+    dispatcher = zasync.Dispatcher(db)
+    tasks = claimed(db, dispatcher, jobs)
+    runner = threading.Thread(target=JobRunner(dispatcher), args=(tasks,))
+    runner.start()
+    try:
+        assert meeting.wait_arrived(label="wrote")
+        # Another transaction changes the counter the batch changed: its
+        # commit conflicts (a Counter has no resolver).
+        with producer.tm:
+            producer.conn.get(counter._p_oid).value = 100
+    finally:
+        meeting.release()
+        runner.join(TIMEOUT)
+    assert not runner.is_alive()
+
+    done = [viewer.get(job) for job in jobs]
+    assert [job.result for job in done] == [2, 101, 4]
+    assert viewer.get(counter).value == 101           # the +1 once, after the 100
+    assert [job.attempt_count for job in done] == [2, 2, 2]
+    for job in done:
+        assert job.attempts[0].check(ConflictError)
+    assert scenario_jobs.calls[name] == 2
+    viewer.close()
+    producer.close()
+
+
+def test_a_running_dispatcher_runs_a_backlog_of_short_jobs_in_batches(db):
+    producer, viewer = Producer(db), Viewer(db)
+    agent = zasync.Agent(1, prefetch=8, batch=8)
+    with zasync.Dispatcher(db, agents=[agent], poll_interval=0.05):
+        # a first job, so that the agent knows its jobs are short
+        zasync.wait_for(producer.put(scenario_jobs.add, 0, 0), timeout=TIMEOUT)
+        counter = put_counter(producer)
+        with producer.tm:
+            queue = producer.queue()
+            mine = producer.conn.get(counter._p_oid)
+            jobs = [queue.put(mine.increment) for _ in range(60)]
+        done = viewer.wait_completed(jobs, timeout=TIMEOUT * 3)
+    assert sorted(job.result for job in done) == list(range(1, 61))
+    assert {job.attempt_count for job in done} == {1}
+    assert viewer.get(counter).value == 60
+    # several jobs per commit
+    assert len(set(serials(viewer, jobs))) <= 60 // 2
+    viewer.close()
+    producer.close()
+
+
+def test_an_agent_refuses_a_bad_batch():
+    for bad in (0, -1, 2.5, True, "8"):
+        try:
+            zasync.Agent(1, batch=bad)
+        except zasync.ConfigurationError as error:
+            assert f"batch={bad!r}" in str(error)
+        else:
+            raise AssertionError(f"batch={bad!r} was accepted")
