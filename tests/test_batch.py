@@ -156,3 +156,63 @@ def test_an_agent_refuses_a_bad_batch():
             assert f"batch={bad!r}" in str(error)
         else:
             raise AssertionError(f"batch={bad!r} was accepted")
+
+
+# -- what a thread takes at once (the agent alone, running a recorder) ----------
+
+class Recorder:
+    """Stands in for the dispatcher's runner: records the jobs each call
+    got, holding the first call until released."""
+
+    def __init__(self):
+        self.calls = []
+        self.first = threading.Event()
+        self.go = threading.Event()
+        self.done = threading.Semaphore(0)
+
+    def __call__(self, tasks):
+        self.calls.append([job_id for _, job_id in tasks])
+        if len(self.calls) == 1:
+            self.first.set()
+            assert self.go.wait(TIMEOUT)
+        for _ in tasks:
+            self.done.release()
+
+
+def run_agent(submissions, batch=4, recent=0.001):
+    """Start a one-thread agent whose recent jobs took `recent` s, hand it
+    (job id, ahead) `submissions` while its thread is held in a first job,
+    and return the job ids of each call after that one."""
+    agent = zasync.Agent(1, prefetch=8, batch=batch)
+    recorder = Recorder()
+    agent.start(recorder, "test-batch")
+    try:
+        agent._recent = recent
+        agent.submit(b"first", "first")
+        assert recorder.first.wait(TIMEOUT)
+        for job_id, ahead in submissions:
+            agent.submit(job_id.encode(), job_id, ahead=ahead)
+        recorder.go.set()
+        for _ in range(1 + len(submissions)):
+            assert recorder.done.acquire(timeout=TIMEOUT)
+    finally:
+        recorder.go.set()
+        agent.stop()
+    return recorder.calls[1:]
+
+
+def test_a_thread_takes_the_jobs_held_ahead_behind_its_next_one():
+    ahead = [(f"a{n}", True) for n in range(6)]
+    assert run_agent(ahead, batch=4) == [["a0", "a1", "a2", "a3"], ["a4", "a5"]]
+
+
+def test_jobs_claimed_for_free_threads_are_not_run_one_after_another():
+    # Claimed because threads were free, they are meant to run side by side.
+    started = [("s1", False), ("s2", False), ("a1", True), ("s3", False)]
+    assert run_agent(started) == [["s1"], ["s2", "a1"], ["s3"]]
+
+
+def test_long_jobs_and_batch_1_run_one_to_a_call():
+    ahead = [(f"a{n}", True) for n in range(3)]
+    assert run_agent(ahead, recent=0.5) == [["a0"], ["a1"], ["a2"]]
+    assert run_agent(ahead, batch=1) == [["a0"], ["a1"], ["a2"]]

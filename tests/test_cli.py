@@ -151,11 +151,19 @@ def test_worker_without_db():
     ("--poll-interval", "0", "0.0 is not in the range x>0"),
     ("--grace", "-1", "-1.0 is not in the range x>=0"),
     ("--log-level", "loud", "'loud' is not one of"),
+    ("--batch", "0", "0 is not in the range x>=1"),
 ])
 def test_worker_bad_option_values(tmp_path, option, value, expected):
     result = run_zasync("worker", "--db", str(tmp_path / "Data.fs"), option, value)
     assert_usage_error(result, option, expected)
     assert not (tmp_path / "Data.fs").exists()   # nothing was opened
+
+
+def test_worker_refuses_a_batch_for_child_processes(tmp_path):
+    result = run_zasync("worker", "--db", "zeo://127.0.0.1:1", "--processes",
+                        "--batch", "4", cwd=tmp_path)
+    assert_usage_error(result, "--batch does not go with --processes")
+    assert list(tmp_path.iterdir()) == []      # no id file, nothing opened
 
 
 @pytest.mark.parametrize("spec, expected", [

@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 _STOP = object()
 
 #: The default prefetch is this many jobs per thread.
-PREFETCH_PER_THREAD = 8
+PREFETCH_PER_THREAD = 16
 #: Jobs that take less than this (seconds, a moving average) are short: an
 #: agent takes its whole prefetch ahead only for short jobs.  For longer
 #: ones, jobs held ahead would wait here while another worker sits idle, so
@@ -23,7 +23,7 @@ PREFETCH_PER_THREAD = 8
 SHORT_JOB = 0.02
 #: The default batch: short jobs held ahead that a thread runs together, in
 #: one transaction (see `zasync.batch`).
-BATCH = 8
+BATCH = 16
 #: Weight of the newest run time in the moving average.
 _AVERAGE_WEIGHT = 0.2
 
@@ -41,7 +41,7 @@ class Agent:
     free threads, so that one commit claims many jobs; they wait in this
     process, `assigned`, until a thread is free.  `prefetch=0` never takes
     more than the free threads.  By default (`prefetch=None`) it adapts:
-    8 per thread while the agent's recent jobs are short (less than
+    16 per thread while the agent's recent jobs are short (less than
     `SHORT_JOB` seconds on average), else one per thread, so that long jobs
     spread over idle workers while short ones share commits.
 

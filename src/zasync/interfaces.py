@@ -430,6 +430,9 @@ class IAgent(Interface):
     name = Attribute("The agent's name, unique within its dispatcher.")
     size = Attribute("How many jobs it runs at once.")
     filter = Attribute("None, or a callable job -> bool choosing what it takes.")
+    batch = Attribute(
+        "How many short jobs claimed ahead one thread runs in one transaction "
+        "(1: each in its own).")
     free = Attribute("How many more jobs it can take now.")
     running = Attribute("The ids of the jobs it holds now.")
 
