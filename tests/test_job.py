@@ -608,3 +608,44 @@ def test_cancelling_runs_the_failure_callback():
     assert job.status == zasync.COMPLETED
     assert on_failure.result.startswith("failure:Cancelled:")
     assert on_success.skipped
+
+
+def test_a_job_keeps_its_times_across_a_commit_and_reads_an_older_state(tmp_path):
+    # Times are stored as integer microseconds (a cheaper pickle) and read
+    # back as the same aware datetimes; a job stored by an earlier zasync,
+    # with datetimes in its state, reads the same.
+    import datetime
+    from zasync import clock
+    from zasync.interfaces import NEW, PENDING
+    db = zasync.open_db(str(tmp_path / "Data.fs"))
+    try:
+        zasync.install(db)
+        tm, conn = _open(db)
+        with tm:
+            job = zasync.get_queue(conn).put(unit_jobs.add, 1, 2)
+            made = (job.created_at, job.begin_after, job.status_history)
+        tm2, other = _open(db)
+        with tm2:
+            again = other.get(job._p_oid)
+            assert (again.created_at, again.begin_after, again.status_history) == made
+            assert again.started_at is None and again.ended_at is None
+            assert made[0].tzinfo is not None and made[2][0][1] == made[0]
+        other.close()
+        conn.close()
+    finally:
+        db.close()
+
+    when = datetime.datetime(2025, 5, 4, 3, 2, 1, 123456, tzinfo=datetime.timezone.utc)
+    older = Job(unit_jobs.add, 1, 2)
+    state = dict(older.__getstate__())
+    for name in ("_created_at_us", "_begin_after_us", "_started_at_us", "_ended_at_us",
+                 "_history"):
+        state.pop(name, None)
+    state.update(created_at=when, begin_after=when, started_at=None, ended_at=when,
+                 status_history=((NEW, when, None), (PENDING, when, "d1")))
+    loaded = Job.__new__(Job)
+    loaded.__setstate__(state)
+    assert (loaded.created_at, loaded.begin_after, loaded.started_at, loaded.ended_at) == (
+        when, when, None, when)
+    assert loaded.status_history == ((NEW, when, None), (PENDING, when, "d1"))
+    assert clock.to_micros(loaded.ended_at) == clock.to_micros(when)

@@ -14,7 +14,7 @@ from zasync.interfaces import CALLBACKS, PENDING, JobTimeoutError
 
 
 def _pending_key(job):
-    return (-job.priority, clock.to_micros(job.begin_after), job.id)
+    return (-job.priority, job._begin_after_us, job.id)
 
 
 def prefetch(jar, objects):

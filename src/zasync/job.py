@@ -34,6 +34,29 @@ _last_id_ms = 0
 _id_counter = 0
 
 
+def _moment(name, doc):
+    """A datetime attribute of a job, stored as integer microseconds.
+
+    A job is pickled at each change of its status and loaded by every
+    connection that looks at it; an aware datetime pickles as several
+    objects, and a job has up to nine, which made them most of the cost of
+    a job's pickle (34 us per job, 19 us with integers).
+    """
+    stored = f"_{name}_us"
+
+    def get(self):
+        micros = getattr(self, stored)
+        return None if micros is None else clock.from_micros(micros)
+
+    def set(self, when):
+        setattr(self, stored, None if when is None else clock.to_micros(when))
+    return property(get, set, doc=doc)
+
+
+#: the datetime attributes that `_moment` stores as microseconds
+_MOMENTS = ("created_at", "begin_after", "started_at", "ended_at")
+
+
 def new_job_id():
     """A new job id: 20 hex digits, time-ordered, unique across processes.
 
@@ -112,9 +135,13 @@ class Job(persistent.Persistent):
     _on = None           # callbacks: 'success', 'failure' or None for both
     dispatcher_id = None
     _status = NEW
-    started_at = None
-    ended_at = None
-    begin_after = None
+    _created_at_us = _begin_after_us = _started_at_us = _ended_at_us = None
+    created_at = _moment("created_at", "When the job was made.")
+    begin_after = _moment("begin_after", "When it falls due.")
+    started_at = _moment("started_at", "When its last attempt started.")
+    ended_at = _moment("ended_at", "When it ended.")
+    # (status, microseconds, dispatcher id) for each change; see status_history
+    _history = ()
     begin_by = None
     retry_policy = None
     priority = 0
@@ -151,10 +178,31 @@ class Job(persistent.Persistent):
         self.kwargs = dict(kwargs)
         self.created_at = clock.now()
         self._status = NEW
-        self.status_history = ((NEW, self.created_at, None),)
+        self._history = ((NEW, self._created_at_us, None),)
         self._live = LiveState()
 
+    def __setstate__(self, state):
+        # A job stored before its datetimes were kept as microseconds.
+        if "status_history" not in state:
+            super().__setstate__(state)
+            return
+        state = dict(state)
+        for name in _MOMENTS:
+            if name in state:
+                when = state.pop(name)
+                state[f"_{name}_us"] = None if when is None else clock.to_micros(when)
+        if "status_history" in state:
+            state["_history"] = tuple((status, clock.to_micros(when), by) for status, when, by
+                                      in state.pop("status_history"))
+        super().__setstate__(state)
+
     # -- reading ---------------------------------------------------------
+
+    @property
+    def status_history(self):
+        """(status, aware datetime, dispatcher id or None) for each change."""
+        return tuple((status, clock.from_micros(micros), by)
+                     for status, micros, by in self._history)
 
     @property
     def status(self):
@@ -255,7 +303,7 @@ class Job(persistent.Persistent):
         assert status in STATUSES, status
         when = when or clock.now()
         self._status = status
-        self.status_history = self.status_history + ((status, when, dispatcher_id),)
+        self._history = self._history + ((status, clock.to_micros(when), dispatcher_id),)
         return when
 
     def _start(self, dispatcher_id=None, when=None):
