@@ -65,6 +65,18 @@ def ids(jobs):
 
 # -- installing and finding queues ----------------------------------------------
 
+def test_open_db_gives_a_path_the_connection_cache_a_uri_gets(tmp_path):
+    db = zasync.open_db(str(tmp_path / "Data.fs"))
+    other = zasync.open_db(str(tmp_path / "Other.fs"), cache_size=123)
+    memory = zasync.open_db("memory://")
+    try:
+        assert db.getCacheSize() == memory.getCacheSize() == 10_000
+        assert other.getCacheSize() == 123
+    finally:
+        for each in (db, other, memory):
+            each.close()
+
+
 def test_install_creates_the_default_queue(tmp_path):
     db = zasync.open_db(str(tmp_path / "new" / "Data.fs"))
     try:

@@ -25,6 +25,11 @@ ROOT_KEY = "zasync"
 #: Dispatchers keep a connection per thread and one for claims; a larger
 #: pool than ZODB's default of 7 keeps them from being reported as too many.
 DEFAULT_POOL_SIZE = 32
+#: Objects each connection of a FileStorage path keeps in memory, as
+#: zodburi gives a URI's; ZODB's default, 400, is less than a queue's own
+#: structures (256 inbox lanes, the pending tree's buckets): a producer
+#: reloaded an inbox lane at every second put.
+DEFAULT_CACHE_SIZE = 10_000
 
 
 def open_db(target, **db_kwargs):
@@ -60,6 +65,7 @@ def open_db(target, **db_kwargs):
     folder = os.path.dirname(os.path.abspath(target))
     os.makedirs(folder, exist_ok=True)
     db_kwargs.setdefault("pool_size", DEFAULT_POOL_SIZE)
+    db_kwargs.setdefault("cache_size", DEFAULT_CACHE_SIZE)
     # FileStorage makes its lock, index and temporary files before it finds
     # that a file is no FileStorage (or is locked): take back what it made.
     made = [target + suffix for suffix in ("", ".lock", ".tmp", ".index")
