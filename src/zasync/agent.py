@@ -48,7 +48,9 @@ class Agent:
     While its recent jobs are short, a thread takes up to `batch` of the
     jobs held ahead at once and runs them in one transaction (each after a
     savepoint, so that one raising rolls back only its own changes; see
-    `zasync.batch`).  `batch=1` runs every job in a transaction of its own.
+    `zasync.batch`).  If that commit conflicts, every job of the batch runs
+    again, alone: `batch=1` (every job in a transaction of its own) suits
+    jobs whose effects outside the database must not be repeated.
     """
 
     def __init__(self, size=1, filter=None, name="main", prefetch=None, batch=BATCH):
