@@ -33,14 +33,15 @@ import time
 
 from ZODB.POSException import ConflictError
 
-from zasync import clock, context, events, local, storable, workflow
-from zasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS, UnstorableError, UnstorableResultError
+from zasync import clock, events, runner as _runner, storable
+from zasync.claim import prefetch
+from zasync.interfaces import ACTIVE, ASSIGNED
 
 logger = logging.getLogger(__name__)
 
 
 def _batchable(runner, job):
-    return (job._status in (ACTIVE, ASSIGNED) and job.status != CALLBACKS
+    return (job._status in (ACTIVE, ASSIGNED)
             and job.dispatcher_id == runner.dispatcher_id
             and job._wait_mode is None and not job._callbacks
             and not job._live.cancel_requested)
@@ -63,7 +64,6 @@ class _Ran:
 def run_batch(runner, tm, conn, tasks):
     """Run `tasks` ((oid, job id) pairs claimed by `runner`'s dispatcher)
     in `conn`, whose transaction manager is `tm`."""
-    from zasync.claim import prefetch
     tm.begin()
     jobs = [conn.get(oid) for oid, _ in tasks]
     prefetch(conn, jobs)
@@ -113,34 +113,21 @@ def run_batch(runner, tm, conn, tasks):
 
 def _call(runner, each):
     """Run one job in the batch's transaction (raising what it raised)."""
-    from zasync.runner import _timed_out
     job = each.job
     logger.debug("dispatcher %s: job %s (%s) started in a batch, attempt %d",
                  runner.dispatcher_id, each.job_id, job.callable_name, job.attempt_count)
-    deadline = None if job.timeout is None else each.began + job.timeout
-    writer = runner.dispatcher.progress_writer(job._live._p_oid, deadline)
-    with local.running(job, writer):
-        with context.applied(job):
-            value = job._invoke()
-            kind, value = workflow.settle(job, value, workflow.put_awaited)
-    if deadline is not None and time.monotonic() > deadline:
-        raise _timed_out(job)
+    kind, value = runner._execute(job, each.job_id, each.began)
     if kind != "value":
         each.outcome, each.log = runner._record_wait_or_failure(
             job._p_jar, job, kind, value, each.started, each.began)
         return
-    try:
-        storable.check_value(value, f"the result of job {each.job_id}:")
-    except UnstorableError as error:
-        raise UnstorableResultError(str(error)) from None
     each.value = value
 
 
 def _hand(runner, tm, succeeded):
     """Hand the results to the dispatcher if the batch wrote nothing else;
     return whether it took them all."""
-    from zasync.runner import _joined
-    if _joined(tm) or any(each.outcome is not None or storable.holds_persistent(each.value)
+    if _runner._joined(tm) or any(each.outcome is not None or storable.holds_persistent(each.value)
                           for each in succeeded):
         return False
     handed = []

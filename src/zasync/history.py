@@ -22,6 +22,7 @@ import persistent
 from BTrees.OOBTree import OOBTree
 
 from zasync import clock
+from zasync.claim import prefetch
 from zasync.interfaces import ConfigurationError
 from zasync.jobset import JobSet
 
@@ -107,11 +108,12 @@ class History(persistent.Persistent):
         jobs = list(self._done)
         # The keeper files jobs other workers ran: over ZEO, ask for them
         # all at once rather than one round trip each.
-        from zasync.claim import prefetch
         prefetch(self._p_jar, jobs)
         for job in jobs:
-            end = job.ended_at or clock.now()
-            key = (-clock.to_micros(end), job.id)
+            end = job._ended_at_us
+            if end is None:
+                end = clock.to_micros(clock.now())
+            key = (-end, job.id)
             if key not in self._by_end:
                 self._by_end[key] = job
                 self._length.change(1)
@@ -151,8 +153,8 @@ class History(persistent.Persistent):
         """Take a job out of the history (it is retried)."""
         self._done.discard(job.id)
         self._failed.pop(job.id, None)
-        if job.ended_at is not None:
-            key = (-clock.to_micros(job.ended_at), job.id)
+        if job._ended_at_us is not None:
+            key = (-job._ended_at_us, job.id)
             if self._by_end.pop(key, None) is not None:
                 self._length.change(-1)
 

@@ -206,21 +206,10 @@ class JobRunner:
         else:
             logger.debug("dispatcher %s: job %s (%s) started, attempt %d",
                          self.dispatcher_id, job_id, job.callable_name, job.attempt_count)
-        live_oid = job._live._p_oid
-        deadline = None if job.timeout is None else began + job.timeout
         try:
-            with local.running(job, self.dispatcher.progress_writer(live_oid, deadline)):
-                with context.applied(job):
-                    value = awaited if awaited is not None else job._invoke()
-                    kind, value = workflow.settle(job, value, workflow.put_awaited)
-            if deadline is not None and time.monotonic() > deadline:
-                raise _timed_out(job)
+            kind, value = self._execute(job, job_id, began, awaited)
             if kind != "value":
                 return self._wait_or_fail(tm, conn, job, kind, value, started, began)
-            try:
-                storable.check_value(value, f"the result of job {job_id}:")
-            except UnstorableError as error:
-                raise UnstorableResultError(str(error)) from None
             if (not job._callbacks and not _joined(tm)
                     and not storable.holds_persistent(value)
                     and self.dispatcher.hand_result(oid, job_id, value, began, started)):
@@ -242,6 +231,25 @@ class JobRunner:
                     self.dispatcher_id, job_id, job.callable_name,
                     time.monotonic() - began)
         return "callbacks" if more else "done"
+
+    def _execute(self, job, job_id, began, awaited=None):
+        """Call the job (or take the outcome it waited for) as the running
+        job of this thread, within its time limit; return ("value", a
+        storable result), ("failure", failure) or ("wait", (jobs, mode)),
+        see `workflow.settle`.  Raises what the job raised."""
+        deadline = None if job.timeout is None else began + job.timeout
+        with local.running(job, self.dispatcher.progress_writer(job._live._p_oid, deadline)):
+            with context.applied(job):
+                value = awaited if awaited is not None else job._invoke()
+                kind, value = workflow.settle(job, value, workflow.put_awaited)
+        if deadline is not None and time.monotonic() > deadline:
+            raise _timed_out(job)
+        if kind == "value":
+            try:
+                storable.check_value(value, f"the result of job {job_id}:")
+            except UnstorableError as error:
+                raise UnstorableResultError(str(error)) from None
+        return kind, value
 
     def _wait_or_fail(self, tm, conn, job, kind, value, started, began):
         """Commit, in the job's transaction, that it waits (holding no
