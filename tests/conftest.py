@@ -46,37 +46,29 @@ def zeo_db(zeo_server):
 def producer(db):
     """An application's connection that puts jobs, one transaction each
     (modules that still define their own fixture of this name use theirs)."""
-    from scenario_jobs import Producer
-    opened = Producer(db)
-    yield opened
-    opened.close()
+    from scenario_jobs import Producer, opened
+    yield from opened(Producer, db)
 
 
 @pytest.fixture
 def viewer(db):
     """A connection that reads each time in a fresh transaction."""
-    from scenario_jobs import Viewer
-    opened = Viewer(db)
-    yield opened
-    opened.close()
+    from scenario_jobs import Viewer, opened
+    yield from opened(Viewer, db)
 
 
 @pytest.fixture
 def zeo_producer(zeo_db):
     """`producer` on the ZEO database."""
-    from scenario_jobs import Producer
-    opened = Producer(zeo_db)
-    yield opened
-    opened.close()
+    from scenario_jobs import Producer, opened
+    yield from opened(Producer, zeo_db)
 
 
 @pytest.fixture
 def zeo_viewer(zeo_db):
     """`viewer` on the ZEO database."""
-    from scenario_jobs import Viewer
-    opened = Viewer(zeo_db)
-    yield opened
-    opened.close()
+    from scenario_jobs import Viewer, opened
+    yield from opened(Viewer, zeo_db)
 
 
 @pytest.fixture

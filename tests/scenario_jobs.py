@@ -354,3 +354,13 @@ class Producer:
     def close(self):
         self.tm.abort()
         self.conn.close()
+
+
+def opened(kind, db):
+    """A fixture's body: a `kind` (`Producer` or `Viewer`) on `db`,
+    closed at the end of the test."""
+    connection = kind(db)
+    try:
+        yield connection
+    finally:
+        connection.close()

@@ -113,15 +113,12 @@ def _claimed_at(job):
 
 @pytest.fixture
 def local_producer(db):
-    opened = Producer(db)
-    yield opened
-    opened.close()
+    yield from scenario_jobs.opened(Producer, db)
 
 
 @pytest.fixture
 def local_viewer(db):
-    with Viewer(db) as opened:
-        yield opened
+    yield from scenario_jobs.opened(Viewer, db)
 
 
 def test_without_a_backlog_jobs_are_claimed_only_as_threads_free_up(
