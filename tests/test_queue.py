@@ -598,6 +598,33 @@ def test_claim_marks_jobs_assigned(db):
         assert queue.claim("dispatcher-2") == []
 
 
+def test_a_start_said_ahead_holds_for_its_own_assignment_only(db):
+    # A worker says in the live state that a job it holds ahead started;
+    # given back and claimed again, the job is only assigned until a
+    # worker says so again.
+    job_id = put(db, unit_jobs.add, 1, 1)
+    with committing(db) as queue:
+        (job,) = queue.claim("dispatcher-1")
+        job._mark_started_ahead(clock.now())
+    with committing(db) as queue:
+        job = queue.get(job_id)
+        assert job.status == zasync.ACTIVE
+        assert job._status == zasync.ASSIGNED
+        queue._requeue(job, clock.now())
+        assert job.status == zasync.PENDING
+    with committing(db) as queue:
+        (job,) = queue.claim("dispatcher-2")
+        assert job.status == zasync.ASSIGNED
+        assert job._started_ahead() is None
+    with committing(db) as queue:
+        job = queue.get(job_id)
+        assert job.status == zasync.ASSIGNED
+        when = clock.now()
+        job._mark_started_ahead(when)
+        assert job.status == zasync.ACTIVE
+        assert job._started_ahead() == when
+
+
 def test_claim_returns_due_jobs_only(db):
     later_id = put(db, unit_jobs.add, 1, 1, begin_after=clock.now() + HOUR)
     now_id = put(db, unit_jobs.add, 2, 2)

@@ -370,7 +370,7 @@ class Dispatcher:
                 continue       # its outcome records the start
             job = self._conn.get(oid)
             if job._status == ASSIGNED and job.dispatcher_id == self.id:
-                job._live.started_at = when
+                job._mark_started_ahead(when)
                 if job._wait_mode is None:    # a job that waited started before
                     events.notify_after_commit(self._tm.get(), events.JobStarted(job),
                                                once=(job_id, when))

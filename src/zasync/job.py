@@ -115,7 +115,12 @@ class LiveState(persistent.mapping.PersistentMapping):
     progress = 0.0
     progress_message = None
     cancel_requested = False
-    started_at = None      # set for a job started while still ASSIGNED
+    # A job started while still ASSIGNED (taken ahead of a free thread):
+    # when, and the assignment it belongs to (the micros of the job's
+    # ASSIGNED status), so that a mark left by an earlier attempt needs no
+    # clearing -- a claim would otherwise load every job's live state.
+    started_at = None
+    started_for = None
 
     def _p_resolveConflict(self, old, saved, new):
         try:
@@ -207,7 +212,7 @@ class Job(persistent.Persistent):
     @property
     def status(self):
         status = self._status
-        if status == ASSIGNED and self._live.started_at is not None:
+        if status == ASSIGNED and self._started_ahead() is not None:
             # Taken ahead of a free thread (see `Agent.prefetch`) and since
             # started: the worker said so in the live state, which the job's
             # own transaction does not write.
@@ -312,13 +317,16 @@ class Job(persistent.Persistent):
             raise AlreadyCompletedError(f"job {self.id} has already completed")
         self.started_at = self._set_status(ACTIVE, when, dispatcher_id)
         self.dispatcher_id = dispatcher_id
+        again = self._resuming or self.attempt_count > 0
         if self._resuming:      # a job that waited goes on: the same attempt
             self._resuming = False
         else:
             self.attempt_count += 1
         self.ended_at = None
-        live = self._live
-        if live.progress != 0.0 or live.progress_message is not None:
+        # Only a running job writes its progress: before a first attempt it
+        # has none, and its live state need not be loaded to say so.
+        live = self._live if again else None
+        if live is not None and (live.progress != 0.0 or live.progress_message is not None):
             live.progress = 0.0
             live.progress_message = None
 
@@ -336,8 +344,23 @@ class Job(persistent.Persistent):
         """Mark the job claimed by a dispatcher, not yet started."""
         self._set_status(ASSIGNED, when, dispatcher_id)
         self.dispatcher_id = dispatcher_id
-        if self._live.started_at is not None:
-            self._live.started_at = None
+
+    def _mark_started_ahead(self, when):
+        """Say in the live state that this assigned job has started (its
+        own record is written by the transaction that ends it)."""
+        live = self._live
+        live.started_at = when
+        live.started_for = self._history[-1][1]
+
+    def _started_ahead(self):
+        """When this assigned job started, if its worker said so for the
+        current assignment; else None."""
+        if self._status != ASSIGNED:
+            return None
+        live = self._live
+        if live.started_for != self._history[-1][1]:
+            return None
+        return live.started_at
 
     def _invoke(self, *extra):
         """Call the callable; callbacks get the parent's outcome in `extra`."""

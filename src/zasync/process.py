@@ -160,7 +160,7 @@ class ProcessAgent(Agent):
                             job, dispatcher.id, f"its process ended with status "
                             f"{returncode} before the job completed", tm.get())
                     else:
-                        job._ensure_started(dispatcher.id, job._live.started_at)
+                        job._ensure_started(dispatcher.id, job._started_ahead())
                         if job._complete(failure=Failure.from_exception(error),
                                          dispatcher_id=dispatcher.id):
                             job._queue._put_completed(job)

@@ -45,7 +45,7 @@ def recover_job(job, owner_id, why, txn=None, now=None):
         return "requeued"
     if status == ACTIVE:
         if job._status == ASSIGNED:     # started from a worker's backlog
-            job._ensure_started(owner_id, job._live.started_at or now)
+            job._ensure_started(owner_id, job._started_ahead() or now)
         attempt = job.attempt_count
         error = InterruptedJobError(
             f"job {job.id} was interrupted on attempt {attempt}: {why}")
