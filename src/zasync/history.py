@@ -20,6 +20,7 @@ import datetime
 import BTrees.Length
 import persistent
 from BTrees.OOBTree import OOBTree
+from zasync.trees import WideTree
 
 from zasync import clock
 from zasync.claim import prefetch
@@ -48,7 +49,7 @@ class History(persistent.Persistent):
         self._done = JobSet()
         # (-end micros, id) -> job: iterating gives the newest first, and
         # the oldest, to prune, is the largest key
-        self._by_end = OOBTree()
+        self._by_end = WideTree()
         self._failed = OOBTree()        # id -> failed job not dismissed
         self._length = BTrees.Length.Length()
 

@@ -8,10 +8,10 @@ Where jobs live, and who writes what:
   BTree of pending jobs written by producers, which raises ConflictError
   whenever two puts split the same bucket -- in the producer's transaction,
   where zasync cannot retry it.
-- ``_pending``: an OOBTree keyed by (-priority, due time, id), written only
-  by claiming workers, who first move the inbox into it.  Workers retry
-  their own conflicts.  Claiming takes the first due key of each priority
-  level: O(log n) per level.
+- ``_pending``: a `WideTree` (an OOBTree with larger buckets) keyed by
+  (-priority, due time, id), written only by claiming workers, who first
+  move the inbox into it.  Workers retry their own conflicts.  Claiming
+  takes the first due key of each priority level: O(log n) per level.
 - ``_deadlines``: (deadline, id) for pending jobs with a `begin_by`, so that
   expired ones are found without a scan.
 - ``_index``: id -> job for every job the queue has seen and not pruned.
@@ -34,6 +34,7 @@ import types
 import BTrees.Length
 import persistent
 from BTrees.OOBTree import OOBTree
+from zasync.trees import WideTree
 from zope.interface import implementer
 
 from zasync import clock, events
@@ -93,7 +94,7 @@ class Queue(Claiming, persistent.Persistent):
     def __init__(self, name=""):
         self.name = name
         self._inbox = tuple(JobSet() for _ in range(LANES))
-        self._pending = OOBTree()
+        self._pending = WideTree()
         self._pending_count = BTrees.Length.Length()
         self._deadlines = OOBTree()
         self._index = OOBTree()
