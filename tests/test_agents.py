@@ -111,6 +111,33 @@ def _claimed_at(job):
     return [when for status, when, _ in job.status_history if status == ASSIGNED][-1]
 
 
+def test_the_default_prefetch_holds_about_fifty_ms_of_short_jobs_per_thread():
+    agent = zasync.Agent(2)
+    # nothing run yet, or jobs of 20 ms and more: one per thread
+    assert agent.ahead == 2
+    agent._recent = 0.02
+    assert agent.ahead == 2
+    agent._recent = 0.5
+    assert agent.ahead == 2
+    # short jobs: about 50 ms of them per thread, by their moving average
+    agent._recent = 0.01
+    assert agent.ahead == 10
+    agent._recent = 0.002
+    assert agent.ahead == 50
+    agent._recent = 0.019
+    assert agent.ahead == 5
+    # ... at most 64 per thread, however short
+    agent._recent = 0.0001
+    assert agent.ahead == 128
+    agent._recent = 0.0
+    assert agent.ahead == 128
+    # a prefetch given is kept whatever the jobs take
+    fixed = zasync.Agent(2, prefetch=3)
+    for recent in (None, 0.0001, 0.01, 0.5):
+        fixed._recent = recent
+        assert fixed.ahead == 3
+
+
 @pytest.fixture
 def local_producer(db):
     yield from scenario_jobs.opened(Producer, db)

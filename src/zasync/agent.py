@@ -14,16 +14,21 @@ logger = logging.getLogger(__name__)
 
 _STOP = object()
 
-#: The default prefetch is this many jobs per thread.
-PREFETCH_PER_THREAD = 16
+#: The default prefetch is at most this many jobs per thread.
+PREFETCH_PER_THREAD = 64
 #: Jobs that take less than this (seconds, a moving average) are short: an
-#: agent takes its whole prefetch ahead only for short jobs.  For longer
-#: ones, jobs held ahead would wait here while another worker sits idle, so
-#: it takes at most one per thread ahead.
+#: agent takes jobs ahead beyond one per thread only for short jobs.  For
+#: longer ones, jobs held ahead would wait here while another worker sits
+#: idle.
 SHORT_JOB = 0.02
+#: While jobs are short, the default prefetch holds about this much of
+#: their work (seconds, by the moving average) per thread: many of the
+#: shortest jobs to a commit, few of those near `SHORT_JOB`, so that a job
+#: held ahead, or an urgent one claimed behind those, waits about this long.
+AHEAD_SECONDS = 0.05
 #: The default batch: short jobs held ahead that a thread runs together, in
 #: one transaction (see `zasync.batch`).
-BATCH = 16
+BATCH = 32
 #: Weight of the newest run time in the moving average.
 _AVERAGE_WEIGHT = 0.2
 
@@ -41,9 +46,10 @@ class Agent:
     free threads, so that one commit claims many jobs; they wait in this
     process, `assigned`, until a thread is free.  `prefetch=0` never takes
     more than the free threads.  By default (`prefetch=None`) it adapts:
-    16 per thread while the agent's recent jobs are short (less than
-    `SHORT_JOB` seconds on average), else one per thread, so that long jobs
-    spread over idle workers while short ones share commits.
+    while the agent's recent jobs are short (less than `SHORT_JOB` seconds
+    on average), as many per thread as take about `AHEAD_SECONDS` (at
+    least one, at most `PREFETCH_PER_THREAD`), else one per thread, so
+    that long jobs spread over idle workers while short ones share commits.
 
     While its recent jobs are short, a thread takes up to `batch` of the
     jobs held ahead at once and runs them in one transaction (each after a
@@ -101,9 +107,12 @@ class Agent:
         its `prefetch`, unless that adapts (the default) and its recent jobs
         were not short: then one per thread."""
         recent = self._recent
-        if not self._adaptive or (recent is not None and recent < SHORT_JOB):
+        if not self._adaptive:
             return self.prefetch
-        return min(self.prefetch, self.size)
+        if recent is None or recent >= SHORT_JOB:
+            return min(self.prefetch, self.size)
+        wanted = round(self.size * AHEAD_SECONDS / max(recent, 1e-6))
+        return max(self.size, min(self.prefetch, wanted))
 
     @property
     def room(self):

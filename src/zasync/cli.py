@@ -251,11 +251,12 @@ def web(target, bind, token, username, password, refresh, threads, allow_hosts, 
 @click.option("--prefetch", default=None, type=click.IntRange(min=0), metavar="N",
               help="Under a backlog, jobs claimed ahead of free threads in one "
                    "commit (0: never more than the free threads).  [default: "
-                   "adapts: 16 per thread while jobs take under 20 ms, else 1 per thread]")
+                   "adapts: while jobs take under 20 ms, about 50 ms of them per thread, "
+                   "at most 64; else 1 per thread]")
 @click.option("--batch", default=None, type=click.IntRange(min=1), metavar="N",
               help="While jobs take under 20 ms, a thread runs up to N of the jobs "
                    "claimed ahead in one transaction, each after a savepoint "
-                   "(1: each job in a transaction of its own).  [default: 16]")
+                   "(1: each job in a transaction of its own).  [default: 32]")
 @click.option("--filter", "filter_spec", default=None, metavar="MODULE:FUNCTION",
               help="Take only jobs for which FUNCTION(job) is true, e.g. "
                    "myapp.jobs:is_cpu_bound.")
