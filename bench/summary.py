@@ -106,7 +106,27 @@ def _peer_lines(lines, results):
         lines.append(f"  {figures['line']}{suffix}")
 
 
-def _ratios(lines, results):
+def _ceilings(lines, r, peer, peer_name, raw, jobs):
+    """What the e2e ratio could be at most in this run, whatever the
+    worker: the peers' e2e counts the enqueue, here one durable commit per
+    put, and the worker's start."""
+    first = r["first_result_after_start_s"]
+    instant = jobs / (jobs / r["enqueue_per_s"] + first)
+    text = (f"    at most, draining all at once after the first result: "
+            f"{num(instant)}/s = {instant / peer:.2f} of {peer_name}")
+    if raw:
+        budget = jobs / peer - jobs / raw - first
+        if budget > 0:
+            text += (f"; with puts at the raw commit rate, matching {peer_name} needs a drain "
+                     f"of {num(jobs / budget)}/s (now {num(r['drain_per_s'])})")
+        else:
+            text += (f"; even with puts at the raw commit rate, no drain matches {peer_name}: "
+                     f"{jobs} raw commits ({jobs / raw:.1f} s) and the worker's start "
+                     f"({first:.2f} s) take longer than its {jobs / peer:.1f} s")
+    lines.append(text)
+
+
+def _ratios(lines, results, jobs):
     runs = results.get("e2e") or {}
     raw = results.get("raw") or {}
     s = results.get("scale")
@@ -118,12 +138,14 @@ def _ratios(lines, results):
         lines.append(f"  in-process FileStorage e2e / Huey e2e: {num(mine)} / {num(huey)} = "
                      f"{mine / huey:.2f} (target >= {TARGET_E2E}: {verdict(mine / huey >= TARGET_E2E)}; "
                      f"Huey: {source})")
+        _ceilings(lines, runs["inprocess"], huey, "Huey", raw.get("raw_fs_commits_per_s"), jobs)
     if "zeo2" in runs:
         celery, source = reference_or_measured(found, "celery")
         mine = runs["zeo2"]["e2e_per_s"]
         lines.append(f"  ZEO 2 worker processes e2e / Celery e2e: {num(mine)} / {num(celery)} = "
                      f"{mine / celery:.2f} (target >= {TARGET_E2E}: {verdict(mine / celery >= TARGET_E2E)}; "
                      f"Celery: {source})")
+        _ceilings(lines, runs["zeo2"], celery, "Celery", raw.get("raw_zeo_commits_per_s"), jobs)
     if s:
         for what in ("put", "claim"):
             ratio = s[f"{what}_ratio"]
@@ -160,7 +182,7 @@ def report(facts, results, cfg):
         _scale(lines, results["scale"])
     if results.get("e2e") or results.get("peers"):
         _peer_lines(lines, results)
-    _ratios(lines, results)
+    _ratios(lines, results, cfg.jobs)
     if "error" in results:
         lines.append(f"ERROR: {results['error']} (figures above are those measured before it)")
     load = " -> ".join("/".join(f"{x:.1f}" for x in facts[k])
