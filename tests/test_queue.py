@@ -740,3 +740,77 @@ def test_the_losing_claimer_gets_the_next_job_on_retry(db):
     with fresh(db) as queue:
         assert queue.get(first_id).dispatcher_id == "first"
         assert queue.get(second_id).dispatcher_id == "second"
+
+
+# -- pending lanes: dispatchers claiming at once take different jobs ---------------
+
+def _register(db, *dispatcher_ids):
+    from zasync.record import DispatcherRecord
+    with db.transaction() as conn:
+        records = zasync.get_queues(conn).dispatchers
+        for dispatcher_id in dispatcher_ids:
+            records[dispatcher_id] = DispatcherRecord(dispatcher_id)
+
+
+def test_two_dispatchers_claiming_a_backlog_at_once_both_commit(db):
+    # BTrees conflict on any change to a bucket that deletes its first key:
+    # two claims of one tree's first jobs always would.  Each dispatcher
+    # takes from its own share of the pending lanes instead.
+    with committing(db) as queue:
+        for n in range(200):
+            queue.put(unit_jobs.add, n, n)
+    drain(db)
+    _register(db, "a", "b")
+    tm1, conn1 = _open(db)
+    tm2, conn2 = _open(db)
+    first = zasync.get_queue(conn1).claim("a", count=20)
+    second = zasync.get_queue(conn2).claim("b", count=20)
+    assert len(first) == len(second) == 20
+    assert not set(ids(first)) & set(ids(second))
+    tm1.commit()
+    tm2.commit()        # merged: no ConflictError
+    taken = {job_id: "a" for job_id in ids(first)}
+    taken.update({job_id: "b" for job_id in ids(second)})
+    conn1.close()
+    conn2.close()
+    with fresh(db) as queue:
+        assert len(queue) == 160
+        for job_id, holder in taken.items():
+            job = queue.get(job_id)
+            assert job.status == zasync.ASSIGNED and job.dispatcher_id == holder
+
+
+def test_a_dispatcher_takes_more_urgent_jobs_outside_its_share_first(db):
+    from zasync.claim import _lane_number
+    from zasync.queue import PENDING_LANES
+    _register(db, "a", "b")
+    with committing(db) as queue:
+        for n in range(40):
+            queue.put(unit_jobs.add, n, n)
+        # an urgent job in a lane of b's share (odd lanes, of two dispatchers)
+        urgent = zasync.Job(unit_jobs.add, 0, 1)
+        while _lane_number(urgent.id, PENDING_LANES) % 2 != 1:
+            urgent = zasync.Job(unit_jobs.add, 0, 1)
+        queue.put(urgent, priority=5)
+        urgent_id = urgent.id
+    drain(db)
+    with committing(db) as queue:
+        claimed = queue.claim("a", count=3)
+        assert ids(claimed)[0] == urgent_id
+        # then a's own share, in due order within each lane
+        lanes = [_lane_number(job.id, PENDING_LANES) for job in claimed[1:]]
+        assert all(lane % 2 == 0 for lane in lanes)
+
+
+def test_a_queue_made_before_lanes_keeps_its_one_pending_tree(db):
+    with committing(db) as queue:
+        del queue._more_pending         # as a queue stored before lanes
+        assert queue._pending_lanes() == (queue._pending,)
+    job_ids = [put(db, unit_jobs.add, n, n) for n in range(5)]
+    _register(db, "a", "b")
+    drain(db)
+    with committing(db) as queue:
+        assert len(queue._pending) == 5
+        assert ids(queue.claim("b", count=2)) == job_ids[:2]
+        assert ids(queue.claim("a", count=5)) == job_ids[2:]
+        assert len(queue._pending) == 0

@@ -8,6 +8,8 @@ conflicts, so it may write the ordered structures (``_pending``,
 see `zasync.queue` for who writes what.
 """
 
+import zlib
+
 from zasync import clock, events
 from zasync.failure import Failure
 from zasync.interfaces import CALLBACKS, PENDING, JobTimeoutError
@@ -15,6 +17,35 @@ from zasync.interfaces import CALLBACKS, PENDING, JobTimeoutError
 
 def _pending_key(job):
     return (-job.priority, job._begin_after_us, job.id)
+
+
+def _lane_number(job_id, lanes):
+    """Which of `lanes` pending trees holds the job (the same in every
+    process: Python's own str hash differs between them)."""
+    return zlib.crc32(job_id.encode()) % lanes if lanes > 1 else 0
+
+
+def _head_key(head):
+    return head[0][0]
+
+
+def _levels(tree):
+    """The priority levels (-priority) present in a pending tree, best first."""
+    if not tree:
+        return
+    key = tree.minKey()
+    while True:
+        yield key[0]
+        try:
+            key = tree.minKey((key[0] + 1,))
+        except ValueError:
+            return
+
+
+def _due(tree, now_us):
+    """(key, job) of a pending tree's due jobs, in claim order."""
+    for level in _levels(tree):
+        yield from tree.items(min=(level,), max=(level, now_us + 1), excludemax=True)
 
 
 def prefetch(jar, objects):
@@ -66,33 +97,44 @@ class Claiming:
         earliest = None
         if self._deadlines:
             earliest = self._deadlines.minKey()[0]
-        if self._pending:
-            key = self._pending.minKey()
-            while key is not None:
-                if earliest is None or key[1] < earliest:
-                    earliest = key[1]
-                try:
-                    key = self._pending.minKey((key[0] + 1,))
-                except ValueError:
-                    key = None
+        for tree in self._pending_lanes():
+            for level in _levels(tree):
+                due = tree.minKey((level,))[1]
+                if earliest is None or due < earliest:
+                    earliest = due
         if earliest is None:
             return None
         return max(0.0, (earliest - now_us) / 1e6)
 
+    def _pending_lanes(self):
+        """The pending trees: one in queues made before lanes, else
+        `PENDING_LANES` (see `zasync.queue`)."""
+        return (self._pending,) + self._more_pending
+
+    _more_pending = ()
+
+    def _pending_lane(self, job_id):
+        lanes = self._pending_lanes()
+        return lanes[_lane_number(job_id, len(lanes))]
+
     def _first_due(self, now_us):
-        if not self._pending:
+        firsts = [first for first in (next(_due(tree, now_us), None)
+                                      for tree in self._pending_lanes())
+                  if first is not None]
+        return min(firsts)[0] if firsts else None
+
+    def _share(self, dispatcher_id):
+        """Which pending lanes a dispatcher claims from while they hold jobs
+        of the best due level: (its rank, how many) among the dispatchers
+        not stopped, so that dispatchers claiming at once take from
+        different trees; None with one lane or one dispatcher."""
+        if len(self._pending_lanes()) == 1 or self.__parent__ is None:
             return None
-        key = self._pending.minKey()
-        while key is not None:
-            level = key[0]
-            for due_key in self._pending.keys(min=(level,), max=(level, now_us + 1),
-                                              excludemax=True):
-                return due_key
-            try:
-                key = self._pending.minKey((level + 1,))
-            except ValueError:
-                key = None
-        return None
+        ids = [id for id, record in self.__parent__.dispatchers.items()
+               if record.stopped_at is None]
+        if len(ids) < 2 or dispatcher_id not in ids:
+            return None
+        return ids.index(dispatcher_id), len(ids)
 
     def _drain(self, keep_callbacks=False):
         """Move the inbox into the ordered structures (workers only); return
@@ -112,7 +154,7 @@ class Claiming:
                 if job.id not in self._index:
                     self._index[job.id] = job
                 if job.status == PENDING:
-                    self._pending[_pending_key(job)] = job
+                    self._pending_lane(job.id)[_pending_key(job)] = job
                     self._pending_count.change(1)
                     if job.begin_by is not None:
                         self._deadlines[(self._deadline(job), job.id)] = job
@@ -165,13 +207,14 @@ class Claiming:
             self.history.prune(now_us, self._index)
         if self.quotas:
             accept = self._quota_check(accept)
-        picked = self._pick(now_us, accept, count - len(claimed))
+        picked = self._pick(now_us, accept, count - len(claimed),
+                            self._share(dispatcher_id) if count else None)
         # Over ZEO, ask for the jobs, then their live states (which the
         # claim writes), at once rather than one round trip each.
         prefetch(self._p_jar, [job for _, job in picked])
         prefetch(self._p_jar, [job._live for _, job in picked])
         for key, job in picked:
-            del self._pending[key]
+            del self._pending_lane(key[2])[key]
             self._pending_count.change(-1)
             if job.begin_by is not None:
                 self._deadlines.pop((self._deadline(job), job.id), None)
@@ -182,23 +225,37 @@ class Claiming:
                 record.jobs.add(job)
         return claimed
 
-    def _pick(self, now_us, accept, count):
+    def _pick(self, now_us, accept, count, share=None):
+        """Up to `count` due (key, job) pairs that `accept` takes, of the
+        best priority first.  Within one level, due order holds in each
+        lane; with `share` (rank, dispatchers), the lanes whose number
+        modulo dispatchers is the rank come first, as long as they hold
+        jobs of the best level left."""
         picked = []
-        if not self._pending:
+        if count <= 0:
             return picked
-        key = self._pending.minKey()
-        while key is not None and len(picked) < count:
-            level = key[0]
-            for due_key, job in self._pending.items(
-                    min=(level,), max=(level, now_us + 1), excludemax=True):
-                if accept is None or accept(job):
-                    picked.append((due_key, job))
-                    if len(picked) == count:
-                        break
-            try:
-                key = self._pending.minKey((level + 1,))
-            except ValueError:
-                key = None
+        heads = []      # [(key, job), mine?, the lane's due items]
+        for number, tree in enumerate(self._pending_lanes()):
+            items = _due(tree, now_us)
+            first = next(items, None)
+            if first is not None:
+                mine = share is not None and number % share[1] == share[0]
+                heads.append([first, mine, items])
+        while heads and len(picked) < count:
+            head = min(heads, key=_head_key)
+            if share is not None and not head[1]:
+                level = head[0][0][0]
+                mine = [h for h in heads if h[1] and h[0][0][0] == level]
+                if mine:
+                    head = min(mine, key=_head_key)
+            key, job = head[0]
+            if accept is None or accept(job):
+                picked.append((key, job))
+            following = next(head[2], None)
+            if following is None:
+                heads.remove(head)
+            else:
+                head[0] = following
         return picked
 
     def _requeue(self, job, begin_after):
@@ -208,7 +265,7 @@ class Claiming:
         job.begin_after = begin_after
         job.dispatcher_id = None
         job._set_status(PENDING)
-        self._pending[_pending_key(job)] = job
+        self._pending_lane(job.id)[_pending_key(job)] = job
         self._pending_count.change(1)
         if job.begin_by is not None:
             self._deadlines[(self._deadline(job), job.id)] = job

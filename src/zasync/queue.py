@@ -8,10 +8,12 @@ Where jobs live, and who writes what:
   BTree of pending jobs written by producers, which raises ConflictError
   whenever two puts split the same bucket -- in the producer's transaction,
   where zasync cannot retry it.
-- ``_pending``: a `WideTree` (an OOBTree with larger buckets) keyed by
-  (-priority, due time, id), written only by claiming workers, who first
-  move the inbox into it.  Workers retry their own conflicts.  Claiming
-  takes the first due key of each priority level: O(log n) per level.
+- ``_pending`` and ``_more_pending``: `PENDING_LANES` `WideTree`s (OOBTrees
+  with larger buckets), a job's lane chosen by its id, keyed by (-priority,
+  due time, id), written only by claiming workers, who first move the inbox
+  into them.  Workers retry their own conflicts.  Claiming takes the first
+  due keys of the best priority level across the lanes, those of the
+  claimer's own share of lanes first: O(lanes log n) per level.
 - ``_deadlines``: (deadline, id) for pending jobs with a `begin_by`, so that
   expired ones are found without a scan.
 - ``_index``: id -> job for every job the queue has seen and not pruned.
@@ -52,6 +54,11 @@ from zasync.quota import Quota, check_size
 #: worker draining them lanes fill up: 5,000 puts leave about 20 jobs in
 #: each of 256 lanes (78 in each of 64, whose puts cost a quarter more).
 LANES = 256
+#: Pending trees of a new queue.  Two dispatchers claiming the first jobs
+#: of one tree conflict every time: BTrees refuse to merge a change to a
+#: bucket that deletes its first key.  With lanes, each dispatcher claims
+#: from its own while it holds jobs of the best level.
+PENDING_LANES = 8
 #: What a queue that never had a schedule shows (read only)
 _NO_SCHEDULES = types.MappingProxyType({})
 _AFTER_ALL = (float("inf"),)
@@ -95,6 +102,7 @@ class Queue(Claiming, persistent.Persistent):
         self.name = name
         self._inbox = tuple(JobSet() for _ in range(LANES))
         self._pending = WideTree()
+        self._more_pending = tuple(WideTree() for _ in range(PENDING_LANES - 1))
         self._pending_count = BTrees.Length.Length()
         self._deadlines = OOBTree()
         self._index = OOBTree()
@@ -283,8 +291,9 @@ class Queue(Claiming, persistent.Persistent):
                 lane.discard(job.id)
                 return
         key = _pending_key(job)
-        if key in self._pending:
-            del self._pending[key]
+        lane = self._pending_lane(job.id)
+        if key in lane:
+            del lane[key]
             self._pending_count.change(-1)
         if job.begin_by is not None:
             self._deadlines.pop((self._deadline(job), job.id), None)
@@ -314,7 +323,8 @@ class Queue(Claiming, persistent.Persistent):
         waiting = sorted(
             (job for lane in self._inbox for job in lane if job.status == PENDING),
             key=_pending_key)
-        return iter(heapq.merge(self._pending.values(), waiting, key=_pending_key))
+        return iter(heapq.merge(*(tree.values() for tree in self._pending_lanes()),
+                                waiting, key=_pending_key))
 
     def get(self, job_id, default=None):
         """See `IQueue`."""
