@@ -106,8 +106,12 @@ def test_raising_a_quota_while_workers_run_lets_more_jobs_run_at_once(
                          quotas="db")
             for n in range(2)]
     process_jobs.wait_until(lambda: process_jobs.arrived(str(gather_dir)) == 1, TIMEOUT)
-    statuses = sorted(viewer.get(job).status for job in jobs)
-    assert statuses == [ACTIVE, PENDING]
+    # The worker's claim committed before its job started, but over ZEO the
+    # viewer hears of that commit a moment later: wait for it.  Two active
+    # at once (the quota broken) would never turn into this.
+    process_jobs.wait_until(
+        lambda: sorted(viewer.get(job).status for job in jobs) == [ACTIVE, PENDING],
+        TIMEOUT, what="one job of the quota active, the other pending")
     assert held(viewer, "db") == 1
 
     set_quota(producer, "db", 2)
