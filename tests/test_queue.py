@@ -744,12 +744,14 @@ def test_the_losing_claimer_gets_the_next_job_on_retry(db):
 
 # -- pending lanes: dispatchers claiming at once take different jobs ---------------
 
-def _register(db, *dispatcher_ids):
+def _register(db, *dispatcher_ids, queues=None):
     from zasync.record import DispatcherRecord
     with db.transaction() as conn:
         records = zasync.get_queues(conn).dispatchers
         for dispatcher_id in dispatcher_ids:
-            records[dispatcher_id] = DispatcherRecord(dispatcher_id)
+            record = records[dispatcher_id] = DispatcherRecord(dispatcher_id)
+            if queues is not None:
+                record.info = {"queues": list(queues)}
 
 
 def test_two_dispatchers_claiming_a_backlog_at_once_both_commit(db):
@@ -814,3 +816,12 @@ def test_a_queue_made_before_lanes_keeps_its_one_pending_tree(db):
         assert ids(queue.claim("b", count=2)) == job_ids[:2]
         assert ids(queue.claim("a", count=5)) == job_ids[2:]
         assert len(queue._pending) == 0
+
+
+def test_dispatchers_of_other_queues_leave_the_due_order_strict(db):
+    job_ids = [put(db, unit_jobs.add, n, n) for n in range(30)]
+    drain(db)
+    _register(db, "a", queues=[""])
+    _register(db, "m", queues=["mail"])
+    with committing(db) as queue:
+        assert ids(queue.claim("a", count=30)) == job_ids

@@ -126,12 +126,14 @@ class Claiming:
     def _share(self, dispatcher_id):
         """Which pending lanes a dispatcher claims from while they hold jobs
         of the best due level: (its rank, how many) among the dispatchers
-        not stopped, so that dispatchers claiming at once take from
-        different trees; None with one lane or one dispatcher."""
+        that serve this queue and neither stopped nor were found dead, so
+        that dispatchers claiming at once take from different trees; None
+        with one lane or one such dispatcher (then due order is strict)."""
         if len(self._pending_lanes()) == 1 or self.__parent__ is None:
             return None
         ids = [id for id, record in self.__parent__.dispatchers.items()
-               if record.stopped_at is None]
+               if record.stopped_at is None and record.dead_at is None
+               and self.name in record.info.get("queues", (self.name,))]
         if len(ids) < 2 or dispatcher_id not in ids:
             return None
         return ids.index(dispatcher_id), len(ids)

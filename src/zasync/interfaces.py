@@ -317,7 +317,7 @@ class IQueue(Interface):
         """Mark up to `count` due jobs that `accept(job)` agrees to take
         (all, when None) as assigned to the dispatcher and return them,
         in due order.  The caller commits; two claimers conflict rather
-        than both get a job.  While several dispatchers are registered,
+        than both get a job.  While several running dispatchers serve it,
         each takes the jobs of its share of the pending lanes first among
         those of the best priority due, so that claims made at once take
         different jobs: due order then holds within each lane."""
