@@ -211,10 +211,10 @@ class Claiming:
             accept = self._quota_check(accept)
         picked = self._pick(now_us, accept, count - len(claimed),
                             self._share(dispatcher_id) if count else None)
-        # Over ZEO, ask for the jobs, then their live states (which the
-        # claim writes), at once rather than one round trip each.
+        # Over ZEO, ask for the jobs at once rather than one round trip
+        # each.  (Their live states are not needed: a claim writes them
+        # only for a retried job.)
         prefetch(self._p_jar, [job for _, job in picked])
-        prefetch(self._p_jar, [job._live for _, job in picked])
         for key, job in picked:
             del self._pending_lane(key[2])[key]
             self._pending_count.change(-1)
