@@ -29,13 +29,13 @@ def _head_key(head):
     return head[0][0]
 
 
-def _levels(tree):
-    """The priority levels (-priority) present in a pending tree, best first."""
+def _level_firsts(tree):
+    """The first key of each priority level in a pending tree, best first."""
     if not tree:
         return
     key = tree.minKey()
     while True:
-        yield key[0]
+        yield key
         try:
             key = tree.minKey((key[0] + 1,))
         except ValueError:
@@ -44,7 +44,8 @@ def _levels(tree):
 
 def _due(tree, now_us):
     """(key, job) of a pending tree's due jobs, in claim order."""
-    for level in _levels(tree):
+    for first in _level_firsts(tree):
+        level = first[0]
         yield from tree.items(min=(level,), max=(level, now_us + 1), excludemax=True)
 
 
@@ -98,10 +99,9 @@ class Claiming:
         if self._deadlines:
             earliest = self._deadlines.minKey()[0]
         for tree in self._pending_lanes():
-            for level in _levels(tree):
-                due = tree.minKey((level,))[1]
-                if earliest is None or due < earliest:
-                    earliest = due
+            for first in _level_firsts(tree):
+                if earliest is None or first[1] < earliest:
+                    earliest = first[1]
         if earliest is None:
             return None
         return max(0.0, (earliest - now_us) / 1e6)

@@ -20,12 +20,12 @@ import datetime
 import BTrees.Length
 import persistent
 from BTrees.OOBTree import OOBTree
-from zasync.trees import WideTree
 
 from zasync import clock
 from zasync.claim import prefetch
 from zasync.interfaces import ConfigurationError
 from zasync.jobset import JobSet
+from zasync.trees import WideTree
 
 DEFAULT_RETENTION = datetime.timedelta(days=7)
 #: Microseconds a keeper's lease lasts after its last renewal.

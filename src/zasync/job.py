@@ -317,18 +317,19 @@ class Job(persistent.Persistent):
             raise AlreadyCompletedError(f"job {self.id} has already completed")
         self.started_at = self._set_status(ACTIVE, when, dispatcher_id)
         self.dispatcher_id = dispatcher_id
+        # Only a running job writes its progress: before a first attempt it
+        # has none, and its live state need not be loaded to say so.
         again = self._resuming or self.attempt_count > 0
         if self._resuming:      # a job that waited goes on: the same attempt
             self._resuming = False
         else:
             self.attempt_count += 1
         self.ended_at = None
-        # Only a running job writes its progress: before a first attempt it
-        # has none, and its live state need not be loaded to say so.
-        live = self._live if again else None
-        if live is not None and (live.progress != 0.0 or live.progress_message is not None):
-            live.progress = 0.0
-            live.progress_message = None
+        if again:
+            live = self._live
+            if live.progress != 0.0 or live.progress_message is not None:
+                live.progress = 0.0
+                live.progress_message = None
 
     def _ensure_started(self, dispatcher_id, when):
         """Record the start of a job its worker took ahead of a free thread

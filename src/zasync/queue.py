@@ -36,7 +36,6 @@ import types
 import BTrees.Length
 import persistent
 from BTrees.OOBTree import OOBTree
-from zasync.trees import WideTree
 from zope.interface import implementer
 
 from zasync import clock, events
@@ -49,6 +48,7 @@ from zasync.history import History
 from zasync.key import check_key, key_index, release_key, take_key
 from zasync.jobset import JobSet
 from zasync.quota import Quota, check_size
+from zasync.trees import WideTree
 
 #: Inbox lanes of a new queue.  A put rewrites one lane whole, and with no
 #: worker draining them lanes fill up: 5,000 puts leave about 20 jobs in
