@@ -111,31 +111,25 @@ def _claimed_at(job):
     return [when for status, when, _ in job.status_history if status == ASSIGNED][-1]
 
 
-def test_the_default_prefetch_holds_about_fifty_ms_of_short_jobs_per_thread():
-    agent = zasync.Agent(2)
+@pytest.mark.parametrize("recent, ahead", [
     # nothing run yet, or jobs of 20 ms and more: one per thread
-    assert agent.ahead == 2
-    agent._recent = 0.02
-    assert agent.ahead == 2
-    agent._recent = 0.5
-    assert agent.ahead == 2
+    (None, 2), (0.02, 2), (0.5, 2),
     # short jobs: about 50 ms of them per thread, by their moving average
-    agent._recent = 0.01
-    assert agent.ahead == 10
-    agent._recent = 0.002
-    assert agent.ahead == 50
-    agent._recent = 0.019
-    assert agent.ahead == 5
+    (0.01, 10), (0.002, 50), (0.019, 5),
     # ... at most 64 per thread, however short
-    agent._recent = 0.0001
-    assert agent.ahead == 128
-    agent._recent = 0.0
-    assert agent.ahead == 128
-    # a prefetch given is kept whatever the jobs take
+    (0.0001, 128), (0.0, 128),
+])
+def test_the_default_prefetch_holds_about_fifty_ms_of_short_jobs_per_thread(recent, ahead):
+    agent = zasync.Agent(2)
+    agent._recent = recent
+    assert agent.ahead == ahead
+
+
+@pytest.mark.parametrize("recent", [None, 0.0001, 0.01, 0.5])
+def test_a_prefetch_given_is_kept_whatever_the_jobs_take(recent):
     fixed = zasync.Agent(2, prefetch=3)
-    for recent in (None, 0.0001, 0.01, 0.5):
-        fixed._recent = recent
-        assert fixed.ahead == 3
+    fixed._recent = recent
+    assert fixed.ahead == 3
 
 
 @pytest.fixture
