@@ -825,3 +825,37 @@ def test_dispatchers_of_other_queues_leave_the_due_order_strict(db):
     _register(db, "m", queues=["mail"])
     with committing(db) as queue:
         assert ids(queue.claim("a", count=30)) == job_ids
+
+
+def test_a_job_cancelled_while_a_drain_moves_it_is_never_claimed(db, monkeypatch):
+    # A job with a callback, cancelled while still in the inbox, goes back
+    # to the inbox to have its callback run.  Landing in the very lane it
+    # left, its lane shows no change, so a worker's drain that read it as
+    # pending a moment before commits without a conflict and files it among
+    # the pending jobs.  The claim must not run a job that is no longer
+    # pending.
+    import zasync.queue
+    with committing(db) as queue:
+        job = zasync.Job(unit_jobs.add, 1, 2)
+        job.add_callback(unit_jobs.add)
+        job = queue.put(job)
+        job_id = job.id
+        lane = next(n for n, each in enumerate(queue._inbox) if job_id in each)
+    tm_drain, conn_drain = _open(db)
+    assert zasync.get_queue(conn_drain).claim("drainer", count=0) == []
+    monkeypatch.setattr(zasync.queue.random, "randrange", lambda n: lane)
+    with committing(db) as queue:
+        assert queue.get(job_id).cancel()
+    tm_drain.commit()               # merged: the race is real
+    conn_drain.close()
+    with committing(db) as queue:
+        claimed = queue.claim("worker", count=5)
+        assert [each.id for each in claimed
+                if each.status != zasync.CALLBACKS] == []
+        assert queue.pending_count() == 0
+        assert not any(len(tree) for tree in queue._pending_lanes())
+    with fresh(db) as queue:
+        job = queue.get(job_id)
+        # its callback runs next (the claim handed it over for that)
+        assert job.status == zasync.CALLBACKS and job.attempt_count == 0
+        assert job.failure.check(zasync.Cancelled) is not None

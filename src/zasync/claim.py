@@ -220,6 +220,13 @@ class Claiming:
             self._pending_count.change(-1)
             if job.begin_by is not None:
                 self._deadlines.pop((self._deadline(job), job.id), None)
+            if job._status != PENDING:
+                # Cancelled while a drain filed it here: the drain read it
+                # pending and did not write the job, so nothing conflicted.
+                # The cancel filed it where it belongs; drop the stale entry.
+                if self.quotas:
+                    self._release_quotas(job)
+                continue
             job._assign(dispatcher_id, now)
             claimed.append(job)
         if record is not None:
