@@ -67,6 +67,8 @@ def run_batch(runner, tm, conn, tasks):
     tm.begin()
     jobs = [conn.get(oid) for oid, _ in tasks]
     prefetch(conn, jobs)
+    # Each job's live state says whether it was cancelled before it ran.
+    prefetch(conn, [job._live for job in jobs])
     alone, ran = [], []
     for (oid, job_id), job in zip(tasks, jobs):
         if not _batchable(runner, job):
