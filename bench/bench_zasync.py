@@ -56,6 +56,8 @@ from zasync import ACTIVE, COMPLETED
 from zasync.examples import noop, stamp
 from zasync.testing import ZEOServer
 
+from common import completed_flags
+
 
 class ZasyncPeer(benchlib.Peer):
     """zasync over ZEO (FileStorage behind a loopback ZEO server): one worker process of 2 threads."""
@@ -128,7 +130,7 @@ class ZasyncPeer(benchlib.Peer):
     def stored(self, oids):
         self._check_server()
         self.tm.begin()          # a fresh snapshot: the worker's commits
-        flags = [self.conn.get(oid).status == COMPLETED for oid in oids]
+        flags = completed_flags(self.conn, oids)
         self.tm.abort()
         return flags
 
