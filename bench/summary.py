@@ -2,6 +2,7 @@
 ratios and targets of issue 3."""
 
 import e2e
+import storage
 from peers import reference_or_measured
 
 TARGET_E2E = 1.0          # x Huey in-process on FileStorage, x Celery over ZEO (2 workers)
@@ -26,6 +27,17 @@ def _raw(lines, raw, cfg):
                  f"{cfg.repeats} x {cfg.raw_commits} commits")
     lines.append(f"  FileStorage (each commit fsync'd)      {num(raw['raw_fs_commits_per_s']):>7} commits/s")
     lines.append(f"  ZEO on loopback, one client             {num(raw['raw_zeo_commits_per_s']):>7} commits/s")
+    if "floor_fs_e2e_per_s" not in raw:
+        return
+    lines.append(f"floor of any job queue kept in the storage, the peers' protocol, median of "
+                 f"{cfg.repeats}: {cfg.jobs} puts of one new object into one of "
+                 f"{storage.FLOOR_LANES} sets, one per transaction; then each job loaded and "
+                 f"rewritten once, {storage.FLOOR_BATCH} per commit, by another client; "
+                 f"no claims, history, worker start or polling")
+    lines.append(f"  {'':40} {'put/s':>7} {'drain/s':>8} {'e2e/s':>7}")
+    for key, title in (("floor_fs", "FileStorage, in one process"), ("floor_zeo", "ZEO on loopback")):
+        lines.append(f"  {title:40} {num(raw[key + '_put_per_s']):>7} "
+                     f"{num(raw[key + '_drain_per_s']):>8} {num(raw[key + '_e2e_per_s']):>7}")
 
 
 def _e2e(lines, runs, cfg):
@@ -106,6 +118,13 @@ def _peer_lines(lines, results):
         lines.append(f"  {figures['line']}{suffix}")
 
 
+def _floor(lines, r, peer, peer_name, floor):
+    if floor:
+        lines.append(f"    the storage's floor for a queue (above): {num(floor)}/s = "
+                     f"{floor / peer:.2f} of {peer_name}; zasync reaches {r['e2e_per_s'] / floor:.2f} "
+                     f"of the floor")
+
+
 def _ceilings(lines, r, peer, peer_name, raw, jobs):
     """What the e2e ratio could be at most in this run, whatever the
     worker: the peers' e2e counts the enqueue, here one durable commit per
@@ -139,6 +158,7 @@ def _ratios(lines, results, jobs):
                      f"{mine / huey:.2f} (target >= {TARGET_E2E}: {verdict(mine / huey >= TARGET_E2E)}; "
                      f"Huey: {source})")
         _ceilings(lines, runs["inprocess"], huey, "Huey", raw.get("raw_fs_commits_per_s"), jobs)
+        _floor(lines, runs["inprocess"], huey, "Huey", raw.get("floor_fs_e2e_per_s"))
     if "zeo2" in runs:
         celery, source = reference_or_measured(found, "celery")
         mine = runs["zeo2"]["e2e_per_s"]
@@ -146,6 +166,7 @@ def _ratios(lines, results, jobs):
                      f"{mine / celery:.2f} (target >= {TARGET_E2E}: {verdict(mine / celery >= TARGET_E2E)}; "
                      f"Celery: {source})")
         _ceilings(lines, runs["zeo2"], celery, "Celery", raw.get("raw_zeo_commits_per_s"), jobs)
+        _floor(lines, runs["zeo2"], celery, "Celery", raw.get("floor_zeo_e2e_per_s"))
     if s:
         for what in ("put", "claim"):
             ratio = s[f"{what}_ratio"]
