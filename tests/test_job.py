@@ -649,3 +649,14 @@ def test_a_job_keeps_its_times_across_a_commit_and_reads_an_older_state(tmp_path
         when, when, None, when)
     assert loaded.status_history == ((NEW, when, None), (PENDING, when, "d1"))
     assert clock.to_micros(loaded.ended_at) == clock.to_micros(when)
+
+
+def test_add_callback_takes_arguments_only_inside_the_callback_job():
+    # add_callback(f, x) would make x the callback's trigger, not its
+    # argument: refused at once; arguments go to Job(f, x).
+    job = Job(unit_jobs.add, 1, 2)
+    with pytest.raises(TypeError):
+        job.add_callback(unit_jobs.add, 5)
+    assert job.callbacks == []
+    callback = job.add_callback(Job(unit_jobs.add, 5))
+    assert job.callbacks == [callback] and callback.args == (5,)

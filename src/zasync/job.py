@@ -478,7 +478,7 @@ class Job(persistent.Persistent):
                 callback._run_callback(self._outcome(), dispatcher_id)
         self._finish_callbacks(dispatcher_id)
 
-    def add_callback(self, callback, _on=None):
+    def add_callback(self, callback, *, _on=None):
         """See `IJob`."""
         if not isinstance(callback, Job):
             callback = Job(callback)
