@@ -29,8 +29,15 @@ def test_an_urgent_job_starts_before_the_bulk_jobs_queued_before_it(
             workers.append(Worker(str(tmp_path / f"{name}.log"), zeo_server.uri,
                                   "--threads", "1", "--prefetch", "0", "--id", name))
         process_jobs.wait_until(lambda: process_jobs.arrived(str(gates)) == 2, TIMEOUT)
-        statuses = [viewer.get(job).status for job in bulk]
-        assert sorted(statuses) == [ACTIVE] * 2 + [PENDING] * 6
+
+        # The workers' commits reach this ZEO client a moment after they
+        # are made: wait for them to show, rather than read once.
+        def two_active():
+            viewer.get(bulk[0])     # one fresh transaction for all eight
+            now = [viewer.conn.get(job._p_oid).status for job in bulk]
+            return now if sorted(now) == [ACTIVE] * 2 + [PENDING] * 6 else None
+        statuses = process_jobs.wait_until(
+            two_active, TIMEOUT, what="two bulk jobs active, six pending")
         waiting = [job for job, status in zip(bulk, statuses) if status == PENDING]
 
         urgent = producer.put(zasync.Job(process_jobs.quick, "urgent"), priority=10)
