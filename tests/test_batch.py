@@ -91,6 +91,31 @@ def test_a_job_raising_in_a_batch_rolls_back_only_its_own_changes(db):
     producer.close()
 
 
+def test_a_job_cancelled_after_its_claim_is_not_run_by_its_batch(db):
+    # Claimed ahead of a free thread, then cancelled: the cancel is asked
+    # of the job's live state, which the batch reads (for all its jobs at
+    # once) before it calls any of them.
+    producer, viewer = Producer(db), Viewer(db)
+    counter = put_counter(producer)
+    with producer.tm:
+        queue = producer.queue()
+        mine = producer.conn.get(counter._p_oid)
+        jobs = [queue.put(mine.increment) for _ in range(3)]
+    dispatcher = zasync.Dispatcher(db)
+    tasks = claimed(db, dispatcher, jobs)
+    with producer.tm:
+        assert producer.conn.get(jobs[1]._p_oid).cancel()
+    JobRunner(dispatcher)(tasks)
+
+    first, cancelled, last = (viewer.get(job) for job in jobs)
+    assert (first.result, last.result) == (1, 2)
+    assert cancelled.cancelled
+    assert "cancelled before it started" in str(cancelled.failure)
+    assert viewer.get(counter).value == 2             # it never ran
+    viewer.close()
+    producer.close()
+
+
 def test_a_batch_whose_commit_conflicts_retries_each_job_alone(db):
     name = unique("batch-conflict")
     meeting = scenario_jobs.rendezvous(name)
