@@ -14,6 +14,7 @@ from ZODB.FileStorage import FileIterator
 
 import zasync
 from zasync.interfaces import COMPLETED
+from zasync.runner import JobRunner
 
 import process_jobs
 import scenario_jobs
@@ -78,6 +79,34 @@ def test_a_failure_dismissed_before_a_claim_filed_it_stays_dismissed(db, produce
     queue = fresh_queue(viewer)
     assert queue.failed() == []
     assert [found.id for found in queue.history] == [job.id]
+
+
+def test_the_keeper_files_jobs_without_loading_them(db, producer, viewer):
+    # Over ZEO the keeper's cache no longer holds jobs that other workers
+    # completed: each load would be a request.  What the filing needs (the
+    # end, whether it failed) is kept beside the job in the set.
+    ran = [producer.put(scenario_jobs.add, number, 1) for number in range(2)]
+    runner = JobRunner(zasync.Dispatcher(db))     # run here, no claims after
+    with producer.tm:
+        tasks = [(job._p_oid, job.id) for job in producer.queue().claim(runner.dispatcher_id, 2)]
+    runner(tasks)
+    cancelled = producer.put(scenario_jobs.add, 2, 2)
+    with producer.tm:
+        queue = producer.queue()
+        queue.get(cancelled.id).cancel()
+        # as a database of before the notes holds it: the job alone
+        queue.history._done.add(queue.get(ran[1].id))
+    queue = fresh_queue(viewer)
+    unfiled = {job_id for job_id, _, _ in queue.history._done.noted()}
+    assert unfiled == {ran[0].id, ran[1].id, cancelled.id}
+    viewer.conn.cacheMinimize()
+    queue.claim(runner.dispatcher_id, 0)        # the keeper since its claim above
+    jobs = {job_id: job for (_, job_id), job in queue.history._by_end.items()}
+    assert set(jobs) == unfiled
+    assert jobs[ran[0].id]._p_changed is None        # filed, never loaded
+    assert [job.id for job in queue.failed()] == [cancelled.id]
+    assert [job.id for job in queue.history] == [cancelled.id, ran[1].id, ran[0].id]
+    viewer.tm.abort()
 
 
 def set_retention(producer, seconds):

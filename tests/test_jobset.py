@@ -119,6 +119,23 @@ def test_set_operations():
     assert len(jobs) == 0
 
 
+def test_a_job_added_with_a_note_reads_as_a_job_and_its_note_beside_it():
+    jobs = JobSet()
+    noted, plain = zasync.Job(unit_jobs.add, 1, 2), zasync.Job(len, "ab")
+    jobs.add(noted, note=(1_000, False))
+    jobs.add(plain)
+    assert jobs.get(noted.id) is noted
+    assert {job.id for job in jobs} == {noted.id, plain.id}
+    assert sorted(jobs.noted(), key=lambda entry: entry[2] is plain) == [
+        (noted.id, (1_000, False), noted), (plain.id, None, plain)]
+
+
+def test_concurrent_additions_with_notes_merge():
+    old = state(a="A")
+    merged = merge_job_states(old, state(a="A", b=((5, True), "B")), state(a="A", c="C"))
+    assert merged == state(a="A", b=((5, True), "B"), c="C")
+
+
 # -- real concurrency: two transaction managers on a FileStorage ---------------
 
 def _open(db):

@@ -63,8 +63,9 @@ class History(persistent.Persistent):
     # -- written by finishing jobs ------------------------------------------
 
     def add(self, job):
-        """File a completed job (merges with concurrent additions)."""
-        self._done.add(job)
+        """File a completed job (merges with concurrent additions), with
+        what its filing needs, so that the keeper need not load it."""
+        self._done.add(job, note=(job._ended_at_us, job._failure is not None))
 
     # -- written by workers' claims -----------------------------------------
 
@@ -106,24 +107,27 @@ class History(persistent.Persistent):
         """Move newly completed jobs into the time-ordered store."""
         if not self._done:
             return 0
-        jobs = list(self._done)
-        # The keeper files jobs other workers ran: over ZEO, ask for them
-        # all at once rather than one round trip each.
-        prefetch(self._p_jar, jobs)
-        for job in jobs:
-            end = job._ended_at_us
+        entries = self._done.noted()
+        # The keeper files jobs other workers ran.  Added with a note (their
+        # end, whether they failed), they are not loaded; those added
+        # before notes are, asked for all at once (one request over ZEO).
+        prefetch(self._p_jar, [job for _, note, job in entries if note is None])
+        now_us = None
+        for job_id, note, job in entries:
+            end, failed = (job._ended_at_us, job._failure is not None) if note is None else note
             if end is None:
-                end = clock.to_micros(clock.now())
-            key = (-end, job.id)
+                now_us = now_us or clock.to_micros(clock.now())
+                end = now_us
+            key = (-end, job_id)
             if key not in self._by_end:
                 self._by_end[key] = job
                 self._length.change(1)
-            if job.failure is not None and not getattr(job, "dismissed", False):
-                self._failed[job.id] = job
-            if job.id not in index:
-                index[job.id] = job
-        self._done.remove_all([job.id for job in jobs])
-        return len(jobs)
+            if failed and not getattr(job, "dismissed", False):
+                self._failed[job_id] = job
+            if job_id not in index:
+                index[job_id] = job
+        self._done.remove_all([job_id for job_id, _, _ in entries])
+        return len(entries)
 
     def prune(self, now_us, index, limit=500):
         """Forget up to `limit` jobs that ended before the retention."""

@@ -11,6 +11,11 @@ how two workers are kept from claiming one job.
 
 The sets stay small: an inbox is drained by every claim, and a record holds
 only the jobs its dispatcher is running.
+
+A job may be added with a note: a small tuple of what the set's reader
+needs of it (a history's filing needs a job's end time), kept beside the
+job so that reading it does not load the job -- over ZEO, one that another
+worker wrote, which the reader's cache no longer holds.
 """
 
 import persistent
@@ -51,16 +56,27 @@ def merge_job_states(old, saved, new):
     return result
 
 
+def _job(value):
+    return value[1] if value.__class__ is tuple else value
+
+
 class JobSet(persistent.Persistent):
     """Jobs by id; concurrent additions and removals of different jobs
     merge instead of conflicting."""
 
     def __init__(self):
+        # id -> job, or (note, job) for a job added with a note
         self._jobs = {}
 
-    def add(self, job):
-        self._jobs[job.id] = job
+    def add(self, job, note=None):
+        """Add `job`, with `note` (a tuple) if given."""
+        self._jobs[job.id] = job if note is None else (note, job)
         self._p_changed = True
+
+    def noted(self):
+        """(id, note or None, job) for each job."""
+        return [(job_id, value[0], value[1]) if value.__class__ is tuple else (job_id, None, value)
+                for job_id, value in self._jobs.items()]
 
     def discard(self, job_id):
         if job_id in self._jobs:
@@ -78,7 +94,8 @@ class JobSet(persistent.Persistent):
             self._p_changed = True
 
     def get(self, job_id, default=None):
-        return self._jobs.get(job_id, default)
+        value = self._jobs.get(job_id)
+        return default if value is None else _job(value)
 
     def __contains__(self, job_id):
         return job_id in self._jobs
@@ -90,7 +107,7 @@ class JobSet(persistent.Persistent):
         return bool(self._jobs)
 
     def __iter__(self):
-        return iter(list(self._jobs.values()))
+        return iter([_job(value) for value in self._jobs.values()])
 
     def ids(self):
         return list(self._jobs)
