@@ -126,8 +126,8 @@ def test_a_job_added_with_a_note_reads_as_a_job_and_its_note_beside_it():
     jobs.add(plain)
     assert jobs.get(noted.id) is noted
     assert {job.id for job in jobs} == {noted.id, plain.id}
-    assert sorted(jobs.noted(), key=lambda entry: entry[2] is plain) == [
-        (noted.id, (1_000, False), noted), (plain.id, None, plain)]
+    assert {job_id: (note, job) for job_id, note, job in jobs.noted()} == {
+        noted.id: ((1_000, False), noted), plain.id: (None, plain)}
 
 
 def test_concurrent_additions_with_notes_merge():

@@ -56,8 +56,9 @@ def merge_job_states(old, saved, new):
     return result
 
 
-def _job(value):
-    return value[1] if value.__class__ is tuple else value
+def _split(value):
+    """(note or None, job) of a stored value."""
+    return value if value.__class__ is tuple else (None, value)
 
 
 class JobSet(persistent.Persistent):
@@ -75,8 +76,7 @@ class JobSet(persistent.Persistent):
 
     def noted(self):
         """(id, note or None, job) for each job."""
-        return [(job_id, value[0], value[1]) if value.__class__ is tuple else (job_id, None, value)
-                for job_id, value in self._jobs.items()]
+        return [(job_id, *_split(value)) for job_id, value in self._jobs.items()]
 
     def discard(self, job_id):
         if job_id in self._jobs:
@@ -95,7 +95,7 @@ class JobSet(persistent.Persistent):
 
     def get(self, job_id, default=None):
         value = self._jobs.get(job_id)
-        return default if value is None else _job(value)
+        return default if value is None else _split(value)[1]
 
     def __contains__(self, job_id):
         return job_id in self._jobs
@@ -107,7 +107,7 @@ class JobSet(persistent.Persistent):
         return bool(self._jobs)
 
     def __iter__(self):
-        return iter([_job(value) for value in self._jobs.values()])
+        return iter([_split(value)[1] for value in self._jobs.values()])
 
     def ids(self):
         return list(self._jobs)
