@@ -43,6 +43,16 @@ def put_counter(producer):
     return counter
 
 
+def counter_jobs(producer, *methods):
+    """Put a Counter, then a job calling each of its `methods` (by name)."""
+    counter = put_counter(producer)
+    with producer.tm:
+        queue = producer.queue()
+        mine = producer.conn.get(counter._p_oid)
+        jobs = [queue.put(getattr(mine, method)) for method in methods]
+    return counter, jobs
+
+
 def serials(viewer, jobs):
     """The transaction that last wrote each job."""
     return [viewer.get(job)._p_serial for job in jobs]
@@ -71,12 +81,7 @@ def test_a_batch_commits_its_jobs_and_their_changes_in_one_transaction(db):
 
 def test_a_job_raising_in_a_batch_rolls_back_only_its_own_changes(db):
     producer, viewer = Producer(db), Viewer(db)
-    counter = put_counter(producer)
-    with producer.tm:
-        queue = producer.queue()
-        mine = producer.conn.get(counter._p_oid)
-        jobs = [queue.put(mine.increment), queue.put(mine.increment_then_fail),
-                queue.put(mine.increment)]
+    counter, jobs = counter_jobs(producer, "increment", "increment_then_fail", "increment")
     dispatcher = zasync.Dispatcher(db)
     JobRunner(dispatcher)(claimed(db, dispatcher, jobs))
 
@@ -96,11 +101,7 @@ def test_a_job_cancelled_after_its_claim_is_not_run_by_its_batch(db):
     # of the job's live state, which the batch reads (for all its jobs at
     # once) before it calls any of them.
     producer, viewer = Producer(db), Viewer(db)
-    counter = put_counter(producer)
-    with producer.tm:
-        queue = producer.queue()
-        mine = producer.conn.get(counter._p_oid)
-        jobs = [queue.put(mine.increment) for _ in range(3)]
+    counter, jobs = counter_jobs(producer, "increment", "increment", "increment")
     dispatcher = zasync.Dispatcher(db)
     tasks = claimed(db, dispatcher, jobs)
     with producer.tm:
