@@ -193,9 +193,9 @@ class Producer:
 def completed_flags(conn, oids):
     """Whether each job of `oids` completed, as a client of zasync reads it
     (``job.status``), in the transaction `conn` is in.  The jobs, then the
-    live states its status consults while it is assigned, are asked for at once:
-    over ZEO one request each for the window, as the peers' pipelined
-    reads of Redis do, not one round trip per job."""
+    live states that the status of an assigned job consults, are asked for
+    at once: over ZEO one request for each, as the peers pipeline their
+    reads of Redis, not one round trip per job."""
     jobs = [conn.get(oid) for oid in oids]
     conn.prefetch([job for job in jobs if job._p_changed is None])
     lives = [job.annotations for job in jobs]
