@@ -40,6 +40,17 @@ def test_removals_of_different_jobs_merge():
     assert merged == state(c="C")
 
 
+def test_a_job_taken_out_merges_with_a_claim_filing_others():
+    # A queue's set of jobs taken out: a cancel adds a job with a note of
+    # where it waits while a worker's claim files (removes) earlier ones.
+    old = state(a=(("key a", None), "A"))
+    cancel = state(a=(("key a", None), "A"), b=(("key b", ("deadline b",)), "B"))
+    claim = state()
+    expected = state(b=(("key b", ("deadline b",)), "B"))
+    assert merge_job_states(old, cancel, claim) == expected
+    assert merge_job_states(old, claim, cancel) == expected
+
+
 def test_both_removing_the_same_job_conflicts():
     # This is what keeps two workers from claiming one job.
     old = state(a="A", b="B")

@@ -346,8 +346,34 @@ def test_remove_a_drained_job(db):
         job = queue.get(job_id)
         queue.remove(job)
         assert job.status == zasync.NEW
-        assert queue._deadlines.get((queue._deadline(job), job_id)) is None
+        # a producer's transaction writes no tree the workers write
+        assert not queue._deadlines._p_changed and not queue._index._p_changed
+        assert not any(tree._p_changed for tree in queue._pending_lanes())
     _check_removed(db, job_id)
+    drain(db)
+    with fresh(db) as queue:        # a worker's claim took it out of them
+        assert len(queue._deadlines) == 0 and job_id not in queue._index
+        assert queue.pending_count() == 0
+
+
+def test_a_queue_made_before_the_set_of_jobs_taken_out(db):
+    job_ids = [put(db, unit_jobs.add, 1, n, begin_by=HOUR) for n in range(3)]
+    drain(db)
+    with committing(db) as queue:
+        del queue._taken_out            # as a queue of an older database
+    with committing(db) as queue:      # taken out at once, as it was
+        queue.remove(queue.get(job_ids[0]))
+        assert queue.pending_count() == 2 and job_ids[0] not in queue._index
+    zasync.install(db)                  # gives it the set
+    with committing(db) as queue:
+        assert queue._taken_out is not None
+        assert queue.get(job_ids[1]).cancel()
+        assert len(queue) == 1 and queue.pending_count() == 2
+    drain(db)
+    with fresh(db) as queue:
+        assert [job.id for job in queue] == job_ids[2:]
+        assert len(queue) == queue.pending_count() == len(queue._deadlines) == 1
+        assert queue.get(job_ids[1]).cancelled
 
 
 def test_remove_in_the_putting_transaction(db):

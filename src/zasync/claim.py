@@ -83,8 +83,11 @@ class Claiming:
     def has_work(self, now=None):
         """Whether a claim could find something to do, read without writing."""
         now_us = clock.to_micros(now or clock.now())
-        prefetch(self._p_jar, self._inbox)
+        taken_out = self._taken_out
+        prefetch(self._p_jar, self._inbox if taken_out is None else self._inbox + (taken_out,))
         if any(len(lane) for lane in self._inbox) or self.history.has_work(now_us):
+            return True
+        if taken_out:
             return True
         if self._deadlines:
             if self._deadlines.minKey()[0] < now_us:
@@ -138,6 +141,43 @@ class Claiming:
             return None
         return ids.index(dispatcher_id), len(ids)
 
+    _taken_out = None
+
+    def _file_taken_out(self, keep_callbacks=False):
+        """Take the jobs that producers took out (see `Queue._take_out`)
+        out of the lane or pending tree that still holds them; return those
+        owing callbacks (cancelled with callbacks), for the claimer to run
+        (unless `keep_callbacks`: they stay for a claim that has room)."""
+        taken_out = self._taken_out
+        if not taken_out:
+            return []
+        entries = taken_out.noted()
+        prefetch(self._p_jar, [job for _, _, job in entries])
+        owing, done = [], []
+        for job_id, (key, deadline), job in entries:
+            here = job._queue is self
+            if here and job._status == CALLBACKS and keep_callbacks:
+                continue
+            waits = here and job._status == PENDING
+            tree = self._pending_lane(job_id)
+            if tree.get(key) is job and not (waits and key == _pending_key(job)):
+                del tree[key]
+                self._pending_count.change(-1)
+            if deadline is not None and self._deadlines.get(deadline) is job and not (
+                    waits and job.begin_by is not None and deadline == (self._deadline(job), job_id)):
+                del self._deadlines[deadline]
+            if not waits:
+                for lane in self._inbox:
+                    if job_id in lane:
+                        lane.discard(job_id)
+                if not here and self._index.get(job_id) is job:
+                    del self._index[job_id]     # removed from this queue
+            if here and job._status == CALLBACKS:
+                owing.append(job)
+            done.append(job_id)
+        taken_out.remove_all(done)
+        return owing
+
     def _drain(self, keep_callbacks=False):
         """Move the inbox into the ordered structures (workers only); return
         the jobs it held that are no longer pending.  With `keep_callbacks`,
@@ -183,6 +223,9 @@ class Claiming:
         # A claim of none (every thread busy) must not take a job owing
         # callbacks: no thread would run them until a heartbeat found the
         # job held and idle, a minute later.
+        for job in self._file_taken_out(keep_callbacks=count == 0):
+            job.dispatcher_id = dispatcher_id       # it runs the callbacks
+            claimed.append(job)
         for job in self._drain(keep_callbacks=count == 0):
             if job.status == CALLBACKS:
                 job.dispatcher_id = dispatcher_id   # it runs the callbacks
@@ -194,7 +237,9 @@ class Claiming:
             if key[0] >= now_us:
                 break
             job = self._deadlines.pop(key)
-            self._take_out(job)
+            if job._queue is not self or job._status != PENDING:
+                continue        # taken out since it was filed
+            self._take_out_now(job)
             if job._complete(dispatcher_id=dispatcher_id, failure=Failure.from_exception(JobTimeoutError(
                     f"job {job.id} was not started by its deadline "
                     f"{clock.from_micros(key[0]).isoformat()} (begin_by "
@@ -220,10 +265,10 @@ class Claiming:
             self._pending_count.change(-1)
             if job.begin_by is not None:
                 self._deadlines.pop((self._deadline(job), job.id), None)
-            if job._status != PENDING:
-                # Cancelled while a drain filed it here: the drain read it
-                # pending and did not write the job, so nothing conflicted.
-                # The cancel filed it where it belongs; drop the stale entry.
+            if job._status != PENDING or job._queue is not self or key != _pending_key(job):
+                # Taken out (cancelled, removed) since it was filed here, by
+                # a transaction that did not write this tree; the cancel
+                # filed it where it belongs.  Drop the stale entry.
                 if self.quotas:
                     self._release_quotas(job)
                 continue

@@ -15,6 +15,7 @@ from ZODB.Connection import Connection
 
 from zasync.interfaces import (
     COMPLETED, ConfigurationError, NotInstalledError, WaitTimeoutError)
+from zasync.jobset import JobSet
 from zasync.queue import Queues
 
 logger = logging.getLogger(__name__)
@@ -122,6 +123,9 @@ def install(db, queues=("",)):
                 for name in names:
                     if name not in container:
                         container.add(name)
+                for queue in container.values():
+                    if queue._taken_out is None:    # a queue made before it
+                        queue._taken_out = JobSet()
                 installed = container.keys()
     finally:
         conn.close()

@@ -161,6 +161,9 @@ class Dispatcher:
         container = get_queues(self._conn)
         oids = [lane._p_oid for name in self.queue_names
                 for lane in container[name]._inbox]
+        # a cancel or a remove writes this: the claim that takes the job out
+        oids.extend(container[name]._taken_out._p_oid for name in self.queue_names
+                    if container[name]._taken_out is not None)
         self._tm.abort()
         return oids
 

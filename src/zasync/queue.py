@@ -17,6 +17,9 @@ Where jobs live, and who writes what:
 - ``_deadlines``: (deadline, id) for pending jobs with a `begin_by`, so that
   expired ones are found without a scan.
 - ``_index``: id -> job for every job the queue has seen and not pruned.
+- ``_taken_out``: a `JobSet` of the jobs a cancel or a remove took out in
+  a producer's transaction, which writes nothing else of the queue; the
+  next claim takes them out of the structures above.
 - ``history``: completed jobs (see `zasync.history`); a finishing job's
   own transaction only adds to a merging set there.
 - ``quotas``: name -> `Quota`, limits on the jobs held at once.
@@ -110,12 +113,16 @@ class Queue(Claiming, persistent.Persistent):
         self.quotas = OOBTree()
         self._keys = key_index()
         self._schedules = OOBTree()
+        self._taken_out = JobSet()
 
     # Queues of databases made before keys and schedules have neither
     # tree: they are made by the first write that needs them, never by a
     # read.
     _keys = None
     _schedules = None
+    # Queues made before it have no set of jobs taken out: `install` adds
+    # one, and until then a cancel writes the ordered structures itself.
+    _taken_out = None
 
     def __repr__(self):
         return f"<zasync.Queue {self.name!r}>"
@@ -281,11 +288,33 @@ class Queue(Claiming, persistent.Persistent):
         release_key(self, job)
         job._queue = None
         job._set_status(NEW)
-        if job.id in self._index:
-            del self._index[job.id]
+        if self._taken_out is None and job.id in self._index:
+            del self._index[job.id]     # else the claim that takes it out
 
     def _take_out(self, job):
-        """Remove a pending job from wherever it waits."""
+        """Take a pending job out of the queue, in a producer's transaction
+        (a cancel, a remove, a direct call).
+
+        Like a put, this writes only a set that merges (`_taken_out`),
+        noting where the job waits; the next claim, a worker's transaction
+        that retries, takes it out of the inbox lane or pending tree that
+        holds it.  Writing those here conflicted with the workers draining
+        the lane or claiming from the tree's bucket at the same moment, in
+        a transaction zasync cannot retry.  Until then a claim skips it: it
+        is no longer pending.
+        """
+        taken_out = self._taken_out
+        if taken_out is None:      # a queue made before: at once
+            self._take_out_now(job)
+            return
+        deadline = None if job.begin_by is None else (self._deadline(job), job.id)
+        taken_out.add(job, note=(_pending_key(job), deadline))
+        txn = self._p_jar.transaction_manager.get()
+        txn.addAfterCommitHook(_wake_after_commit)
+
+    def _take_out_now(self, job):
+        """Remove a pending job from wherever it waits (workers only, and
+        queues made before `_taken_out`)."""
         for lane in self._inbox:
             if job.id in lane:
                 lane.discard(job.id)
@@ -305,7 +334,9 @@ class Queue(Claiming, persistent.Persistent):
         worker claims it and runs them, each in its own transaction.
         """
         if job.status == CALLBACKS:
-            self._inbox[random.randrange(len(self._inbox))].add(job)
+            if self._taken_out is None or job.id not in self._taken_out:
+                self._inbox[random.randrange(len(self._inbox))].add(job)
+            # else the claim that takes it out hands it to a thread
             txn = self._p_jar.transaction_manager.get()
             txn.addAfterCommitHook(_wake_after_commit)
         else:
@@ -317,26 +348,36 @@ class Queue(Claiming, persistent.Persistent):
     # -- reading -----------------------------------------------------------
 
     def __len__(self):
-        return self._pending_count() + sum(len(lane) for lane in self._inbox)
+        # jobs taken out still wait in a lane or tree until the next claim
+        taken_out = 0 if self._taken_out is None else len(self._taken_out)
+        return max(0, self._pending_count() + sum(len(lane) for lane in self._inbox)
+                   - taken_out)
+
+    def _waits_here(self, job):
+        return job._queue is self and job.status == PENDING
 
     def __iter__(self):
         waiting = sorted(
-            (job for lane in self._inbox for job in lane if job.status == PENDING),
+            (job for lane in self._inbox for job in lane if self._waits_here(job)),
             key=_pending_key)
-        return iter(heapq.merge(*(tree.values() for tree in self._pending_lanes()),
-                                waiting, key=_pending_key))
+        filed = ((job for key, job in tree.items()
+                  if self._waits_here(job) and key == _pending_key(job))
+                 for tree in self._pending_lanes())
+        return iter(heapq.merge(*filed, waiting, key=_pending_key))
 
     def get(self, job_id, default=None):
         """See `IQueue`."""
         if not isinstance(job_id, str):
             return default
+        # A job removed is no longer the queue's, though the index and the
+        # inbox hold it until the next claim takes it out.
         job = self._index.get(job_id)
         if job is not None:
-            return job
+            return job if job._queue is self else default
         for lane in self._inbox:
             job = lane.get(job_id)
             if job is not None:
-                return job
+                return job if job._queue is self else default
         job = self.history._done.get(job_id)
         return default if job is None else job
 
@@ -383,10 +424,11 @@ class Queue(Claiming, persistent.Persistent):
         seen = set()
         for lane in self._inbox:
             for job in lane:
-                seen.add(job.id)
-                yield job
+                if job.id not in seen and job._queue is self:
+                    seen.add(job.id)
+                    yield job
         for job in self._index.values():
-            if job.id not in seen:
+            if job.id not in seen and job._queue is self:
                 seen.add(job.id)
                 yield job
         # Completed outside a worker (cancelled while pending) and not yet
