@@ -153,6 +153,42 @@ def test_a_batch_whose_commit_conflicts_retries_each_job_alone(db):
     producer.close()
 
 
+def test_a_long_job_does_not_hold_the_short_ones_of_its_batch(db):
+    # One thread takes a batch: a job that turns out long, then a failing
+    # job and five short ones; the agent's other thread is idle.  It takes
+    # the jobs the long one holds up, which complete while it runs.
+    name = unique("long-in-batch")
+    meeting = scenario_jobs.rendezvous(name)
+    producer, viewer = Producer(db), Viewer(db)
+    with producer.tm:
+        queue = producer.queue()
+        long = queue.put(scenario_jobs.pause, name, "long")
+        short = [queue.put(scenario_jobs.raise_value_error, "short and failing")]
+        short += [queue.put(scenario_jobs.count_by_job_id, name) for _ in range(5)]
+    dispatcher = zasync.Dispatcher(db)
+    agent = zasync.Agent(2, prefetch=8, batch=8)
+    agent._recent = 0.001           # its jobs were short so far: it batches
+    for oid, job_id in claimed(db, dispatcher, [long] + short):
+        agent.submit(oid, job_id, ahead=True)   # all held for one thread
+    agent.start(JobRunner(dispatcher), "test-long")
+    try:
+        assert meeting.wait_arrived(label="long")
+        done = viewer.wait_completed(short, timeout=TIMEOUT / 2)
+        assert viewer.get(long).status != COMPLETED         # still held
+        assert [job.result for job in done[1:]] == [job.id for job in short[1:]]
+        assert done[0].failure.check(ValueError) and done[0].attempt_count == 1
+    finally:
+        meeting.release()
+        assert agent.wait_idle(TIMEOUT)
+        agent.stop()
+    assert viewer.get(long).result == "long"
+    assert {job.id: scenario_jobs.calls[job.id] for job in short[1:]} == {
+        job.id: 1 for job in short[1:]}
+    assert scenario_jobs.calls[name] == 1             # the long one, once
+    viewer.close()
+    producer.close()
+
+
 def test_a_running_dispatcher_runs_a_backlog_of_short_jobs_in_batches(db):
     producer, viewer = Producer(db), Viewer(db)
     agent = zasync.Agent(1, prefetch=8, batch=8)

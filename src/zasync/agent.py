@@ -29,8 +29,85 @@ AHEAD_SECONDS = 0.05
 #: The default batch: short jobs held ahead that a thread runs together, in
 #: one transaction (see `zasync.batch`).
 BATCH = 32
+#: A batch is meant to hold about `AHEAD_SECONDS` of work.  One that has
+#: run this long (seconds) takes no more of its jobs: it commits what ran
+#: and hands the rest back, so that a long job cannot hold short ones
+#: behind it; and while one of its jobs runs past this, an idle thread of
+#: the agent takes the jobs it has not started.
+BATCH_SECONDS = 2 * AHEAD_SECONDS
 #: Weight of the newest run time in the moving average.
 _AVERAGE_WEIGHT = 0.2
+
+
+class Batch:
+    """The jobs a thread took at once, to run one after another in one
+    transaction (see `zasync.batch`).  `take()` gives the next one; the jobs
+    not started stay the agent's, so that another thread takes them if
+    this one runs long.  Iterating and `len` count them all."""
+
+    def __init__(self, agent, tasks):
+        self._agent = agent
+        self._waiting = collections.deque(tasks)
+        self.ran = []           # the tasks taken by this batch's thread
+        self._began = self._since = time.monotonic()
+
+    def __len__(self):
+        return len(self.ran) + len(self._waiting)
+
+    def __iter__(self):
+        return iter(self.ran + list(self._waiting))
+
+    def take(self):
+        """The next task, or None once the batch is over: none left, or it
+        ran `BATCH_SECONDS` (the rest go back to the agent's threads)."""
+        agent = self._agent
+        now = time.monotonic()
+        with agent._lock:
+            if now - self._began > BATCH_SECONDS and self.ran:
+                self._hand_back()
+            if not self._waiting:
+                agent._batches.discard(self)
+                return None
+            task = self._waiting.popleft()
+            self.ran.append(task)
+            self._since = now
+            return task
+
+    def _hand_back(self):
+        """Put the jobs not started back in front of the agent's tasks, for
+        any thread.  Under the lock."""
+        agent = self._agent
+        if self._waiting:
+            agent._tasks.extendleft((oid, job_id, True) for oid, job_id
+                                    in reversed(self._waiting))
+            self._waiting.clear()
+            agent._has_tasks.notify()
+        agent._batches.discard(self)
+
+    def _close(self):
+        """At the end of its thread's run: hand back what it did not take
+        (its run ended early); return the tasks it took.  A runner that
+        never called `take` ran them all its own way."""
+        with self._agent._lock:
+            if not self.ran:
+                self.ran.extend(self._waiting)
+                self._waiting.clear()
+            self._hand_back()
+        return self.ran
+
+    def _overdue(self, now):
+        """Seconds before its running job has run past `BATCH_SECONDS`
+        (<= 0: it has); None if no job waits behind it.  Under the lock."""
+        if not self._waiting or self._since is None:
+            return None
+        return self._since + BATCH_SECONDS - now
+
+    def _give_up(self):
+        """The jobs not started, for another thread.  Under the lock."""
+        tasks = list(self._waiting)
+        self._waiting.clear()
+        self._agent._batches.discard(self)
+        return tasks
 
 
 @implementer(IAgent)
@@ -54,7 +131,8 @@ class Agent:
     While its recent jobs are short, a thread takes up to `batch` of the
     jobs held ahead at once and runs them in one transaction (each after a
     savepoint, so that one raising rolls back only its own changes; see
-    `zasync.batch`).  If that commit conflicts, every job of the batch runs
+    `zasync.batch`); a batch that runs long hands the jobs it has not
+    started to the other threads (see `Batch`).  If that commit conflicts, every job of the batch runs
     again, alone: `batch=1` (every job in a transaction of its own) suits
     jobs whose effects outside the database must not be repeated.
     """
@@ -84,6 +162,7 @@ class Agent:
         # (oid, job id, taken ahead?) pairs for the threads, and _STOP
         self._tasks = collections.deque()
         self._has_tasks = threading.Condition(self._lock)
+        self._batches = set()   # the batches under way, with jobs not started
         self._recent = None     # moving average of run times, seconds
         self._threads = []
         self._run = None
@@ -163,9 +242,20 @@ class Agent:
         """The next jobs for a thread: one, and while jobs are short, up to
         `batch` in all with the jobs taken ahead that follow it (jobs
         claimed for free threads are meant to run side by side: they are
-        not run one after another); None to stop."""
+        not run one after another), as a `Batch`; None to stop.  A thread
+        with nothing to do takes the jobs that a batch holds behind a job
+        running past `BATCH_SECONDS`."""
         with self._lock:
-            self._has_tasks.wait_for(lambda: self._tasks)
+            while not self._tasks:
+                wait = None
+                now = time.monotonic()
+                for batch in self._batches:
+                    left = batch._overdue(now)
+                    if left is not None and left <= 0:
+                        return self._as_batch(batch._give_up())
+                    if left is not None and (wait is None or left < wait):
+                        wait = left
+                self._has_tasks.wait(wait)
             task = self._tasks.popleft()
             if task is _STOP:
                 return None
@@ -176,7 +266,17 @@ class Agent:
             while (len(tasks) < self.batch and self._tasks
                    and self._tasks[0] is not _STOP and self._tasks[0][2]):
                 tasks.append(self._tasks.popleft()[:2])
+            return self._as_batch(tasks)
+
+    def _as_batch(self, tasks):
+        """`tasks` as a thread runs them (under the lock): one alone, or a
+        `Batch` that idle threads are told of."""
+        if len(tasks) == 1:
             return tasks
+        batch = Batch(self, tasks)
+        self._batches.add(batch)
+        self._has_tasks.notify_all()    # idle threads watch it from now
+        return batch
 
     def _work(self):
         while True:
@@ -190,7 +290,9 @@ class Agent:
                 logger.exception("agent %s: job(s) %s ended its thread's run badly",
                                  self.name, ", ".join(job_id for _, job_id in tasks))
             finally:
-                took = (time.monotonic() - began) / len(tasks)
+                if isinstance(tasks, Batch):
+                    tasks = tasks._close()
+                took = (time.monotonic() - began) / max(1, len(tasks))
                 recent = self._recent
                 self._recent = took if recent is None else (
                     recent + _AVERAGE_WEIGHT * (took - recent))

@@ -61,16 +61,38 @@ class _Ran:
         self.value = self.error = self.outcome = self.log = None
 
 
+def _taking(tasks):
+    """A function giving the next task, or None: an agent's `Batch` (which
+    ends early when a job runs long, leaving the rest to other threads),
+    or a plain list, in order."""
+    take = getattr(tasks, "take", None)
+    if take is not None:
+        return take
+    return iter(list(tasks) + [None]).__next__
+
+
 def run_batch(runner, tm, conn, tasks):
     """Run `tasks` ((oid, job id) pairs claimed by `runner`'s dispatcher)
-    in `conn`, whose transaction manager is `tm`."""
+    in `conn`, whose transaction manager is `tm`.
+
+    A batch from an agent (`zasync.agent.Batch`) gives its jobs one at a
+    time: once it ran `BATCH_SECONDS`, those not started go back to the
+    agent, and while one of its jobs runs past that, an idle thread takes
+    them; the jobs that ran commit without waiting for them.
+    """
     tm.begin()
-    jobs = [conn.get(oid) for oid, _ in tasks]
-    prefetch(conn, jobs)
+    jobs = {oid: conn.get(oid) for oid, _ in tasks}
+    prefetch(conn, list(jobs.values()))
     # Each job's live state says whether it was cancelled before it ran.
-    prefetch(conn, [job._live for job in jobs])
+    prefetch(conn, [job._live for job in jobs.values()])
     alone, ran = [], []
-    for (oid, job_id), job in zip(tasks, jobs):
+    take = _taking(tasks)
+    while True:
+        task = take()
+        if task is None:
+            break
+        oid, job_id = task
+        job = jobs[oid]
         if not _batchable(runner, job):
             alone.append((oid, job_id))
             continue
