@@ -321,7 +321,11 @@ class Claiming:
         job._set_status(PENDING)
         self._pending_lane(job.id)[_pending_key(job)] = job
         self._pending_count.change(1)
-        if job.begin_by is not None:
-            self._deadlines[(self._deadline(job), job.id)] = job
+        deadline = None if job.begin_by is None else self._deadline(job)
+        # A job that started before met its begin_by: one put back in its
+        # place after an interruption is not failed for a deadline passed.
+        if deadline is not None and not (job.attempt_count and deadline <= clock.to_micros(
+                clock.now())):
+            self._deadlines[(deadline, job.id)] = job
         txn = self._p_jar.transaction_manager.get()
         txn.addAfterCommitHook(_wake_after_commit)

@@ -324,6 +324,12 @@ class Dispatcher:
                 logger.exception("dispatcher %s: claim failed", self.id)
                 self._tm.abort()
                 again, next_due = False, None
+                # A claim whose commit failed without a conflict (the ZEO
+                # server went away while it committed) may have committed
+                # all the same: its jobs are then held by no thread.  The
+                # next cycle's heartbeat hands them on, not one
+                # ping_interval later.
+                self._last_ping = 0.0
                 self._stopping.wait(min(1.0, self.poll_interval))
             if not again:
                 wait = self.poll_interval

@@ -6,8 +6,9 @@ id, or finds it holds a job none of its threads runs, each job is handed on
 according to where it was:
 
 - assigned and never started: back to its queue, as it was;
-- running: its retry policy's `interrupted` says whether it runs again (it
-  is rescheduled) or fails with `InterruptedJobError`;
+- running: its retry policy's `interrupted` says whether it runs again (at
+  once: back in its place; or after a delay) or fails with
+  `InterruptedJobError`;
 - running its callbacks: handed to the next claimer, which runs the
   callbacks not yet completed.
 
@@ -16,6 +17,7 @@ dead (a long pause) cannot commit a result over the job's new owner: its
 commit conflicts, and its next look at the job shows it is no longer its.
 """
 
+import datetime
 import logging
 
 from zasync import clock, events
@@ -24,6 +26,8 @@ from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, InterruptedJobError)
 
 logger = logging.getLogger(__name__)
+
+ZERO = datetime.timedelta(0)
 
 
 def _policy(job):
@@ -66,7 +70,9 @@ def recover_job(job, owner_id, why, txn=None, now=None):
             logger.warning("job %s failed: %s", job.id, failure)
             return "failed"
         job._record_attempt(failure)
-        queue._requeue(job, now + delay)
+        # Again at once: in its place (its priority, then its first due
+        # time), not behind every job due since.
+        queue._requeue(job, job.begin_after if delay <= ZERO else now + delay)
         if txn is not None:
             events.notify_after_commit(txn, events.JobRetried(job, failure))
         logger.info("job %s: interrupted (%s); runs again (attempt %d)",
