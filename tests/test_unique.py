@@ -117,14 +117,51 @@ def test_retry_takes_the_key_again_or_refuses_if_held(db, producers):
 def test_a_queue_of_an_older_database_gets_its_key_index_on_first_put(db, producers):
     producer = producers()
     queue = producer.queue
-    del queue._keys                # as stored before keys existed
+    del queue._key_lanes           # as stored before keys existed
     producer.tm.commit()
     producer.tm.begin()
     assert queue.get_by_key("x") is None
     assert not producer.conn._registered_objects   # reading wrote nothing
     job = queue.put(unit_jobs.add, 1, 2, key="x")
-    assert isinstance(queue._keys, OOBTree) and queue.get_by_key("x") is job
+    assert queue._key_lanes is not None and queue.get_by_key("x") is job
     assert queue.get_by_key("") is None
+
+
+def test_a_key_btree_of_an_older_database_is_read_then_moved_into_lanes(db, producers):
+    producer = producers()
+    queue = producer.queue
+    del queue._key_lanes           # as stored with keys in a BTree
+    queue._keys = OOBTree({"": None})
+    held = queue.put(unit_jobs.add, 1, 2, key="held")
+    done = queue.put(unit_jobs.add, 1, 2, key="done")
+    assert queue._keys["held"] is held
+    done()                          # completes: frees its key
+    assert "done" not in queue._keys
+    producer.tm.commit()
+    zasync.install(db)
+    producer.tm.begin()
+    assert queue._keys is None and queue._key_lanes is not None
+    assert queue.get_by_key("held").id == held.id and queue.get_by_key("done") is None
+    assert queue.put(unit_jobs.add, 3, 4, key="held").id == held.id
+
+
+def test_a_put_of_a_key_merges_with_a_completion_in_a_full_index(db, producers):
+    # With the keys in a BTree, a put splitting a full bucket while a job of
+    # that bucket completed conflicted, in the producer's transaction.
+    setup = producers()
+    held = [setup.queue.put(unit_jobs.add, 0, n, key=f"k{n:02}") for n in range(40)]
+    setup.tm.commit()
+    runner, producer = producers(), producers()
+    for job in held[::3]:           # a worker completes some of them
+        runner.conn.get(job._p_oid)()
+    new = [producer.queue.put(unit_jobs.add, 1, n, key=f"k{n:02}-new") for n in range(40)]
+    runner.tm.commit()
+    producer.tm.commit()           # merged: no ConflictError
+    check = producers()
+    assert [check.queue.get_by_key(job.key) for job in held[::3]] == [None] * 14
+    assert [check.queue.get_by_key(job.key).id for job in held[1::3]] == [
+        job.id for job in held[1::3]]
+    assert [check.queue.get_by_key(job.key).id for job in new] == [job.id for job in new]
 
 
 def test_two_producers_racing_one_key_end_with_one_job(db, producers):

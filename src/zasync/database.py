@@ -16,6 +16,7 @@ from ZODB.Connection import Connection
 from zasync.interfaces import (
     COMPLETED, ConfigurationError, NotInstalledError, WaitTimeoutError)
 from zasync.jobset import JobSet
+from zasync.key import give_lanes
 from zasync.queue import Queues
 
 logger = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ def install(db, queues=("",)):
                 for queue in container.values():
                     if queue._taken_out is None:    # a queue made before it
                         queue._taken_out = JobSet()
+                    give_lanes(queue)               # keys of a queue made before
                 installed = container.keys()
     finally:
         conn.close()

@@ -23,8 +23,8 @@ Where jobs live, and who writes what:
 - ``history``: completed jobs (see `zasync.history`); a finishing job's
   own transaction only adds to a merging set there.
 - ``quotas``: name -> `Quota`, limits on the jobs held at once.
-- ``_keys``: key -> job for the jobs put with a ``key`` and not yet
-  completed (see `zasync.key`).
+- ``_key_lanes``: key -> job for the jobs put with a ``key`` and not yet
+  completed, in lanes that merge (see `zasync.key`).
 - ``_schedules``: name -> `Schedule` (see `zasync.schedule`).
 
 What workers call (claiming, and the housekeeping claims do) is in
@@ -48,7 +48,7 @@ from zasync.interfaces import (
     ConfigurationError, IJob, IQueue, IQueues, IRetryPolicy,
     JobStateError, NotPendingError, UnknownQueueError)
 from zasync.history import History
-from zasync.key import check_key, key_index, release_key, take_key
+from zasync.key import check_key, holder_of, key_index, release_key, take_key
 from zasync.jobset import JobSet
 from zasync.quota import Quota, check_size
 from zasync.trees import WideTree
@@ -111,7 +111,7 @@ class Queue(Claiming, persistent.Persistent):
         self._index = OOBTree()
         self.history = History()
         self.quotas = OOBTree()
-        self._keys = key_index()
+        self._key_lanes = key_index()
         self._schedules = OOBTree()
         self._taken_out = JobSet()
 
@@ -120,6 +120,9 @@ class Queue(Claiming, persistent.Persistent):
     # read.
     _keys = None
     _schedules = None
+    # Keys in lanes (see `zasync.key`); queues made before have `_keys`, a
+    # BTree, until `install` moves it into lanes.
+    _key_lanes = None
     # Queues made before it have no set of jobs taken out: `install` adds
     # one, and until then a cancel writes the ordered structures itself.
     _taken_out = None
@@ -249,7 +252,7 @@ class Queue(Claiming, persistent.Persistent):
 
     def get_by_key(self, key, default=None):
         """See `IQueue`."""
-        job = None if self._keys is None or not isinstance(key, str) else self._keys.get(key)
+        job = holder_of(self, key) if isinstance(key, str) and key else None
         return default if job is None else job
 
     def _release_quotas(self, job):
