@@ -1,12 +1,14 @@
 """Taking pending jobs out from the application's transactions under load.
 
-`job.cancel()` and `queue.remove(job)` run in a request's transaction, which
-zasync cannot retry, while workers drain the inbox and claim from the
-pending trees.  Like a `put`, they must never conflict with the workers:
+`job.cancel()`, `queue.remove(job)` and puts with a `key` run in a
+request's transaction, which zasync cannot retry, while workers drain the
+inbox, claim from the pending trees and free the keys of the jobs they
+complete.  Like a `put`, they must never conflict with the workers:
 here a real ZEO server (which resolves conflicts with zasync's resolvers),
 a running dispatcher, a producer thread putting short jobs, and the test's
 own transaction manager taking out jobs as soon as they are put, or once a
-worker has filed them as pending.  Each job counts its own runs.
+worker has filed them as pending; every job has a key, which the workers
+free as the test's puts take new ones.  Each job counts its own runs.
 """
 
 import datetime
@@ -35,9 +37,10 @@ DUE_IN = 3.0
 def put_load(db, name, ids, errors):
     producer = Producer(db)
     try:
-        for _ in range(LOAD):
-            with producer.tm:
-                ids.append(producer.queue().put(count_by_job_id, name).id)
+        for number in range(LOAD):
+            with producer.tm:       # keyed: the workers free the keys meanwhile
+                ids.append(producer.queue().put(count_by_job_id, name,
+                                                key=f"{name}-load-{number}").id)
     except Exception as error:     # reported by the test
         errors.append(error)
     finally:
@@ -62,7 +65,8 @@ def test_cancels_and_removes_never_conflict_with_workers(zeo_db):
                 with tm:
                     last_due = clock.now() + datetime.timedelta(seconds=DUE_IN)
                     job = zasync.get_queue(conn).put(
-                        count_by_job_id, name, begin_after=last_due)
+                        count_by_job_id, name, begin_after=last_due,
+                        key=f"{name}-out-{number}")
                 waiting.append((job._p_oid, job.id))
                 # at once (still in the inbox, most likely, while a worker
                 # drains it) or a few puts later (filed as pending by then)
