@@ -376,6 +376,20 @@ def test_a_queue_made_before_the_set_of_jobs_taken_out(db):
         assert queue.get(job_ids[1]).cancelled
 
 
+def test_a_job_cancelled_and_retried_before_any_claim_waits_once(db):
+    job_id = put(db, unit_jobs.add, 1, 2)
+    with committing(db) as queue:      # still in its inbox lane
+        assert queue.get(job_id).cancel()
+    with committing(db) as queue:      # back in a lane, maybe another one
+        queue.retry(queue.get(job_id))
+        assert len(queue) == 1
+    drain(db)
+    with committing(db) as queue:
+        assert len(queue) == queue.pending_count() == 1
+        assert [job.id for job in queue.claim("worker", 5)] == [job_id]
+        assert len(queue) == queue.pending_count() == 0
+
+
 def test_remove_in_the_putting_transaction(db):
     before = db.lastTransaction()
     with committing(db) as queue:

@@ -196,11 +196,13 @@ class Claiming:
                 if job.id not in self._index:
                     self._index[job.id] = job
                 if job.status == PENDING:
-                    self._pending_lane(job.id)[_pending_key(job)] = job
-                    self._pending_count.change(1)
+                    # counted once, should two lanes hold it (a cancelled
+                    # job retried before a claim took it out of its lane)
+                    if self._pending_lane(job.id).insert(_pending_key(job), job):
+                        self._pending_count.change(1)
                     if job.begin_by is not None:
                         self._deadlines[(self._deadline(job), job.id)] = job
-                else:
+                elif job not in moved:
                     moved.append(job)   # completed outside a worker
             if ids:
                 lane.remove_all(ids)
