@@ -164,3 +164,20 @@ def test_configure_checks_its_arguments(fresh_db):
         subscriber.configure(fresh_db, threads=-1)
     with pytest.raises(ConfigurationError, match="database_name"):
         subscriber.configure(fresh_db, database_name=3)
+
+
+@pytest.mark.parametrize("policy, database_name", [
+    ("basic_dispatcher_policy.zcml", None),
+    ("multidb_dispatcher_policy.zcml", "async"),
+])
+def test_a_policy_included_alone_registers_the_adapters_and_starts(multidb, policy,
+                                                                   database_name):
+    xmlconfig.string(f"""
+        <configure xmlns="http://namespaces.zope.org/zope">
+          <include package="zasync" file="{policy}" />
+        </configure>""")
+    zope.event.notify(DatabaseOpenedWithRoot(multidb))
+    assert subscriber.get_dispatcher(multidb, database_name).running
+    with multidb.transaction() as conn:
+        job = IQueue(conn).put(zasync.Job(zope_jobs.add, 1, 2))
+    assert zasync.wait_for(job, timeout=TIMEOUT).result == 3
