@@ -37,15 +37,17 @@ import zope.schema
 from zope.interface import Interface
 from zope.processlifetime import IDatabaseOpenedWithRoot
 
+from zasync import shutdown
 from zasync.database import install
 from zasync.dispatcher import Dispatcher
 from zasync.interfaces import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
-#: Seconds `stop` (and the stop at the end of the process) gives running
-#: jobs to finish; those still running are recovered by another dispatcher.
-STOP_TIMEOUT = 30.0
+#: Seconds `stop` (and the stop before the database closes, or at the end
+#: of the process) gives running jobs to finish; those still running are
+#: recovered by another dispatcher, or by this one's next run.
+STOP_TIMEOUT = shutdown.STOP_TIMEOUT
 
 _lock = threading.Lock()
 _started = {}              # id(queues database) -> (database, dispatcher)
@@ -105,6 +107,9 @@ def configure(db, threads=1, queues=("",), database_name=None, **dispatcher_kwar
         dispatcher.start()
         _started[id(target)] = (target, dispatcher)
         _register_atexit()
+        # SIGTERM would end the process with no stop at all: make it unwind
+        # the process as Ctrl-C does (unless the application handles it).
+        shutdown.handle_sigterm()
     logger.info("zasync: dispatcher %s started on database %r", dispatcher.id,
                 target.database_name)
     return dispatcher
@@ -144,6 +149,8 @@ def stop(db=None, database_name=None, timeout=STOP_TIMEOUT):
             target = queues_database(db, database_name)
             one = _started.pop(id(target), None)
             found = [] if one is None else [one]
+        if not _started:
+            shutdown.release_sigterm()
     finished = True
     for _, dispatcher in found:
         finished = dispatcher.stop(timeout=timeout) and finished
