@@ -233,3 +233,28 @@ def test_a_job_still_running_when_the_database_closes_is_handed_back(tmp_path,
             assert record.stopped_at is not None and not list(record.jobs.ids())
     finally:
         db.close()
+
+
+def test_a_killed_instance_recovers_its_own_job_at_once_on_restart(tmp_path):
+    """SIGKILL runs nothing: the job it ran is left active.  The restarted
+    instance runs under the id of its id file and recovers that job at
+    once, not after the death interval (three minutes by default)."""
+    process = start(tmp_path, "multi", "wait", "mid")
+    try:
+        wait_until(lambda: os.path.exists(tmp_path / "started"), "the job started",
+                   process)
+        process.kill()
+        process.wait(TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert read(tmp_path, "runs") == ""
+    began = time.monotonic()
+    returncode = run_once(tmp_path, "multi", "end", "after")
+    log = read(tmp_path, "log")
+    assert "recovered 1 job(s) of its earlier run" in log, log
+    assert time.monotonic() - began < 60
+    # the killed run's job and the new run's job, each done once
+    records = assert_clean_stop(tmp_path, "multi", returncode, runs=2)
+    assert len(records) == 1

@@ -128,6 +128,13 @@ class GroupFailedError(ZasyncError):
     """Recorded as the failure of a group without postprocess whose parts failed."""
 
 
+class UnservedQueueWarning(UserWarning):
+    """Warned when a job is put into a queue that none of the queues this
+    process's start-up configuration serves (`zasync.subscriber.configure`,
+    the ZCML policies and directive): no dispatcher configured here will
+    run it."""
+
+
 # -- the job ----------------------------------------------------------------
 
 class IFailure(Interface):
