@@ -279,3 +279,44 @@ def test_puts_go_to_the_served_database_and_elsewhere_are_warned_about(multidb, 
             and "does not serve" in r.getMessage()]
     with multidb.transaction() as conn:
         assert zasync.get_queue(conn).get(stray_id).status == PENDING
+
+
+# -- SIGTERM ----------------------------------------------------------------------
+
+@pytest.fixture
+def default_sigterm():
+    import signal
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield signal
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_unwinds_the_process_while_the_subscriber_s_dispatcher_runs(
+        fresh_db, default_sigterm):
+    signal = default_sigterm
+    _policy()
+    zope.event.notify(DatabaseOpenedWithRoot(fresh_db))
+    handler = signal.getsignal(signal.SIGTERM)
+    assert callable(handler)
+    with pytest.raises(SystemExit):
+        handler(signal.SIGTERM, None)
+    # once used, a second SIGTERM ends the process at once
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert subscriber.stop(fresh_db)
+
+
+def test_the_sigterm_handler_is_given_back_and_an_application_s_own_is_kept(
+        fresh_db, tmp_path, default_sigterm):
+    signal = default_sigterm
+    _policy()
+    zope.event.notify(DatabaseOpenedWithRoot(fresh_db))
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    assert subscriber.stop(fresh_db)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+    def own(signum, frame):
+        pass
+    signal.signal(signal.SIGTERM, own)
+    zope.event.notify(DatabaseOpenedWithRoot(fresh_db))
+    assert subscriber.get_dispatcher(fresh_db).running
+    assert signal.getsignal(signal.SIGTERM) is own

@@ -192,6 +192,8 @@ def served_databases(db):
 def check_put(queue):
     """Warn if a job put into `queue` goes where the configuration serves
     nothing (see the module's docstring)."""
+    if not _served:
+        return
     db = queue._p_jar.db()
     databases = _databases_of(db)
     if databases is None:
