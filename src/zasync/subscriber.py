@@ -22,6 +22,11 @@ An application without ZCML makes the same set-up with one call::
 
 With ``threads=0`` the queues are installed but no dispatcher starts: a web
 process that only puts jobs, while ``zasync worker`` processes run them.
+
+The dispatcher it starts keeps a stable id in the instance's id file, and
+a script (``zconsole run``) starts none unless ``ZASYNC_DISPATCHER=on``
+(`zasync.instance`); it stops before its database closes, and SIGTERM
+unwinds the process so that it does (`zasync.shutdown`).
 """
 
 import atexit
