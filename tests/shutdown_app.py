@@ -75,7 +75,9 @@ def main(folder, layout, style, phase):
     db = open_database(folder, layout)
     zope.event.notify(DatabaseOpenedWithRoot(db))
     with db.transaction() as conn:
-        job = IQueue(conn).put(zasync.Job(work, folder, WORK))
+        # by its module's name, not __main__'s, as an application's job is
+        from shutdown_app import work as job_function
+        job = IQueue(conn).put(zasync.Job(job_function, folder, WORK))
         job_id = job.id
     print("put", job_id, flush=True)
     if style in ("serve", "wait"):

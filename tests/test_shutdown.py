@@ -251,7 +251,16 @@ def test_a_killed_instance_recovers_its_own_job_at_once_on_restart(tmp_path):
             process.wait()
     assert read(tmp_path, "runs") == ""
     began = time.monotonic()
-    returncode = run_once(tmp_path, "multi", "end", "after")
+    process = start(tmp_path, "multi", "serve", "after")
+    try:
+        wait_until(lambda: len(read(tmp_path, "runs").splitlines()) == 2,
+                   "the recovered job and the new one ran", process)
+        process.send_signal(signal.SIGINT)
+        returncode = finish(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     log = read(tmp_path, "log")
     assert "recovered 1 job(s) of its earlier run" in log, log
     assert time.monotonic() - began < 60
