@@ -320,3 +320,11 @@ def test_the_sigterm_handler_is_given_back_and_an_application_s_own_is_kept(
     zope.event.notify(DatabaseOpenedWithRoot(fresh_db))
     assert subscriber.get_dispatcher(fresh_db).running
     assert signal.getsignal(signal.SIGTERM) is own
+
+
+def test_an_id_file_that_cannot_be_written_is_refused_naming_it(fresh_db, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    path = tmp_path / "a-file" / "zasync.id"
+    with pytest.raises(ConfigurationError, match=f"{path}.*cannot write it"):
+        subscriber.configure(fresh_db, id_file=str(path))
+    assert subscriber.dispatchers() == []

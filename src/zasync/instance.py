@@ -114,11 +114,21 @@ def dispatcher_id(db, path=None):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(temporary, "w", encoding="utf-8") as f:
             f.write(new + "\n")
-        os.replace(temporary, path)
+        # A whole file or none, and never over another process's: two
+        # processes that start at once end up with the same id (the second
+        # then refuses to run under it, as the id is in use).
+        os.link(temporary, path)
+    except FileExistsError:
+        return dispatcher_id(db, path)
     except OSError as error:
         raise ConfigurationError(
             f"dispatcher id file {path!r}: cannot write it: {error} (choose "
             f"another with the id_file attribute or ${ID_FILE_VARIABLE})") from None
+    finally:
+        try:
+            os.remove(temporary)
+        except OSError:
+            pass
     logger.info("zasync: dispatcher id %s written to %s", new, path)
     return new
 
