@@ -322,9 +322,10 @@ def test_the_sigterm_handler_is_given_back_and_an_application_s_own_is_kept(
     assert signal.getsignal(signal.SIGTERM) is own
 
 
-def test_an_id_file_that_cannot_be_written_is_refused_naming_it(fresh_db, tmp_path):
+def test_an_id_file_that_cannot_be_used_is_refused_naming_it(fresh_db, tmp_path):
+    import re
     (tmp_path / "a-file").write_text("")
     path = tmp_path / "a-file" / "zasync.id"
-    with pytest.raises(ConfigurationError, match=f"{path}.*cannot write it"):
+    with pytest.raises(ConfigurationError, match=f"{re.escape(str(path))}.*cannot"):
         subscriber.configure(fresh_db, id_file=str(path))
     assert subscriber.dispatchers() == []
