@@ -8,7 +8,8 @@ dispatcher, and puts one job.  Then it ends in one of several ways::
 
     python -m shutdown_app FOLDER LAYOUT STYLE PHASE
 
-LAYOUT is ``single`` or ``multi``.  STYLE says how the process ends:
+LAYOUT is ``single``, ``multi`` or ``zeo`` (one storage of the ZEO server
+whose URI is in ``FOLDER/zeo-uri``).  STYLE says how the process ends:
 
 ``serve``
     waits for signals like a server; on SIGINT or SIGTERM it closes the
@@ -58,10 +59,14 @@ def work(folder, seconds):
 def open_database(folder, layout):
     if layout == "single":
         return zasync.open_db(os.path.join(folder, "Data.fs"))
+    if layout == "zeo":
+        with open(os.path.join(folder, "zeo-uri")) as f:
+            return zasync.open_db(f.read().strip())
     return testing.open_multidb(folder)
 
 
 POLICY = {"single": "basic_dispatcher_policy.zcml",
+          "zeo": "basic_dispatcher_policy.zcml",
           "multi": "multidb_dispatcher_policy.zcml"}
 
 

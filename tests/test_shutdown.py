@@ -4,7 +4,8 @@ stop recorded -- before its databases close, however the process ends:
 SIGINT or SIGTERM with a server's ``finally: db.close()`` (as ``runwsgi``
 does), a signal with no close at all, the script's own ``db.close()``, or
 the end of the script.  Each case is a real process (tests/shutdown_app.py)
-on real FileStorages, stopped in the middle of its job or after it."""
+on a real FileStorage, a multi-database of two, or a ZEO server, stopped in
+the middle of its job or after it."""
 
 import os
 import signal
@@ -72,6 +73,8 @@ def stored_state(folder, layout):
     """The jobs and dispatcher records as the database has them now."""
     if layout == "single":
         db = zasync.open_db(os.path.join(folder, "Data.fs"))
+    elif layout == "zeo":
+        db = zasync.open_db(read(folder, "zeo-uri"))
     else:
         db = testing.open_multidb(folder)
     try:
@@ -87,10 +90,10 @@ def stored_state(folder, layout):
                        for record_id, record in container.dispatchers.items()}
         return jobs, records
     finally:
-        if layout == "single":
-            db.close()
-        else:
+        if layout == "multi":
             testing.close_multidb(db)
+        else:
+            db.close()
 
 
 def run_once(folder, layout, style, phase, signum=None):
@@ -148,6 +151,9 @@ CASES = [
     ("multi", "close", None, "mid"),
     ("multi", "close", None, "after"),
     ("multi", "end", None, "after"),
+    ("zeo", "serve", signal.SIGTERM, "mid"),
+    ("zeo", "serve", signal.SIGINT, "after"),
+    ("zeo", "close", None, "mid"),
 ]
 
 
@@ -155,8 +161,10 @@ CASES = [
     "layout, style, signum, phase", CASES,
     ids=[f"{layout}-{style}-{signal.Signals(signum).name if signum else 'self'}-{phase}"
          for layout, style, signum, phase in CASES])
-def test_the_dispatcher_stops_before_the_database_closes(tmp_path, layout, style,
-                                                         signum, phase):
+def test_the_dispatcher_stops_before_the_database_closes(request, tmp_path, layout,
+                                                         style, signum, phase):
+    if layout == "zeo":
+        (tmp_path / "zeo-uri").write_text(request.getfixturevalue("zeo_server").uri)
     returncode = run_once(tmp_path, layout, style, phase, signum)
     assert_clean_stop(tmp_path, layout, returncode)
 
