@@ -83,3 +83,16 @@ def test_an_idle_dispatcher_in_process_starts_a_job_on_its_commit(db):
             report("in-process on FileStorage", put_to_start(producer, PUTS))
     finally:
         producer.close()
+
+
+def test_a_watch_is_dropped_after_its_database_closed(tmp_path):
+    """A dispatcher stopped after its database was closed (the end of a
+    process that closed it first) drops its watch without an error."""
+    from zasync import wakeup
+    db = zasync.open_db(str(tmp_path / "Data.fs"))
+    calls = []
+    handle = wakeup.watch(db, lambda: calls.append(1))
+    assert handle is not None
+    db.close()
+    wakeup.unwatch(db, handle)
+    assert handle not in wakeup._watches.get(handle.adapter, [])

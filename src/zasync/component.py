@@ -29,6 +29,7 @@ from ZODB.interfaces import IConnection
 from zope.interface import implementer
 from zope.interface.interfaces import IComponentRegistry
 
+from zasync import instance
 from zasync.database import ROOT_KEY
 from zasync.interfaces import (
     ConfigurationError, IQueue, IQueues, NotInstalledError)
@@ -51,14 +52,18 @@ def _connection_of(obj):
 
 
 def _database_names(conn):
-    """The names of the databases to look in: the connection's own, then
-    'async', then the others of the multi-database in name order."""
+    """The names of the databases to look in: those whose queues this
+    process's start-up configuration serves (`zasync.instance.serve`), then
+    the connection's own, then 'async', then the others of the
+    multi-database in name order."""
     own = conn.db().database_name
     others = sorted(name for name in conn.db().databases if name != own)
     if ASYNC_DATABASE in others:
         others.remove(ASYNC_DATABASE)
         others.insert(0, ASYNC_DATABASE)
-    return [own] + others
+    names = [own] + others
+    served = [name for name in instance.served_databases(conn.db()) if name in names]
+    return served + [name for name in names if name not in served]
 
 
 def find_queues(obj):

@@ -12,7 +12,7 @@ import weakref
 import transaction
 from zope.interface import implementer
 
-from zasync import clock, events, recovery, wakeup
+from zasync import clock, events, recovery, shutdown, wakeup
 from zasync.agent import Agent
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, ConfigurationError, DispatcherError, IDispatcher)
@@ -105,6 +105,7 @@ class Dispatcher:
         self._results = []
         self._started = []
         self._accepting = False
+        self._close_hook = None
         self.claim_conflicts = 0
 
     def __repr__(self):
@@ -150,6 +151,7 @@ class Dispatcher:
         self._thread.start()
         with _local_lock:
             _local_dispatchers.add(self)
+        self._close_hook = shutdown.before_close(self.db, self._stop_before_close)
         logger.info("dispatcher %s started: queues %s, agents %s", self.id,
                     ", ".join(map(repr, self.queue_names)),
                     ", ".join(f"{a.name}({a.size})" for a in self.agents))
@@ -222,10 +224,24 @@ class Dispatcher:
             f"heartbeat {age:.0f} s ago); it counts as dead after "
             f"{death:.0f} s without a heartbeat")
 
-    def stop(self, timeout=None):
-        """See `IDispatcher`."""
+    def _stop_before_close(self):
+        """Stop because the database closes (see `zasync.shutdown`)."""
+        logger.info("dispatcher %s: its database closes; stopping first", self.id)
+        self.stop(timeout=shutdown.STOP_TIMEOUT, hand_back=True)
+
+    def stop(self, timeout=None, hand_back=False):
+        """See `IDispatcher`.
+
+        With `hand_back`, jobs still running after `timeout` are handed
+        back (to run again, as their retry policy says) with the record of
+        the stop, instead of ending in their threads while a heartbeat
+        goes on: for a stop before the database closes, which could not
+        store their outcome anyway.
+        """
         if self._thread is None:
             return True
+        shutdown.cancel(self._close_hook)
+        self._close_hook = None
         self._stopping.set()
         self._wakeup.set()
         self._thread.join()
@@ -255,7 +271,11 @@ class Dispatcher:
         except Exception:
             logger.exception("dispatcher %s: could not store the last results", self.id)
 
-        if still_running:
+        if still_running and hand_back:
+            logger.warning("dispatcher %s: %d running job(s) handed back: the "
+                           "database closes", self.id, len(still_running))
+            self._finish_stop()
+        elif still_running:
             # The jobs go on in their threads.  Keep the heartbeat going
             # until they end, then record the stop: if this process ends
             # first, the heartbeat stops and another dispatcher recovers

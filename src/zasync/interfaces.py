@@ -128,6 +128,13 @@ class GroupFailedError(ZasyncError):
     """Recorded as the failure of a group without postprocess whose parts failed."""
 
 
+class UnservedQueueWarning(ZasyncError, UserWarning):
+    """Warned when a job is put into a queue that none of the queues this
+    process's start-up configuration serves (`zasync.subscriber.configure`,
+    the ZCML policies and directive): no dispatcher configured here will
+    run it."""
+
+
 # -- the job ----------------------------------------------------------------
 
 class IFailure(Interface):
@@ -458,12 +465,16 @@ class IDispatcher(Interface):
         "another dead and recovers its jobs.")
 
     def start():
-        """Register in the database and start claiming."""
+        """Register in the database and start claiming.  From then on,
+        closing the database (or another of its multi-database) stops the
+        dispatcher first (see `zasync.shutdown`)."""
 
-    def stop(timeout=None):
+    def stop(timeout=None, hand_back=False):
         """Stop claiming, let running jobs finish (waiting up to `timeout`
         seconds), put assigned jobs that did not start back in the queue
-        and mark the record stopped.  Return True if all jobs finished."""
+        and mark the record stopped.  Jobs still running after `timeout`
+        go on in their threads, or with `hand_back` are handed back to
+        their queue at once.  Return True if all jobs finished."""
 
     def wake():
         """Look for work now instead of at the next poll."""

@@ -41,7 +41,7 @@ import persistent
 from BTrees.OOBTree import OOBTree
 from zope.interface import implementer
 
-from zasync import clock, events
+from zasync import clock, events, instance
 from zasync.claim import Claiming, _pending_key, _wake_after_commit
 from zasync.interfaces import (
     CALLBACKS, NEW, PENDING, AlreadyQueuedError,
@@ -171,6 +171,7 @@ class Queue(Claiming, persistent.Persistent):
             holder = self.get_by_key(check_key(key))
             if holder is not None:
                 return holder    # writes nothing: the job of the key stands
+        instance.check_put(self)
 
         job.begin_after = begin_after
         job.begin_by = begin_by

@@ -22,6 +22,11 @@ An application without ZCML makes the same set-up with one call::
 
 With ``threads=0`` the queues are installed but no dispatcher starts: a web
 process that only puts jobs, while ``zasync worker`` processes run them.
+
+The dispatcher it starts keeps a stable id in the instance's id file, and
+a script (``zconsole run``) starts none unless ``ZASYNC_DISPATCHER=on``
+(`zasync.instance`); it stops before its database closes, and SIGTERM
+unwinds the process so that it does (`zasync.shutdown`).
 """
 
 import atexit
@@ -37,15 +42,17 @@ import zope.schema
 from zope.interface import Interface
 from zope.processlifetime import IDatabaseOpenedWithRoot
 
+from zasync import instance, shutdown
 from zasync.database import install
 from zasync.dispatcher import Dispatcher
 from zasync.interfaces import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
-#: Seconds `stop` (and the stop at the end of the process) gives running
-#: jobs to finish; those still running are recovered by another dispatcher.
-STOP_TIMEOUT = 30.0
+#: Seconds `stop` (and the stop before the database closes, or at the end
+#: of the process) gives running jobs to finish; those still running are
+#: recovered by another dispatcher, or by this one's next run.
+STOP_TIMEOUT = shutdown.STOP_TIMEOUT
 
 _lock = threading.Lock()
 _started = {}              # id(queues database) -> (database, dispatcher)
@@ -71,22 +78,32 @@ def queues_database(db, database_name=None):
     return found
 
 
-def configure(db, threads=1, queues=("",), database_name=None, **dispatcher_kwargs):
+def configure(db, threads=1, queues=("",), database_name=None, id_file=None,
+              **dispatcher_kwargs):
     """Install the `queues` in `db` (or in the database `database_name` of
     its multi-database) and start a dispatcher of `threads` threads on them;
     return the dispatcher, or None when `threads` is 0.
 
     Other keyword arguments (``agents``, ``id``, ``poll_interval``,
-    ``ping_interval``, ...) go to `zasync.Dispatcher`.  Called again for a
-    database already served in this process, it returns the running
-    dispatcher.  The dispatcher is stopped by `stop`, or at the end of the
+    ``ping_interval``, ...) go to `zasync.Dispatcher`.  Without ``id``, the
+    dispatcher keeps a stable id in the instance's id file (`id_file`, or
+    see `zasync.instance`).  Called again for a database already served in
+    this process, it returns the running dispatcher.  The dispatcher is
+    stopped by `stop`, before its database closes, or at the end of the
     process.
+
+    The queues count as served by this process's configuration even with
+    ``threads=0``: a put into another queue of the multi-database is
+    warned about (see `zasync.instance`).
     """
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise ConfigurationError(
             f"threads={threads!r}: expected an int of 0 (no dispatcher) or more")
     target = queues_database(db, database_name)
+    if isinstance(queues, str):
+        queues = (queues,)
     install(target, queues)
+    instance.serve(target, queues)
     if threads == 0 and "agents" not in dispatcher_kwargs:
         logger.info("zasync queues installed in %r; no dispatcher in this "
                     "process (threads=0)", target.database_name)
@@ -99,12 +116,15 @@ def configure(db, threads=1, queues=("",), database_name=None, **dispatcher_kwar
             return found[1]
         if "agents" not in dispatcher_kwargs:
             dispatcher_kwargs["threads"] = threads
-        if isinstance(queues, str):
-            queues = (queues,)
+        if dispatcher_kwargs.get("id") is None:
+            dispatcher_kwargs["id"] = instance.dispatcher_id(target, id_file)
         dispatcher = Dispatcher(target, queues=tuple(queues), **dispatcher_kwargs)
         dispatcher.start()
         _started[id(target)] = (target, dispatcher)
         _register_atexit()
+        # SIGTERM would end the process with no stop at all: make it unwind
+        # the process as Ctrl-C does (unless the application handles it).
+        shutdown.handle_sigterm()
     logger.info("zasync: dispatcher %s started on database %r", dispatcher.id,
                 target.database_name)
     return dispatcher
@@ -140,10 +160,14 @@ def stop(db=None, database_name=None, timeout=STOP_TIMEOUT):
         if db is None:
             found = list(_started.values())
             _started.clear()
+            instance.forget()
         else:
             target = queues_database(db, database_name)
             one = _started.pop(id(target), None)
             found = [] if one is None else [one]
+            instance.forget(target)
+        if not _started:
+            shutdown.release_sigterm()
     finished = True
     for _, dispatcher in found:
         finished = dispatcher.stop(timeout=timeout) and finished
@@ -154,17 +178,26 @@ class Setup:
     """A subscriber to `IDatabaseOpenedWithRoot` that calls `configure`
     with the event's database and its own arguments."""
 
-    def __init__(self, threads=1, queues=("",), database_name=None, **dispatcher_kwargs):
+    def __init__(self, threads=1, queues=("",), database_name=None, id_file=None,
+                 **dispatcher_kwargs):
         if isinstance(queues, str):
             queues = (queues,)
         self.threads = threads
         self.queues = tuple(queues)
         self.database_name = database_name
+        self.id_file = id_file
         self.dispatcher_kwargs = dispatcher_kwargs
 
     def __call__(self, event):
-        return configure(event.database, threads=self.threads, queues=self.queues,
-                         database_name=self.database_name, **self.dispatcher_kwargs)
+        threads, kwargs = self.threads, dict(self.dispatcher_kwargs)
+        wanted, why = instance.dispatcher_wanted()
+        if not wanted and (threads or "agents" in kwargs):
+            logger.info("zasync: no dispatcher in this process: %s", why)
+            threads = 0
+            kwargs.pop("agents", None)
+        return configure(event.database, threads=threads, queues=self.queues,
+                         database_name=self.database_name, id_file=self.id_file,
+                         **kwargs)
 
     def __repr__(self):
         return (f"<zasync.subscriber.Setup threads={self.threads} queues="
@@ -205,8 +238,16 @@ class IDispatcherDirective(Interface):
 
     id = zope.schema.TextLine(
         title="Dispatcher id",
-        description="A stable id, so that a restarted process recovers the "
-                    "jobs of its previous run at once.",
+        description="A fixed id, instead of the one kept in the id file.",
+        required=False)
+
+    id_file = zope.configuration.fields.Path(
+        title="Dispatcher id file",
+        description="The file that keeps this instance's dispatcher id, so "
+                    "that a restarted process recovers the jobs of its "
+                    "previous run at once; by default $ZASYNC_ID_FILE, or "
+                    "zasync-dispatcher.id in the instance's var folder "
+                    "($CLIENT_HOME) or beside the FileStorage.",
         required=False)
 
     poll_interval = zope.schema.Float(
@@ -222,9 +263,9 @@ def _queue_names(tokens):
 
 
 def dispatcher_directive(_context, threads=1, queues=None, database=None, id=None,
-                         poll_interval=None):
+                         id_file=None, poll_interval=None):
     """The handler of ``<zasync:dispatcher>``."""
-    kwargs = {}
+    kwargs = {"id_file": id_file}
     if id is not None:
         kwargs["id"] = id
     if poll_interval is not None:

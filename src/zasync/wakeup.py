@@ -27,9 +27,11 @@ _watches = weakref.WeakKeyDictionary()   # adapter -> list of Watch
 class Watch:
     """Calls `callback()` after a commit that changed one of `oids`."""
 
-    def __init__(self, callback):
+    def __init__(self, callback, adapter=None):
         self.callback = callback
         self.oids = frozenset()
+        # Kept for `unwatch`: a closed database no longer has its adapter.
+        self.adapter = adapter
 
     def notice(self, oids):
         if oids is None or not self.oids.isdisjoint(oids):
@@ -79,7 +81,7 @@ def watch(db, callback):
     adapter = _adapter(db)
     if adapter is None:
         return None
-    new = Watch(callback)
+    new = Watch(callback, adapter)
     with _lock:
         watches = _watches.get(adapter)
         if watches is None:
@@ -95,10 +97,12 @@ def watch(db, callback):
 
 
 def unwatch(db, handle):
-    """Stop a `Watch` returned by `watch`."""
+    """Stop a `Watch` returned by `watch` (also once `db` is closed)."""
     if handle is None:
         return
-    adapter = _adapter(db)
+    adapter = handle.adapter
+    if adapter is None:
+        return
     with _lock:
         watches = _watches.get(adapter, [])
         if handle in watches:
