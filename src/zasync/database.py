@@ -11,6 +11,7 @@ import transaction
 import ZODB
 import ZODB.FileStorage
 import zodburi
+from ZEO.ClientStorage import ClientStorage
 from ZODB.Connection import Connection
 
 from zasync.interfaces import (
@@ -58,7 +59,7 @@ def open_db(target, **db_kwargs):
         if "pool_size" not in target.partition("?")[2]:
             dbkw["pool_size"] = DEFAULT_POOL_SIZE
         dbkw.update(db_kwargs)
-        return ZODB.DB(factory(), **dbkw)
+        return forget_oids_on_reconnect(ZODB.DB(factory(), **dbkw))
     if not target or target.endswith(os.sep):
         raise ConfigurationError(
             f"database path {target!r}: expected a file name such as var/Data.fs")
@@ -80,6 +81,66 @@ def open_db(target, **db_kwargs):
                 pass
         raise
     return ZODB.DB(storage, **db_kwargs)
+
+
+def forget_oids_on_reconnect(db_or_storage):
+    """Make the ZEO clients of a database drop the object ids they fetched
+    ahead from their server whenever they lose or regain it; return the
+    argument.
+
+    A ZEO client (ZEO 5 and 6) asks its server for new object ids 100 at a
+    time and keeps those it has not used yet across a reconnect, but a
+    restarted server hands ids out again from the highest one committed:
+    the kept ids go to other clients too, and new objects (a job put, a
+    counter created) conflict, or fail with "A different object already
+    has the same oid", until the kept ids run out.  `open_db`, `install`
+    and `Dispatcher` do this for the databases zasync is given; an
+    application that opens its own ClientStorage calls it once, with the
+    storage or with the `ZODB.DB` (every database of a multi-database).
+    Other storages are left alone; calling it again does nothing more.
+    """
+    if isinstance(db_or_storage, ZODB.DB):
+        databases = getattr(db_or_storage, "databases", None) or {
+            None: db_or_storage}
+        storages = [database.storage for database in databases.values()]
+    elif callable(getattr(db_or_storage, "new_oid", None)):
+        storages = [db_or_storage]
+    else:
+        raise ConfigurationError(
+            f"{db_or_storage!r}: expected a ZODB.DB or a storage (such as "
+            f"ZEO.ClientStorage.ClientStorage)")
+    for storage in storages:
+        # zc.zlibstorage and other wrappers keep the storage they wrap as
+        # `base`.
+        for _ in range(8):
+            if isinstance(storage, ClientStorage) or storage is None:
+                break
+            storage = getattr(storage, "base", None)
+        if isinstance(storage, ClientStorage) and not getattr(
+                storage, "_zasync_forgets_oids", False):
+            _forget_oids_when_notified(storage, "notify_disconnected")
+            _forget_oids_when_notified(storage, "notify_connected")
+            storage._zasync_forgets_oids = True
+    return db_or_storage
+
+
+def _forget_oids_when_notified(storage, name):
+    """Wrap the storage's method `name`, which ZEO's I/O thread calls, so
+    that it first empties the list of ids fetched ahead (`new_oid` pops
+    from it, and asks the server for more once it is empty).  Both ends of
+    a connection count: ids fetched from a server that went away must not
+    be used while it is away nor after it is back."""
+    notify = getattr(storage, name)
+
+    def forget_then_notify(*args, **kwargs):
+        kept = len(storage._oids)
+        del storage._oids[:]
+        if kept:
+            logger.info("%s: %s; dropped %d object ids fetched ahead from the "
+                        "server", storage.__name__, name.replace("_", " "), kept)
+        return notify(*args, **kwargs)
+
+    setattr(storage, name, forget_then_notify)
 
 
 def _schemes():
@@ -110,6 +171,7 @@ def install(db, queues=("",)):
     is ''); idempotent, and safe to run from several processes at once.
     Return the installed queue names."""
     names = _check_names(queues)
+    forget_oids_on_reconnect(db)
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
     try:
