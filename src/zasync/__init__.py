@@ -12,6 +12,7 @@ from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, STATUSES,
     AlreadyCompletedError, AlreadyQueuedError, Cancelled, ConfigurationError,
+    DatabaseUnavailableError,
     DuplicateScheduleError, GroupFailedError, InterruptedJobError, JobStateError,
     JobTimeoutError, NaiveDatetimeError, NotInJobError, NotInstalledError,
     NotPendingError, UnknownQueueError, UnknownScheduleError, UnstorableError,
@@ -29,6 +30,7 @@ __all__ = [
     "wait_for",
     "NEW", "PENDING", "ASSIGNED", "ACTIVE", "CALLBACKS", "COMPLETED", "STATUSES",
     "ZasyncError", "AlreadyCompletedError", "AlreadyQueuedError", "Cancelled",
+    "DatabaseUnavailableError",
     "ConfigurationError", "DuplicateScheduleError", "GroupFailedError",
     "InterruptedJobError", "JobStateError", "JobTimeoutError", "NaiveDatetimeError",
     "NotInJobError",

@@ -3,19 +3,24 @@ and waiting for a job from outside."""
 
 import logging
 import os
+import socket
 import threading
 import time
+import urllib.parse
 import weakref
 
 import transaction
 import ZODB
 import ZODB.FileStorage
+import zc.lockfile
 import zodburi
 from ZEO.ClientStorage import ClientStorage
+from ZEO.Exceptions import ClientDisconnected
 from ZODB.Connection import Connection
 
 from zasync.interfaces import (
-    COMPLETED, ConfigurationError, NotInstalledError, WaitTimeoutError)
+    COMPLETED, ConfigurationError, DatabaseUnavailableError, NotInstalledError,
+    WaitTimeoutError)
 from zasync.queue import Queues
 
 logger = logging.getLogger(__name__)
@@ -46,12 +51,14 @@ def open_db(target, **db_kwargs):
             f"such as zeo://127.0.0.1:8100")
     target = os.fspath(target)
     if "://" in target:
+        scheme = target.partition("://")[0]
+        known = _schemes()
+        if scheme not in known:
+            raise ConfigurationError(
+                f"database URI {target!r}: unknown scheme {scheme!r}; known: "
+                + ", ".join(sorted(known)))
         try:
             factory, dbkw = zodburi.resolve_uri(target)
-        except KeyError as error:
-            raise ConfigurationError(
-                f"database URI {target!r}: unknown scheme {error}; known: "
-                + ", ".join(sorted(_schemes()))) from None
         except Exception as error:
             raise ConfigurationError(
                 f"database URI {target!r}: {type(error).__name__}: {error}") from None
@@ -59,7 +66,7 @@ def open_db(target, **db_kwargs):
         if "pool_size" not in target.partition("?")[2]:
             dbkw["pool_size"] = DEFAULT_POOL_SIZE
         dbkw.update(db_kwargs)
-        return forget_oids_on_reconnect(ZODB.DB(factory(), **dbkw))
+        return forget_oids_on_reconnect(ZODB.DB(_open_storage(target, factory), **dbkw))
     if not target or target.endswith(os.sep):
         raise ConfigurationError(
             f"database path {target!r}: expected a file name such as var/Data.fs")
@@ -73,14 +80,81 @@ def open_db(target, **db_kwargs):
             if not os.path.exists(target + suffix)]
     try:
         storage = ZODB.FileStorage.FileStorage(target)
-    except BaseException:
+    except BaseException as error:
         for path in made:
             try:
                 os.remove(path)
             except OSError:
                 pass
+        if isinstance(error, zc.lockfile.LockError):
+            raise DatabaseUnavailableError(
+                f"database {target!r} is open in another process (it holds "
+                f"{target + '.lock'!r}): a FileStorage file is opened by one "
+                f"process at a time; to share it, serve it with a ZEO server "
+                f"(runzeo -a 127.0.0.1:8100 -f {target}) and open "
+                f"zeo://127.0.0.1:8100 in every process") from None
         raise
     return ZODB.DB(storage, **db_kwargs)
+
+
+def _zeo_address(uri):
+    """The address of the ZEO server a ``zeo://`` URI names, as
+    "HOST:PORT" or a Unix socket's path; None for other URIs."""
+    if not uri.startswith("zeo://"):
+        return None
+    parts = urllib.parse.urlsplit("http://" + uri[len("zeo://"):])
+    if parts.netloc:
+        try:
+            port = parts.port or 9991      # zodburi's default
+        except ValueError:
+            return None                    # zodburi says what is wrong
+        return f"{parts.hostname or ''}:{port}"
+    return os.path.normpath(parts.path)
+
+
+def _zeo_unanswered(address, timeout=2.0):
+    """Why nobody answers at a ZEO `address` ("HOST:PORT" or a socket's
+    path) now, e.g. "connection refused"; None when something listens
+    there.  Only a connection is tried, no ZEO handshake."""
+    try:
+        if ":" in address and not address.startswith(os.sep):
+            host, _, port = address.rpartition(":")
+            sock = socket.create_connection((host, int(port)), timeout=timeout)
+        else:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(address)
+            except BaseException:
+                sock.close()
+                raise
+    except socket.timeout:
+        return f"no answer in {timeout:g} s"
+    except OSError as error:
+        return (error.strerror or str(error)).lower()
+    sock.close()
+    return None
+
+
+def _open_storage(target, factory):
+    """The storage of a URI; for ``zeo://``, say in the log at once when
+    no server answers (ZEO waits for one, 30 s unless ``wait_timeout=``
+    says otherwise), and raise `DatabaseUnavailableError` when none did."""
+    address = _zeo_address(target)
+    if address is None:
+        return factory()
+    query = urllib.parse.parse_qs(target.partition("?")[2])
+    wait = query.get("wait_timeout", ["30"])[-1]
+    why = _zeo_unanswered(address)
+    if why is not None:
+        logger.warning("no ZEO server answers at %s yet (%s); waiting up to %s s "
+                       "for one to start", address, why, wait)
+    try:
+        return factory()
+    except ClientDisconnected:
+        raise DatabaseUnavailableError(
+            f"no ZEO server answered at {address} in {wait} s (database "
+            f"{target!r}): start the server, or check its address") from None
 
 
 def forget_oids_on_reconnect(db_or_storage):
