@@ -165,3 +165,28 @@ def test_the_cli_names_an_unknown_scheme():
     error = error_line(result)
     assert "unknown scheme 'zoe'" in error
     assert "zeo" in error.partition("known: ")[2]
+
+
+# -- URLs that are not UTF-8 -----------------------------------------------------------
+
+@pytest.mark.parametrize("url, api", [
+    ("/jobs/%ff%fe", False),
+    ("/api/jobs/%ff%fe", True),
+    ("/jobs?callable=%ff%fe", False),
+    ("/api/jobs?callable=%ff%fe", True),
+])
+def test_a_url_that_is_not_utf8_is_a_bad_request(db, caplog, url, api):
+    import webtest
+    from zasync.web import make_app
+    app = webtest.TestApp(make_app(db, token="t0ken"))
+    response = app.get(url, status=400)
+    part = "query string" if "?" in url else "path"
+    message = f"the URL's {part} is not UTF-8 text once its %-escapes are decoded"
+    if api:
+        assert response.json == {"result": "fail", "message": message}
+    else:
+        assert response.text == f"400 Bad Request: {message}\n"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert [record for record in caplog.records if record.levelname == "ERROR"] == []
+    # the same pages with UTF-8 text answer as usual
+    app.get(url.replace("%ff%fe", "%C3%A9"), status=404 if "?" not in url else 200)
