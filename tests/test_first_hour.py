@@ -190,3 +190,32 @@ def test_a_url_that_is_not_utf8_is_a_bad_request(db, caplog, url, api):
     assert [record for record in caplog.records if record.levelname == "ERROR"] == []
     # the same pages with UTF-8 text answer as usual
     app.get(url.replace("%ff%fe", "%C3%A9"), status=404 if "?" not in url else 200)
+
+
+# -- waiting for a job put in a transaction that has ended ---------------------------
+
+def test_wait_for_takes_a_job_id_or_a_job_whose_connection_closed(db):
+    from ZODB.POSException import ConnectionStateError
+    from zasync import examples
+    with db.transaction() as conn:
+        job = zasync.get_queue(conn).put(examples.add, 1, 2)
+        job_id = job.id
+    # The connection that put it is closed: its objects may lose their
+    # state at any time (here at once), and then cannot be read.
+    job._p_invalidate()
+    with pytest.raises(ConnectionStateError):
+        job.id
+    with zasync.Dispatcher(db, threads=1, poll_interval=0.05):
+        done = zasync.wait_for(job_id, db=db, timeout=30)
+        assert (done.id, done.result) == (job_id, 3)
+        assert zasync.wait_for(job, timeout=30).result == 3
+
+
+def test_wait_for_a_job_id_needs_its_database_and_a_known_id(db):
+    with pytest.raises(zasync.ConfigurationError, match=r"give the database"):
+        zasync.wait_for("0" * 20)
+    with pytest.raises(zasync.ConfigurationError,
+                       match=r"job id '00000000000000000000': no such job"):
+        zasync.wait_for("0" * 20, db=db)
+    with pytest.raises(zasync.ConfigurationError, match=r"db='var/Data.fs': expected a ZODB.DB"):
+        zasync.wait_for("0" * 20, db="var/Data.fs")

@@ -309,24 +309,45 @@ def _wait_connection(db):
     return found
 
 
-def wait_for(job, timeout=30.0, poll_interval=0.005):
+def wait_for(job, timeout=30.0, poll_interval=0.005, db=None):
     """Wait until `job` completed and return it as seen from a fresh
     transaction, on a connection of this thread kept for waiting (the job
     returned stays readable until the next `wait_for` of this thread shows
     it anew).
 
-    `job` must have been committed.  Raises `WaitTimeoutError` after
-    `timeout` seconds (None waits for ever).
+    `job` is a committed job, from any connection, open or closed: only its
+    database and object id are used, never its state, which a closed
+    connection may have dropped.  Or it is a job's id (``job.id``, read
+    while its transaction was open), with the `db` to find it in.  Raises
+    `WaitTimeoutError` after `timeout` seconds (None waits for ever).
     """
-    jar = getattr(job, "_p_jar", None)
-    oid = getattr(job, "_p_oid", None)
-    if jar is None or oid is None:
-        raise ConfigurationError(
-            f"{job!r} is not stored yet: commit the transaction that put it "
-            f"before waiting for it")
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(
+            timeout, (int, float)) or timeout < 0):
         raise ConfigurationError(f"timeout={timeout!r}: expected seconds (>= 0) or None")
-    tm, conn = _wait_connection(jar.db())
+    if db is not None and not isinstance(db, ZODB.DB):
+        raise ConfigurationError(f"db={db!r}: expected a ZODB.DB")
+    if isinstance(job, str):
+        if db is None:
+            raise ConfigurationError(
+                f"job id {job!r}: give the database to find it in, as in "
+                f"wait_for(job_id, db=db)")
+        job_id = job
+        tm, conn = _wait_connection(db)
+        tm.begin()
+        found = get_queues(conn).find_job(job_id)
+        if found is None:
+            tm.abort()
+            raise ConfigurationError(
+                f"job id {job_id!r}: no such job in this database's queues")
+        oid = found._p_oid
+    else:
+        jar = getattr(job, "_p_jar", None)
+        oid = getattr(job, "_p_oid", None)
+        if jar is None or oid is None:
+            raise ConfigurationError(
+                f"{job!r} is not stored yet: commit the transaction that put it "
+                f"before waiting for it")
+        tm, conn = _wait_connection(db or jar.db())
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = poll_interval
     while True:
