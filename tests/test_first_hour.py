@@ -1,6 +1,7 @@
 """The mistakes of a first hour with zasync, each answered by a message
 that says what is wrong: no ZEO server at the address given, a FileStorage
-another process has open, a misspelt URI scheme."""
+another process has open, a misspelt URI scheme, a URL that is not UTF-8;
+and waiting for a job put in a transaction that has ended."""
 
 import os
 import subprocess
@@ -10,12 +11,10 @@ import time
 import pytest
 
 import zasync
+from zasync.commands import ZEO_WAIT
 from zasync.testing import ZEOServer, free_port
 
 from recovery_jobs import wait_until, worker_env
-
-#: What "at once" means for a command an operator waits for.
-FEW_SECONDS = 5.0
 
 
 def run_zasync(*args, timeout=60):
@@ -47,7 +46,10 @@ def test_a_command_says_at_once_that_no_zeo_server_answers(command):
     assert f"no ZEO server answers at 127.0.0.1:{port}" in error
     assert "connection refused" in error
     assert "expected a FileStorage path" not in error
-    assert took < FEW_SECONDS, took
+    # Said from the connection refused, not after waiting in vain for the
+    # command's wait_timeout (a loaded machine may take seconds to start
+    # Python: no tighter bound).
+    assert took < ZEO_WAIT, took
 
 
 def test_open_db_says_no_zeo_server_answered_after_its_wait(caplog):
