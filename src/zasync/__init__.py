@@ -5,12 +5,14 @@ and record its result in the same database.  See README.rst and docs/.
 """
 
 from zasync.agent import Agent
-from zasync.database import get_queue, get_queues, install, open_db, wait_for
+from zasync.database import (
+    forget_oids_on_reconnect, get_queue, get_queues, install, open_db, wait_for)
 from zasync.dispatcher import Dispatcher
 from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, STATUSES,
     AlreadyCompletedError, AlreadyQueuedError, Cancelled, ConfigurationError,
+    DatabaseUnavailableError,
     DuplicateScheduleError, GroupFailedError, InterruptedJobError, JobStateError,
     JobTimeoutError, NaiveDatetimeError, NotInJobError, NotInstalledError,
     NotPendingError, UnknownQueueError, UnknownScheduleError, UnstorableError,
@@ -22,11 +24,13 @@ from zasync.workflow import parallel, serial
 
 __all__ = [
     "Agent", "Backoff", "Dispatcher", "Failure", "Job", "NeverRetry",
-    "RetryTransient", "check_cancelled", "current_job", "get_queue",
+    "RetryTransient", "check_cancelled", "current_job", "forget_oids_on_reconnect",
+    "get_queue",
     "get_queues", "install", "open_db", "parallel", "progress", "serial",
     "wait_for",
     "NEW", "PENDING", "ASSIGNED", "ACTIVE", "CALLBACKS", "COMPLETED", "STATUSES",
     "ZasyncError", "AlreadyCompletedError", "AlreadyQueuedError", "Cancelled",
+    "DatabaseUnavailableError",
     "ConfigurationError", "DuplicateScheduleError", "GroupFailedError",
     "InterruptedJobError", "JobStateError", "JobTimeoutError", "NaiveDatetimeError",
     "NotInJobError",

@@ -13,7 +13,6 @@ import threading
 import uuid
 
 import click
-from zc.lockfile import LockError
 
 from zasync.database import get_queues, install, open_db
 from zasync.interfaces import NotInstalledError, ZasyncError
@@ -57,21 +56,28 @@ def main():
 
 # -- helpers -----------------------------------------------------------------
 
-def _open_database(target, param_hint):
+def _open_database(target, param_hint, wait=True):
     """Open `target` with `zasync.open_db`, or raise a `BadParameter` that
-    says why it could not be opened."""
+    says why it could not be opened.  Without `wait`, a ZEO server that
+    does not answer at once is reported at once: a command an operator
+    waits for does not wait for a server to start, a worker does."""
+    from zasync.database import _zeo_address, _zeo_unanswered
+    address = None if wait else _zeo_address(target)
+    if address is not None:
+        why = _zeo_unanswered(address)
+        if why is not None:
+            raise click.BadParameter(
+                f"no ZEO server answers at {address} ({why}): start the server, "
+                f"or check the address in {target!r}", param_hint=param_hint)
     try:
         return open_db(target)
     except ZasyncError as error:
         raise click.BadParameter(str(error), param_hint=param_hint) from None
     except Exception as error:
-        reason = f"{type(error).__name__}: {error}"
-        if isinstance(error, LockError):
-            reason += (" (another process has it open; share a database "
-                       "between processes through a ZEO server)")
         raise click.BadParameter(
-            f"cannot open {target!r}: {reason}; expected a FileStorage path "
-            f"or a URI such as zeo://127.0.0.1:8100", param_hint=param_hint) from None
+            f"cannot open {target!r}: {type(error).__name__}: {error}; expected a "
+            f"FileStorage path or a URI such as zeo://127.0.0.1:8100",
+            param_hint=param_hint) from None
 
 
 def _configure_logging(level):

@@ -94,7 +94,7 @@ def _opened(target):
     """Open `target`; yield (transaction manager, connection); close both."""
     _check_exists(target)
     try:
-        db = _open_database(_with_wait_timeout(target), "'--db'")
+        db = _open_database(_with_wait_timeout(target), "'--db'", wait=False)
     except click.BadParameter as error:
         # name the URI as the user gave it
         error.message = error.message.replace(_with_wait_timeout(target), target)

@@ -3,18 +3,24 @@ and waiting for a job from outside."""
 
 import logging
 import os
+import socket
 import threading
 import time
+import urllib.parse
 import weakref
 
 import transaction
 import ZODB
 import ZODB.FileStorage
+import zc.lockfile
 import zodburi
+from ZEO.ClientStorage import ClientStorage
+from ZEO.Exceptions import ClientDisconnected
 from ZODB.Connection import Connection
 
 from zasync.interfaces import (
-    COMPLETED, ConfigurationError, NotInstalledError, WaitTimeoutError)
+    COMPLETED, ConfigurationError, DatabaseUnavailableError, NotInstalledError,
+    WaitTimeoutError)
 from zasync.jobset import JobSet
 from zasync.key import give_lanes
 from zasync.queue import Queues
@@ -47,12 +53,14 @@ def open_db(target, **db_kwargs):
             f"such as zeo://127.0.0.1:8100")
     target = os.fspath(target)
     if "://" in target:
+        scheme = target.partition("://")[0]
+        known = _schemes()
+        if scheme not in known:
+            raise ConfigurationError(
+                f"database URI {target!r}: unknown scheme {scheme!r}; known: "
+                + ", ".join(sorted(known)))
         try:
             factory, dbkw = zodburi.resolve_uri(target)
-        except KeyError as error:
-            raise ConfigurationError(
-                f"database URI {target!r}: unknown scheme {error}; known: "
-                + ", ".join(sorted(_schemes()))) from None
         except Exception as error:
             raise ConfigurationError(
                 f"database URI {target!r}: {type(error).__name__}: {error}") from None
@@ -60,7 +68,7 @@ def open_db(target, **db_kwargs):
         if "pool_size" not in target.partition("?")[2]:
             dbkw["pool_size"] = DEFAULT_POOL_SIZE
         dbkw.update(db_kwargs)
-        return ZODB.DB(factory(), **dbkw)
+        return forget_oids_on_reconnect(ZODB.DB(_open_storage(target, factory), **dbkw))
     if not target or target.endswith(os.sep):
         raise ConfigurationError(
             f"database path {target!r}: expected a file name such as var/Data.fs")
@@ -74,14 +82,141 @@ def open_db(target, **db_kwargs):
             if not os.path.exists(target + suffix)]
     try:
         storage = ZODB.FileStorage.FileStorage(target)
-    except BaseException:
+    except BaseException as error:
         for path in made:
             try:
                 os.remove(path)
             except OSError:
                 pass
+        if isinstance(error, zc.lockfile.LockError):
+            raise DatabaseUnavailableError(
+                f"database {target!r} is open in another process (it holds "
+                f"{target + '.lock'!r}): a FileStorage file is opened by one "
+                f"process at a time; to share it, serve it with a ZEO server "
+                f"(runzeo -a 127.0.0.1:8100 -f {target}) and open "
+                f"zeo://127.0.0.1:8100 in every process") from None
         raise
     return ZODB.DB(storage, **db_kwargs)
+
+
+def _zeo_address(uri):
+    """The address of the ZEO server a ``zeo://`` URI names, as
+    "HOST:PORT" or a Unix socket's path; None for other URIs."""
+    if not uri.startswith("zeo://"):
+        return None
+    parts = urllib.parse.urlsplit("http://" + uri[len("zeo://"):])
+    if parts.netloc:
+        try:
+            port = parts.port or 9991      # zodburi's default
+        except ValueError:
+            return None                    # zodburi says what is wrong
+        return f"{parts.hostname or ''}:{port}"
+    return os.path.normpath(parts.path)
+
+
+def _zeo_unanswered(address, timeout=2.0):
+    """Why nobody answers at a ZEO `address` ("HOST:PORT" or a socket's
+    path) now, e.g. "connection refused"; None when something listens
+    there.  Only a connection is tried, no ZEO handshake."""
+    try:
+        if ":" in address and not address.startswith(os.sep):
+            host, _, port = address.rpartition(":")
+            sock = socket.create_connection((host, int(port)), timeout=timeout)
+        else:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(address)
+            except BaseException:
+                sock.close()
+                raise
+    except socket.timeout:
+        return f"no answer in {timeout:g} s"
+    except OSError as error:
+        return (error.strerror or str(error)).lower()
+    sock.close()
+    return None
+
+
+def _open_storage(target, factory):
+    """The storage of a URI; for ``zeo://``, say in the log at once when
+    no server answers (ZEO waits for one, 30 s unless ``wait_timeout=``
+    says otherwise), and raise `DatabaseUnavailableError` when none did."""
+    address = _zeo_address(target)
+    if address is None:
+        return factory()
+    query = urllib.parse.parse_qs(target.partition("?")[2])
+    wait = query.get("wait_timeout", ["30"])[-1]
+    why = _zeo_unanswered(address)
+    if why is not None:
+        logger.warning("no ZEO server answers at %s yet (%s); waiting up to %s s "
+                       "for one to start", address, why, wait)
+    try:
+        return factory()
+    except ClientDisconnected:
+        raise DatabaseUnavailableError(
+            f"no ZEO server answered at {address} in {wait} s (database "
+            f"{target!r}): start the server, or check its address") from None
+
+
+def forget_oids_on_reconnect(db_or_storage):
+    """Make the ZEO clients of a database drop the object ids they fetched
+    ahead from their server whenever they lose or regain it; return the
+    argument.
+
+    A ZEO client (ZEO 5 and 6) asks its server for new object ids 100 at a
+    time and keeps those it has not used yet across a reconnect, but a
+    restarted server hands ids out again from the highest one committed:
+    the kept ids go to other clients too, and new objects (a job put, a
+    counter created) conflict, or fail with "A different object already
+    has the same oid", until the kept ids run out.  `open_db`, `install`
+    and `Dispatcher` do this for the databases zasync is given; an
+    application that opens its own ClientStorage calls it once, with the
+    storage or with the `ZODB.DB` (every database of a multi-database).
+    Other storages are left alone; calling it again does nothing more.
+    """
+    if isinstance(db_or_storage, ZODB.DB):
+        databases = getattr(db_or_storage, "databases", None) or {
+            None: db_or_storage}
+        storages = [database.storage for database in databases.values()]
+    elif callable(getattr(db_or_storage, "new_oid", None)):
+        storages = [db_or_storage]
+    else:
+        raise ConfigurationError(
+            f"{db_or_storage!r}: expected a ZODB.DB or a storage (such as "
+            f"ZEO.ClientStorage.ClientStorage)")
+    for storage in storages:
+        # zc.zlibstorage and other wrappers keep the storage they wrap as
+        # `base`.
+        for _ in range(8):
+            if isinstance(storage, ClientStorage) or storage is None:
+                break
+            storage = getattr(storage, "base", None)
+        if isinstance(storage, ClientStorage) and not getattr(
+                storage, "_zasync_forgets_oids", False):
+            _forget_oids_when_notified(storage, "notify_disconnected")
+            _forget_oids_when_notified(storage, "notify_connected")
+            storage._zasync_forgets_oids = True
+    return db_or_storage
+
+
+def _forget_oids_when_notified(storage, name):
+    """Wrap the storage's method `name`, which ZEO's I/O thread calls, so
+    that it first empties the list of ids fetched ahead (`new_oid` pops
+    from it, and asks the server for more once it is empty).  Both ends of
+    a connection count: ids fetched from a server that went away must not
+    be used while it is away nor after it is back."""
+    notify = getattr(storage, name)
+
+    def forget_then_notify(*args, **kwargs):
+        kept = len(storage._oids)
+        del storage._oids[:]
+        if kept:
+            logger.info("%s: %s; dropped %d object ids fetched ahead from the "
+                        "server", storage.__name__, name.replace("_", " "), kept)
+        return notify(*args, **kwargs)
+
+    setattr(storage, name, forget_then_notify)
 
 
 def _schemes():
@@ -112,6 +247,7 @@ def install(db, queues=("",)):
     is ''); idempotent, and safe to run from several processes at once.
     Return the installed queue names."""
     names = _check_names(queues)
+    forget_oids_on_reconnect(db)
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
     try:
@@ -179,24 +315,45 @@ def _wait_connection(db):
     return found
 
 
-def wait_for(job, timeout=30.0, poll_interval=0.005):
+def wait_for(job, timeout=30.0, poll_interval=0.005, db=None):
     """Wait until `job` completed and return it as seen from a fresh
     transaction, on a connection of this thread kept for waiting (the job
     returned stays readable until the next `wait_for` of this thread shows
     it anew).
 
-    `job` must have been committed.  Raises `WaitTimeoutError` after
-    `timeout` seconds (None waits for ever).
+    `job` is a committed job, from any connection, open or closed: only its
+    database and object id are used, never its state, which a closed
+    connection may have dropped.  Or it is a job's id (``job.id``, read
+    while its transaction was open), with the `db` to find it in.  Raises
+    `WaitTimeoutError` after `timeout` seconds (None waits for ever).
     """
-    jar = getattr(job, "_p_jar", None)
-    oid = getattr(job, "_p_oid", None)
-    if jar is None or oid is None:
-        raise ConfigurationError(
-            f"{job!r} is not stored yet: commit the transaction that put it "
-            f"before waiting for it")
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(
+            timeout, (int, float)) or timeout < 0):
         raise ConfigurationError(f"timeout={timeout!r}: expected seconds (>= 0) or None")
-    tm, conn = _wait_connection(jar.db())
+    if db is not None and not isinstance(db, ZODB.DB):
+        raise ConfigurationError(f"db={db!r}: expected a ZODB.DB")
+    if isinstance(job, str):
+        if db is None:
+            raise ConfigurationError(
+                f"job id {job!r}: give the database to find it in, as in "
+                f"wait_for(job_id, db=db)")
+        job_id = job
+        tm, conn = _wait_connection(db)
+        tm.begin()
+        found = get_queues(conn).find_job(job_id)
+        if found is None:
+            tm.abort()
+            raise ConfigurationError(
+                f"job id {job_id!r}: no such job in this database's queues")
+        oid = found._p_oid
+    else:
+        jar = getattr(job, "_p_jar", None)
+        oid = getattr(job, "_p_oid", None)
+        if jar is None or oid is None:
+            raise ConfigurationError(
+                f"{job!r} is not stored yet: commit the transaction that put it "
+                f"before waiting for it")
+        tm, conn = _wait_connection(db or jar.db())
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = poll_interval
     while True:

@@ -25,7 +25,6 @@ import time
 from typing import Optional
 
 import transaction
-from zc.lockfile import LockError
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.live import Live
@@ -38,7 +37,8 @@ from zasync import clock, examples
 from zasync.database import get_queue, install, open_db
 from zasync.dispatcher import Dispatcher
 from zasync.interfaces import (
-    ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, ZasyncError)
+    ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, DatabaseUnavailableError,
+    ZasyncError)
 from zasync.job import Job
 
 logger = logging.getLogger(__name__)
@@ -295,7 +295,7 @@ class Demo:
             self.db = open_db(self.path)
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
-            if isinstance(error, LockError):
+            if isinstance(error, DatabaseUnavailableError):
                 reason = "it is in use by another process (is a demo running there?)"
             raise DemoDatabaseError(
                 f"cannot open {self.path}: {reason}; expected a folder this "

@@ -14,6 +14,7 @@ from zope.interface import implementer
 
 from zasync import clock, events, recovery, shutdown, wakeup
 from zasync.agent import Agent
+from zasync.database import forget_oids_on_reconnect
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, ConfigurationError, DispatcherError, IDispatcher)
 from zasync.record import DispatcherRecord
@@ -77,7 +78,9 @@ class Dispatcher:
             id = uuid.uuid4().hex
         if not isinstance(id, str) or not id:
             raise ConfigurationError(f"id={id!r}: expected a non-empty str")
-        self.db = db
+        # a ZEO server's restart must not hand this process's kept object ids
+        # to other clients (see forget_oids_on_reconnect)
+        self.db = forget_oids_on_reconnect(db)
         self.id = id
         self.agents = agents
         self.queue_names = queues

@@ -59,6 +59,11 @@ class NotInstalledError(ZasyncError):
     """Raised when the database has no zasync queues installed."""
 
 
+class DatabaseUnavailableError(ZasyncError):
+    """Raised when a database cannot be opened now: no ZEO server answers
+    at its address, or another process has its FileStorage open."""
+
+
 class JobStateError(ZasyncError):
     """Raised when a job is asked to do what its status does not allow."""
 

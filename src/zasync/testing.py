@@ -39,7 +39,7 @@ class ZEOServer:
     """A ZEO server in a child process, serving a FileStorage.
 
     ``start()`` waits until it accepts connections; ``stop()`` ends it by
-    its pid (SIGTERM, then SIGKILL).  The server resolves conflicts with the
+    its pid (SIGTERM, then SIGKILL), ``kill()`` with SIGKILL at once.  The server resolves conflicts with the
     classes it can import, so it runs with this process's Python and path.
     """
 
@@ -94,6 +94,15 @@ class ZEOServer:
         except subprocess.TimeoutExpired:
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
+
+    def kill(self):
+        """End the server at once with SIGKILL (a crash: no index saved, no
+        goodbye to its clients), by its pid."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
 
     def __enter__(self):
         return self.start()

@@ -251,14 +251,14 @@ class Application:
     def __call__(self, environ, start_response):
         request = Request(environ)
         try:
-            response = self.respond(request)
+            response = _undecodable(request) or self.respond(request)
         except Exception:
             logger.exception("web: error answering %s %s", request.method, request.path_qs)
             response = Response(status=500, content_type="text/plain", charset="utf-8",
                                 body=b"500 Internal Server Error: see the server's log\n")
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
-        if not request.path_info.startswith("/static/"):
+        if not request.environ.get("PATH_INFO", "").startswith("/static/"):
             response.cache_control = "no-store"
         return response(environ, start_response)
 
@@ -319,6 +319,25 @@ class Application:
 
     def delete_cookie(self, request, response, name):
         response.delete_cookie(name, path=request.script_name or "/")
+
+
+def _undecodable(request):
+    """A 400 response when the request's path or query string is not UTF-8
+    once unquoted (``/jobs/%ff``), which no page or job id can be; else
+    None."""
+    for part, read in (("path", lambda: request.path_info),
+                       ("query string", lambda: request.GET)):
+        try:
+            read()
+        except UnicodeDecodeError:
+            break
+    else:
+        return None
+    message = f"the URL's {part} is not UTF-8 text once its %-escapes are decoded"
+    if request.environ.get("PATH_INFO", "").startswith("/api/"):
+        return Context.json({"result": "fail", "message": message}, 400)
+    return Response(status=400, content_type="text/plain", charset="utf-8",
+                    body=f"400 Bad Request: {message}\n".encode("utf-8"))
 
 
 def _not_found(ctx):
