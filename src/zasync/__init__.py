@@ -5,7 +5,9 @@ and record its result in the same database.  See README.rst and docs/.
 """
 
 from zasync.agent import Agent
-from zasync.database import get_queue, get_queues, install, open_db, wait_for
+from zasync.database import (
+    close_databases, get_queue, get_queues, install, open_databases, open_db,
+    wait_for)
 from zasync.dispatcher import Dispatcher
 from zasync.failure import Failure
 from zasync.interfaces import (
@@ -22,8 +24,8 @@ from zasync.workflow import parallel, serial
 
 __all__ = [
     "Agent", "Backoff", "Dispatcher", "Failure", "Job", "NeverRetry",
-    "RetryTransient", "check_cancelled", "current_job", "get_queue",
-    "get_queues", "install", "open_db", "parallel", "progress", "serial",
+    "RetryTransient", "check_cancelled", "close_databases", "current_job",
+    "get_queue", "get_queues", "install", "open_databases", "open_db", "parallel", "progress", "serial",
     "wait_for",
     "NEW", "PENDING", "ASSIGNED", "ACTIVE", "CALLBACKS", "COMPLETED", "STATUSES",
     "ZasyncError", "AlreadyCompletedError", "AlreadyQueuedError", "Cancelled",

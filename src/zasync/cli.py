@@ -15,7 +15,8 @@ import uuid
 import click
 from zc.lockfile import LockError
 
-from zasync.database import get_queues, install, open_db
+from zasync.database import (
+    close_connection, get_queues, install, open_connection, open_db)
 from zasync.interfaces import NotInstalledError, ZasyncError
 
 logger = logging.getLogger(__name__)
@@ -454,7 +455,7 @@ def _prepare_queues(db, target, names, install_missing):
     if install_missing:
         install(db, names)
         return
-    conn = db.open()
+    conn = open_connection(db)
     try:
         try:
             container = get_queues(conn)
@@ -472,7 +473,7 @@ def _prepare_queues(db, target, names, install_missing):
                     param_hint="'--queue'")
     finally:
         conn.transaction_manager.abort()
-        conn.close()
+        close_connection(conn)
 
 
 def _serve(dispatcher, grace):

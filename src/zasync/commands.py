@@ -31,7 +31,7 @@ from rich.progress import (
 
 from zasync import clock, report, storable
 from zasync.cli import CONTEXT_SETTINGS, _open_database, import_named, main
-from zasync.database import get_queues
+from zasync.database import close_connection, get_queues, open_connection
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, SIMPLE_FAILURE,
     SIMPLE_STARTED, SIMPLE_SUCCESS, NotInstalledError, ZasyncError)
@@ -101,7 +101,7 @@ def _opened(target):
         raise
     try:
         tm = transaction.TransactionManager()
-        conn = db.open(transaction_manager=tm)
+        conn = open_connection(db, tm)
         try:
             try:
                 get_queues(conn)
@@ -113,7 +113,7 @@ def _opened(target):
             yield tm, conn
         finally:
             tm.abort()
-            conn.close()
+            close_connection(conn)
     finally:
         db.close()
 

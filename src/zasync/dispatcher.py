@@ -14,6 +14,7 @@ from zope.interface import implementer
 
 from zasync import clock, events, recovery, wakeup
 from zasync.agent import Agent
+from zasync.database import close_connection, open_connection
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, ConfigurationError, DispatcherError, IDispatcher)
 from zasync.record import DispatcherRecord
@@ -128,15 +129,15 @@ class Dispatcher:
         if self._thread is not None:
             raise DispatcherError(f"dispatcher {self.id} is already started")
         self._tm = transaction.TransactionManager()
-        self._conn = self.db.open(transaction_manager=self._tm)
+        self._conn = open_connection(self.db, self._tm)
         try:
             _bookkeeping_commit(self._tm, self._register)
         except Exception:
-            self._conn.close()
+            close_connection(self._conn)
             raise
         _sessions_here.add(self._session)
         self._progress_tm = transaction.TransactionManager()
-        self._progress_conn = self.db.open(transaction_manager=self._progress_tm)
+        self._progress_conn = open_connection(self.db, self._progress_tm)
         self._stopping.clear()
         self._accepting = True
         self._watch = wakeup.watch(self.db, self.wake)
@@ -264,7 +265,7 @@ class Dispatcher:
             self._finish_stop()
         with self._progress_lock:
             self._progress_tm.abort()
-            self._progress_conn.close()
+            close_connection(self._progress_conn)
             self._progress_conn = None   # jobs still running write their own
         _sessions_here.discard(self._session)
         logger.info("dispatcher %s stopped", self.id)
@@ -292,7 +293,7 @@ class Dispatcher:
             _bookkeeping_commit(self._tm, mark_stopped)
         except Exception:
             logger.exception("dispatcher %s: could not record its stop", self.id)
-        self._conn.close()
+        close_connection(self._conn)
 
     def _linger(self):
         """After a stop that left jobs running: ping until they end."""
@@ -566,12 +567,12 @@ class Dispatcher:
                     # stop() returned while this job ran and closed the
                     # shared connection: use one of the job's own
                     tm = transaction.TransactionManager()
-                    conn = self.db.open(transaction_manager=tm)
+                    conn = open_connection(self.db, tm)
                     try:
                         return _write_progress(tm, conn, live_oid, fraction, message)
                     finally:
                         tm.abort()
-                        conn.close()
+                        close_connection(conn)
                 return _write_progress(tm, conn, live_oid, fraction, message)
         return write
 

@@ -24,6 +24,7 @@ import transaction
 
 from zasync import recovery
 from zasync.agent import Agent
+from zasync.database import close_connection, open_connection
 from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, Cancelled, ConfigurationError, JobTimeoutError)
@@ -89,7 +90,7 @@ class ProcessAgent(Agent):
         (counted from when `began_fd` becomes readable).
         Return None, 'cancelled' or 'timeout'."""
         tm = transaction.TransactionManager()
-        conn = dispatcher.db.open(transaction_manager=tm)
+        conn = open_connection(dispatcher.db, tm)
         try:
             tm.begin()
             job = conn.get(oid)
@@ -130,13 +131,13 @@ class ProcessAgent(Agent):
             return why
         finally:
             tm.abort()
-            conn.close()
+            close_connection(conn)
 
     def _settle(self, dispatcher, oid, job_id, returncode, why):
         """After the child: if it left the job unfinished, fail or hand on
         the job according to why it ended."""
         tm = transaction.TransactionManager()
-        conn = dispatcher.db.open(transaction_manager=tm)
+        conn = open_connection(dispatcher.db, tm)
         try:
             for attempt in tm.attempts(10):
                 with attempt:
@@ -170,7 +171,7 @@ class ProcessAgent(Agent):
                         record.jobs.discard(job_id)
         finally:
             tm.abort()
-            conn.close()
+            close_connection(conn)
 
 
 def _terminate(child, grace):

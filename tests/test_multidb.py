@@ -1,0 +1,135 @@
+"""A multi-database: the application's 'main' database, and the queues
+either in it or in a separate 'async' database.  Application requests put
+jobs that refer to main-database objects while zasync's dispatcher runs
+them; no request's commit may fail, and every job runs once."""
+
+import concurrent.futures
+import threading
+
+import pytest
+
+import zasync
+from zasync import database, testing
+
+import multidb_jobs
+
+REQUESTS = 64
+REQUEST_THREADS = 8
+TIMEOUT = 60
+#: Connections each database keeps without a warning: the requests held
+#: open at once, and the dispatcher's.
+POOL = REQUESTS + 16
+
+
+@pytest.fixture(params=["main", "async"])
+def layout(request):
+    """Where the queues are: in the main database, or in 'async'."""
+    return request.param
+
+
+@pytest.fixture
+def filestorage_multidb(tmp_path):
+    db = testing.open_multidb(tmp_path, names=("main", "async"), pool_size=POOL)
+    yield db
+    testing.close_multidb(db)
+
+
+@pytest.fixture
+def zeo_multidb(tmp_path):
+    """One real ZEO server serving two storages, 'main' and 'async', and
+    the multi-database of this process over it."""
+    with testing.ZEOServer(folder=str(tmp_path), storages=("main", "async")) as server:
+        db = zasync.open_databases(server.uris, pool_size=POOL)
+        yield db
+        zasync.close_databases(db)
+
+
+def _run_requests(main_db, count=REQUESTS, threads=REQUEST_THREADS, hold=False):
+    """`count` requests from `threads` request threads at once, each in a
+    connection of its own to the main database; with `hold`, every request
+    keeps its connection open until all have committed (so `count`
+    connections are open at once).  Return (job oids, errors)."""
+    done = threading.Barrier(count, timeout=TIMEOUT) if hold else None
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        outcomes = list(pool.map(
+            lambda i: multidb_jobs.request(main_db, i, done and done.wait),
+            range(count)))
+    oids = [oid for oid, error in outcomes if error is None]
+    errors = [repr(error) for oid, error in outcomes if error is not None]
+    return oids, errors
+
+
+def _check_requests_and_runs(main_db, layout):
+    queue_db = main_db.databases[layout]
+    zasync.install(queue_db)
+    multidb_jobs.add_targets(main_db, REQUESTS)
+    with testing.running_dispatcher(queue_db, threads=4):
+        # A first round from a few request threads, each closing its
+        # connection when done: the application's pool stays small.
+        oids, errors = _run_requests(main_db)
+        assert errors == []
+        testing.wait_for_idle(queue_db, timeout=TIMEOUT)
+        # A second round of requests all at once, now that the dispatcher
+        # has run jobs and closed connections: the application opens new
+        # connections, which reach the queues' database anew.
+        oids2, errors2 = _run_requests(main_db, threads=REQUESTS, hold=True)
+        assert errors2 == []
+        testing.wait_for_idle(queue_db, timeout=TIMEOUT)
+    assert len(oids) == len(oids2) == REQUESTS
+    assert multidb_jobs.runs(main_db) == {i: 2 for i in range(REQUESTS)}
+
+
+def test_concurrent_requests_on_a_filestorage_multidb(filestorage_multidb, layout):
+    _check_requests_and_runs(filestorage_multidb, layout)
+
+
+def test_concurrent_requests_on_a_zeo_multidb(zeo_multidb, layout):
+    _check_requests_and_runs(zeo_multidb, layout)
+
+
+def test_requests_keeping_their_connections_open(filestorage_multidb):
+    """The issue's reproduction: one main connection after another, the
+    earlier ones kept open (as request threads keep theirs), each putting a
+    job for an existing main object while the dispatcher serves 'async'."""
+    import transaction
+    main_db = filestorage_multidb
+    queue_db = main_db.databases["async"]
+    zasync.install(queue_db)
+    multidb_jobs.add_targets(main_db, 16)
+    opened, failed = [], []
+    with testing.running_dispatcher(queue_db, threads=2):
+        for i in range(16):
+            tm = transaction.TransactionManager()
+            conn = main_db.open(transaction_manager=tm)
+            opened.append(conn)
+            tm.begin()
+            job = zasync.component.find_queues(conn)[""].put(
+                multidb_jobs.touch, conn.root()["targets"][i])
+            try:
+                tm.commit()
+            except Exception as error:
+                tm.abort()
+                failed.append(repr(error))
+            else:
+                zasync.wait_for(job, timeout=TIMEOUT)
+        for conn in opened:
+            conn.close()
+    assert failed == []
+    assert multidb_jobs.runs(main_db) == {i: 1 for i in range(16)}
+
+
+def test_the_root_database_is_the_first_of_the_multidb(filestorage_multidb):
+    main_db = filestorage_multidb
+    queue_db = main_db.databases["async"]
+    assert database.root_database(queue_db) is main_db
+    assert database.root_database(main_db) is main_db
+    conn = database.open_connection(queue_db)
+    try:
+        assert conn.db() is queue_db
+        primary = conn.connections["main"]
+        assert primary.db() is main_db and primary.get_connection("async") is conn
+    finally:
+        database.close_connection(conn)
+    # Back in the main pool, with its group; the async pool holds nothing
+    # an application could take as a primary connection.
+    assert primary.opened is None and len(queue_db.pool.available) == 0
