@@ -4,6 +4,7 @@ jobs that refer to main-database objects while zasync's dispatcher runs
 them; no request's commit may fail, and every job runs once."""
 
 import concurrent.futures
+import json
 import threading
 
 import pytest
@@ -133,3 +134,102 @@ def test_the_root_database_is_the_first_of_the_multidb(filestorage_multidb):
     # Back in the main pool, with its group; the async pool holds nothing
     # an application could take as a primary connection.
     assert primary.opened is None and len(queue_db.pool.available) == 0
+
+
+# -- workers in other processes, over one ZEO server with two storages ----------
+
+WORKER_JOBS = 24
+
+
+@pytest.fixture
+def zeo_two_storages(tmp_path):
+    server = testing.ZEOServer(folder=str(tmp_path), storages=("main", "async"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from zasync.cli import main
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _db_options(server):
+    return ("--db", f"main={server.uri_for('main')}",
+            "--db", f"async={server.uri_for('async')}", "--queue-db", "async")
+
+
+def test_workers_over_zeo_run_jobs_whose_arguments_live_in_main(
+        tmp_path, zeo_two_storages, process_workers):
+    from process_jobs import wait_until
+    server = zeo_two_storages
+    db = zasync.open_databases(server.uris, pool_size=POOL)
+    try:
+        zasync.install(db.databases["async"])
+        multidb_jobs.add_targets(db, WORKER_JOBS)
+        # One worker of threads and one of child processes, each opening
+        # both databases under the application's names.
+        for index, extra in enumerate([(), ("--processes",)]):
+            process_workers.start(
+                str(tmp_path / f"worker{index}.log"), f"main={server.uri_for('main')}",
+                "--db", f"async={server.uri_for('async')}", "--queue-db", "async",
+                "--threads", "2", "--poll-interval", "0.05",
+                "--uuid-file", str(tmp_path / f"worker{index}.uuid"), *extra)
+        oids, errors = _run_requests(db, count=WORKER_JOBS)
+        assert errors == [] and len(oids) == WORKER_JOBS
+        wait_until(lambda: multidb_jobs.runs(db) == {i: 1 for i in range(WORKER_JOBS)},
+                   timeout=TIMEOUT, what="every job to run once")
+        testing.wait_for_idle(db.databases["async"], timeout=TIMEOUT)
+        status = json.loads(_cli("status", *_db_options(server), "--json"))
+        assert sorted(w["health"] for w in status["workers"]) == ["alive", "alive"]
+        assert [w["claim_error"] for w in status["workers"]] == [None, None]
+        listed = json.loads(_cli("jobs", *_db_options(server), "--json",
+                                 "--status", "success", "--limit", "100"))
+        assert len(listed["jobs"]) == WORKER_JOBS
+        for worker in process_workers:
+            assert worker.stop() == 0
+            assert "claim failed" not in worker.log, worker.log
+    finally:
+        zasync.close_databases(db)
+    # Every job ran in one of the two workers, once.
+    assert multidb_jobs.runs(zasync.open_databases(server.uris)) == {
+        i: 1 for i in range(WORKER_JOBS)}
+
+
+def test_a_worker_that_cannot_claim_says_why(tmp_path, zeo_two_storages, process_workers):
+    """The issue's worker, given the async database alone: its claims fail
+    on the jobs' references into 'main'.  It says so in its status and in
+    the web view instead of appearing alive."""
+    from process_jobs import wait_until
+    server = zeo_two_storages
+    db = zasync.open_databases(server.uris, pool_size=POOL)
+    try:
+        zasync.install(db.databases["async"])
+        multidb_jobs.add_targets(db, 1)
+        worker = process_workers.start(
+            str(tmp_path / "worker.log"), server.uri_for("async"),
+            "--poll-interval", "0.05", "--uuid-file", str(tmp_path / "worker.uuid"))
+        oids, errors = _run_requests(db, count=1)
+        assert errors == []
+
+        def failing():
+            found = json.loads(_cli("status", *_db_options(server), "--json"))["workers"]
+            return found and found[0]["health"] == "failing" and found[0]
+        seen = wait_until(failing, timeout=TIMEOUT, what="the worker to be failing")
+        assert "KeyError" in seen["claim_error"] and "main" in seen["claim_error"]
+        table = _cli("status", *_db_options(server))
+        assert "failing" in table and "cannot claim jobs: StateLoadError" in table
+        assert "KeyError: 'main'" in table
+
+        from zasync.web import make_app
+        import webtest
+        page = webtest.TestApp(make_app(db.databases["async"])).get("/workers")
+        assert "health-failing" in page.text and "KeyError" in page.text
+        assert worker.stop() == 0
+        assert multidb_jobs.runs(db) == {0: 0}
+    finally:
+        zasync.close_databases(db)

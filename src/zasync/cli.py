@@ -16,7 +16,8 @@ import click
 from zc.lockfile import LockError
 
 from zasync.database import (
-    close_connection, get_queues, install, open_connection, open_db)
+    close_connection, close_databases, get_queues, install, open_connection,
+    open_db)
 from zasync.interfaces import NotInstalledError, ZasyncError
 
 logger = logging.getLogger(__name__)
@@ -58,11 +59,52 @@ def main():
 
 # -- helpers -----------------------------------------------------------------
 
+def database_options(help_text):
+    """The options that say which databases a command opens: ``--db``
+    (repeated as NAME=URI for a multi-database), ``--queue-db`` and
+    ``--zope-conf``; the command receives them as one `target`, a
+    `zasync.multidb.Databases`."""
+    def decorate(function):
+        import functools
+
+        @functools.wraps(function)
+        def command(db_values, queue_db, zope_conf, **kwargs):
+            from zasync import multidb
+            if not db_values and zope_conf is None:
+                raise click.UsageError(
+                    "Missing option '--db' (or --zope-conf PATH): the database "
+                    "to open, e.g. --db zeo://127.0.0.1:8100")
+            try:
+                target = multidb.parse(db_values, queue_db, zope_conf)
+            except ZasyncError as error:
+                hint = "'--zope-conf'" if zope_conf is not None else "'--db'"
+                raise click.BadParameter(str(error), param_hint=hint) from None
+            return function(target=target, **kwargs)
+        command = click.option(
+            "--zope-conf", default=None, metavar="PATH",
+            help="Open the databases of a Zope instance's zope.conf (its "
+                 "<zodb_db> sections, the one mounted at / first) instead of --db.",
+        )(command)
+        command = click.option(
+            "--queue-db", default=None, metavar="NAME",
+            help="Of several databases, the one that keeps the queues.  "
+                 "[default: the one named 'async']")(command)
+        return click.option(
+            "--db", "db_values", multiple=True, metavar="URI",
+            help=help_text + "  For a multi-database, repeat as --db NAME=URI, "
+                 "the application's main database first, with the names the "
+                 "application gives them.")(command)
+    return decorate
+
+
 def _open_database(target, param_hint):
-    """Open `target` with `zasync.open_db`, or raise a `BadParameter` that
-    says why it could not be opened."""
+    """Open `target` (a path or URI, or a `zasync.multidb.Databases`) and
+    return the database that keeps the queues, or raise a `BadParameter`
+    that says why it could not be opened."""
     try:
-        return open_db(target)
+        if isinstance(target, str):
+            return open_db(target)
+        return target.open()
     except ZasyncError as error:
         raise click.BadParameter(str(error), param_hint=param_hint) from None
     except Exception as error:
@@ -148,9 +190,8 @@ def demo(directory, threads, once, bind, no_web, log_level):
 # -- web ---------------------------------------------------------------------
 
 @main.command(context_settings=CONTEXT_SETTINGS)
-@click.option("--db", "target", required=True, metavar="URI",
-              help="The database: a FileStorage path or a zodburi URI "
-                   "(zeo://HOST:PORT to watch workers in other processes).")
+@database_options("The database: a FileStorage path or a zodburi URI "
+                  "(zeo://HOST:PORT to watch workers in other processes).")
 @click.option("--bind", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
               help="Address to listen on; loopback unless told otherwise "
                    "(0.0.0.0:8080 opens it to the network).")
@@ -223,15 +264,14 @@ def web(target, bind, token, username, password, refresh, threads, allow_hosts, 
     except OSError as error:
         raise click.ClickException(f"cannot listen on {bind}: {error}") from None
     finally:
-        db.close()
+        close_databases(db)
 
 
 # -- worker ------------------------------------------------------------------
 
 @main.command(context_settings=CONTEXT_SETTINGS)
-@click.option("--db", "target", required=True, metavar="URI",
-              help="The database: a FileStorage path or a zodburi URI "
-                   "(zeo://HOST:PORT, file://..., postgres://... for RelStorage).")
+@database_options("The database: a FileStorage path or a zodburi URI "
+                  "(zeo://HOST:PORT, file://..., postgres://... for RelStorage).")
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(min=1),
               help="Worker threads, i.e. jobs run at once.")
 @click.option("--queue", "queue_names", multiple=True, metavar="NAME",
@@ -317,10 +357,15 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
     job_filter = _load_filter(filter_spec) if filter_spec else None
     server = None
     if serve_address is not None:
-        target, server = _serve_filestorage(target, serve_address)
-    if processes and "://" not in target:
+        if not target.single:
+            raise click.BadParameter(
+                f"--serve serves one FileStorage; {target} are several databases",
+                param_hint="'--serve'")
+        uri, server = _serve_filestorage(target.pairs[0][1], serve_address)
+        target = target.replace(lambda path: uri)
+    if processes and any("://" not in uri for uri in target.uris()):
         raise click.BadParameter(
-            f"{target!r}: --processes needs a database URI that child processes "
+            f"{target!r}: --processes needs database URIs that child processes "
             f"can open (zeo://..., postgres://...), not a FileStorage path",
             param_hint="'--db'")
     # The id file is read now (an unreadable one is bad input) but a new
@@ -332,9 +377,10 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
         if dispatcher_id is None:
             dispatcher_id = new_id = uuid.uuid4().hex
     names = tuple(dict.fromkeys(queue_names)) or ("",)
-    if "://" not in target and not os.path.exists(target):
-        logger.warning("worker: %s does not exist; creating a new, empty "
-                       "database there", target)
+    for path in target.uris():
+        if "://" not in path and not os.path.exists(path):
+            logger.warning("worker: %s does not exist; creating a new, empty "
+                           "database there", path)
     try:
         db = _open_database(target, "'--db'")
     except BaseException:
@@ -349,7 +395,7 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
         try:
             if processes:
                 from zasync.process import ProcessAgent
-                agent = ProcessAgent(threads, target, filter=job_filter,
+                agent = ProcessAgent(threads, target.to_argument(), filter=job_filter,
                                      prefetch=prefetch, grace=min(grace, 10.0))
             else:
                 agent = Agent(threads, filter=job_filter, prefetch=prefetch,
@@ -363,7 +409,7 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
         finished = _serve(dispatcher, grace)
     finally:
         if finished:
-            db.close()
+            close_databases(db)
             if server is not None:
                 server.stop()
         else:

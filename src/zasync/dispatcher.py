@@ -107,6 +107,7 @@ class Dispatcher:
         self._started = []
         self._accepting = False
         self.claim_conflicts = 0
+        self._claim_error = None        # (message, monotonic time) recorded
 
     def __repr__(self):
         return f"<zasync.Dispatcher {self.id} {'running' if self.running else 'stopped'}>"
@@ -317,10 +318,13 @@ class Dispatcher:
             self._wakeup.clear()
             try:
                 again, next_due = self._cycle()
+                if self._claim_error is not None:
+                    self._record_claim_error(None)
                 self._maybe_ping()
-            except Exception:
+            except Exception as error:
                 logger.exception("dispatcher %s: claim failed", self.id)
                 self._tm.abort()
+                self._record_claim_error(error)
                 again, next_due = False, None
                 self._stopping.wait(min(1.0, self.poll_interval))
             if not again:
@@ -486,6 +490,38 @@ class Dispatcher:
             queue.claim(self.id, 0, None, now)
         return handed
 
+    def _record_claim_error(self, error):
+        """Say in the dispatcher's record why its claims fail (or, with
+        None, that they work again), so that `zasync status` and the web
+        view show it instead of a healthy worker.  Written when the reason
+        changes, and otherwise at most once a ping interval (it counts as
+        the heartbeat: the dispatcher lives, it cannot work)."""
+        message = None if error is None else _describe_claim_error(error)[:500]
+        now = time.monotonic()
+        last = self._claim_error
+        if (last is not None and last[0] == message
+                and now - last[1] < self.ping_interval):
+            return
+
+        def write():
+            from zasync.database import get_queues
+            record = get_queues(self._conn).dispatchers.get(self.id)
+            if record is None or record.session != self._session:
+                return
+            record.claim_error = message
+            record.claim_error_at = None if message is None else clock.now()
+            if message is not None:
+                record.last_ping = clock.now()
+        try:
+            _bookkeeping_commit(self._tm, write)
+        except Exception:
+            logger.exception("dispatcher %s: could not record why its claims "
+                             "fail", self.id)
+            return
+        self._claim_error = None if message is None else (message, now)
+        if message is not None:
+            self._last_ping = now
+
     def _maybe_ping(self):
         """Every `ping_interval`: write the heartbeat, hand on jobs this
         dispatcher holds but no thread runs, and recover the jobs of
@@ -612,6 +648,27 @@ def _summary(done):
     for what in done.values():
         counts[what] = counts.get(what, 0) + 1
     return ", ".join(f"{n} {what}" for what, n in sorted(counts.items(), key=str)) or "nothing"
+
+
+def _describe_claim_error(error):
+    """The error and its causes in a line, with a hint when a job refers to
+    a database of the multi-database this process did not open."""
+    parts, seen, innermost = [], error, error
+    while seen is not None and len(parts) < 4:
+        parts.append(f"{type(seen).__name__}: {seen}" if str(seen) else type(seen).__name__)
+        innermost = seen
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    text = ", from ".join(parts)
+    tb = innermost.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if (isinstance(innermost, KeyError) and tb is not None
+            and tb.tb_frame.f_code.co_name == "get_connection"):
+        text += (f" (a job refers to the database {innermost.args[0]!r}, which "
+                 f"this process did not open: open every database of the "
+                 f"multi-database under the application's names, e.g. "
+                 f"--db main=URI --db async=URI --queue-db async)")
+    return text
 
 
 def _bookkeeping_commit(tm, change, attempts=10):

@@ -37,15 +37,19 @@ _WATCH_INTERVAL = 0.1
 class ProcessAgent(Agent):
     """An `Agent` whose `size` slots each run jobs in child processes.
 
-    `uri` is the database's URI for the children; `grace` the seconds a
-    child gets between SIGTERM and SIGKILL.
+    `uri` is the database's URI for the children, or, for a
+    multi-database, a `zasync.multidb.Databases` (its `to_argument()` string
+    will do too) naming every database of it; `grace` the seconds a child
+    gets between SIGTERM and SIGKILL.
     """
 
     def __init__(self, size, uri, filter=None, name="processes", prefetch=0,
                  grace=5.0):
         # batch=1: each job has a child process of its own
         super().__init__(size, filter=filter, name=name, prefetch=prefetch, batch=1)
-        if not isinstance(uri, str) or "://" not in uri:
+        if hasattr(uri, "to_argument"):
+            uri = uri.to_argument()
+        if not isinstance(uri, str) or "://" not in uri and not uri.startswith("{"):
             raise ConfigurationError(
                 f"uri={uri!r}: child processes need a database URI they can "
                 f"open (zeo://..., postgres://...)")
