@@ -10,6 +10,7 @@ import threading
 import pytest
 
 import zasync
+import zasync.multidb
 from zasync import database, testing
 
 import multidb_jobs
@@ -233,3 +234,132 @@ def test_a_worker_that_cannot_claim_says_why(tmp_path, zeo_two_storages, process
         assert multidb_jobs.runs(db) == {0: 0}
     finally:
         zasync.close_databases(db)
+
+
+def _zope_conf(tmp_path, server):
+    """A Zope 5/6 instance's zope.conf, as mkwsgiinstance writes it, with
+    the main and async databases on the ZEO server."""
+    path = tmp_path / "etc" / "zope.conf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"""\
+%define INSTANCE {tmp_path}
+%define ZEO_ADDRESS {server.host}:{server.port}
+instancehome $INSTANCE
+debug-mode off
+security-policy-implementation C
+verbose-security off
+default-zpublisher-encoding utf-8
+
+<environment>
+  CHAMELEON_CACHE $INSTANCE/var/cache
+</environment>
+
+<dos_protection>
+  form-memory-limit 1MB
+</dos_protection>
+
+<zodb_db async>
+  <zeoclient>
+    server $ZEO_ADDRESS
+    storage async
+    name async
+  </zeoclient>
+  mount-point /zasync
+</zodb_db>
+
+<zodb_db main>
+  # Main database
+  cache-size 10000
+  <zeoclient>
+    server $ZEO_ADDRESS
+    storage main
+    name main
+  </zeoclient>
+  mount-point /
+</zodb_db>
+""")
+    return str(path)
+
+
+def test_a_worker_reads_the_databases_of_zope_conf(tmp_path, zeo_two_storages):
+    import subprocess
+    import sys
+
+    from process_jobs import process_env, stop, wait_until
+    server = zeo_two_storages
+    conf = _zope_conf(tmp_path, server)
+    databases = zasync.multidb.read_zope_conf(conf)
+    # The root (mounted at /) first, whatever the order of the file.
+    assert [name for name, _ in databases.pairs] == ["main", "async"]
+    assert databases.queue_db == "async"
+    db = zasync.open_databases(server.uris, pool_size=POOL)
+    log = open(tmp_path / "worker.log", "wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "zasync", "worker", "--zope-conf", conf,
+         "--threads", "2", "--poll-interval", "0.05",
+         "--uuid-file", str(tmp_path / "worker.uuid")],
+        stdout=log, stderr=subprocess.STDOUT, env=process_env())
+    log.close()
+    try:
+        multidb_jobs.add_targets(db, 8)
+        wait_until(lambda: _installed(db.databases["async"]), timeout=TIMEOUT,
+                   what="the worker to install the queues")
+        oids, errors = _run_requests(db, count=8)
+        assert errors == []
+        wait_until(lambda: multidb_jobs.runs(db) == {i: 1 for i in range(8)},
+                   timeout=TIMEOUT, what="every job to run once")
+        status = json.loads(_cli("status", "--zope-conf", conf, "--json"))
+        assert [w["health"] for w in status["workers"]] == ["alive"]
+    finally:
+        assert stop(worker) == 0, (tmp_path / "worker.log").read_text()
+        zasync.close_databases(db)
+
+
+def _installed(queue_db):
+    from zasync.database import close_connection, open_connection
+    conn = open_connection(queue_db)
+    try:
+        conn.transaction_manager.begin()
+        return "zasync" in conn.root()
+    finally:
+        conn.transaction_manager.abort()
+        close_connection(conn)
+
+
+@pytest.mark.parametrize("values, queue_db, expected", [
+    (["a=x", "b=y"], None, "none named 'async': say which one keeps the queues "
+                           "with --queue-db NAME (one of 'a', 'b')"),
+    (["x.fs", "y.fs"], None, "several databases need a name each"),
+    (["main=x", "main=y"], None, "database name 'main' is given twice"),
+    (["main=x", "async=y"], "mail", "--queue-db 'mail': no database of that name; "
+                                    "expected one of 'main', 'async'"),
+    (["x.fs"], "async", "--queue-db 'async': a single database has no name"),
+])
+def test_bad_database_options_are_refused_with_a_reason(values, queue_db, expected):
+    with pytest.raises(zasync.ConfigurationError) as raised:
+        zasync.multidb.parse(values, queue_db)
+    assert expected in str(raised.value)
+
+
+def test_database_options_read_names_not_uris():
+    parsed = zasync.multidb.parse(
+        ["main=zeo://127.0.0.1:8100?storage=main", "async=var/async.fs"])
+    assert parsed.pairs == [("main", "zeo://127.0.0.1:8100?storage=main"),
+                            ("async", "var/async.fs")]
+    assert parsed.queue_db == "async"
+    single = zasync.multidb.parse(["zeo://127.0.0.1:8100?storage=async"])
+    assert single.single and single.pairs == [(None, "zeo://127.0.0.1:8100?storage=async")]
+    # pyramid_zodbconn names its main database ''
+    pyramid = zasync.multidb.parse(["=zeo://h:1?storage=main", "async=zeo://h:1?storage=async"])
+    assert pyramid.pairs[0] == ("", "zeo://h:1?storage=main")
+    again = zasync.multidb.Databases.from_argument(parsed.to_argument())
+    assert (again.pairs, again.queue_db) == (parsed.pairs, parsed.queue_db)
+
+
+def test_a_zope_conf_without_databases_is_refused(tmp_path):
+    conf = tmp_path / "zope.conf"
+    conf.write_text("instancehome /tmp\n")
+    with pytest.raises(zasync.ConfigurationError, match="no <zodb_db NAME> section"):
+        zasync.multidb.read_zope_conf(str(conf))
+    with pytest.raises(zasync.ConfigurationError, match="cannot read it"):
+        zasync.multidb.read_zope_conf(str(tmp_path / "missing.conf"))
