@@ -64,10 +64,10 @@ setup(
             "playwright >= 1.40",
             # a real Pyramid application with the async database
             # (tests/test_pyramid.py, docs/pyramid.rst), served by waitress
+            # (a dependency already)
             "pyramid >= 2.0",
             "pyramid_tm >= 2.5",
             "pyramid_zodbconn >= 0.8",
-            "waitress >= 2.1",
         ],
         # running jobs as the principal who put them (zasync.context)
         "zope": [
