@@ -154,7 +154,9 @@ def _cli(*args):
     from click.testing import CliRunner
 
     from zasync.cli import main
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    # Wide enough that no table cell or message is wrapped.
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False,
+                                env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     return result.stdout
 
