@@ -365,3 +365,52 @@ def test_a_zope_conf_without_databases_is_refused(tmp_path):
         zasync.multidb.read_zope_conf(str(conf))
     with pytest.raises(zasync.ConfigurationError, match="cannot read it"):
         zasync.multidb.read_zope_conf(str(tmp_path / "missing.conf"))
+
+
+def _record(queue_db, dispatcher_id):
+    from zasync.database import close_connection, open_connection
+    conn = open_connection(queue_db)
+    try:
+        conn.transaction_manager.begin()
+        record = zasync.get_queues(conn).dispatchers[dispatcher_id]
+        return record.claim_error, record.claim_error_at
+    finally:
+        conn.transaction_manager.abort()
+        close_connection(conn)
+
+
+def test_a_claim_error_is_recorded_once_and_cleared_when_claims_work(
+        zeo_two_storages, caplog):
+    from process_jobs import wait_until
+    server = zeo_two_storages
+    app = zasync.open_databases(server.uris, pool_size=POOL)
+    lone = zasync.open_db(server.uri_for("async"), database_name="async")
+    try:
+        zasync.install(app.databases["async"])
+        multidb_jobs.add_targets(app, 1)
+        dispatcher = zasync.Dispatcher(lone, threads=1, poll_interval=0.05)
+        with dispatcher:
+            assert _run_requests(app, count=1)[1] == []
+            error, first_at = wait_until(
+                lambda: _record(app.databases["async"], dispatcher.id)[0] is not None
+                and _record(app.databases["async"], dispatcher.id),
+                timeout=TIMEOUT, what="the claim error to be recorded")
+            assert "KeyError: 'main'" in error and "did not open" in error
+            # It keeps failing, once a poll interval or so; the record is
+            # not written again before a ping interval.
+            failures = len([r for r in caplog.records if "claim failed" in r.getMessage()])
+            wait_until(lambda: len([r for r in caplog.records
+                                    if "claim failed" in r.getMessage()]) >= failures + 3,
+                       timeout=TIMEOUT, what="three more failed claims")
+            assert _record(app.databases["async"], dispatcher.id) == (error, first_at)
+            # The missing database is there now: the claims work, the job
+            # runs once and the record says nothing is wrong any more.
+            zasync.open_db(server.uri_for("main"), databases=lone.databases,
+                           database_name="main")
+            wait_until(lambda: multidb_jobs.runs(app) == {0: 1}, timeout=TIMEOUT,
+                       what="the job to run")
+            wait_until(lambda: _record(app.databases["async"], dispatcher.id) == (None, None),
+                       timeout=TIMEOUT, what="the claim error to be cleared")
+    finally:
+        zasync.close_databases(lone)
+        zasync.close_databases(app)
