@@ -414,3 +414,20 @@ def test_a_claim_error_is_recorded_once_and_cleared_when_claims_work(
     finally:
         zasync.close_databases(lone)
         zasync.close_databases(app)
+
+
+def test_a_declared_root_wins_over_the_order_of_opening(tmp_path):
+    # The async database opened first, as an application might.
+    db = testing.open_multidb(tmp_path, names=("async", "main"))
+    main_db, queue_db = db.databases["main"], db.databases["async"]
+    try:
+        assert database.root_database(queue_db) is queue_db
+        database.set_root_database(main_db)
+        assert database.root_database(queue_db) is main_db
+        conn = database.open_connection(queue_db)
+        assert sorted(conn.connections) == ["async", "main"]
+        assert conn.connections["main"].get_connection("async") is conn
+        database.close_connection(conn)
+        assert len(queue_db.pool.available) == 0
+    finally:
+        testing.close_multidb(db)

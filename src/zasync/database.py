@@ -157,15 +157,31 @@ def close_databases(db_or_databases):
 # database).  In a single database, this is ``db.open()``.
 
 
+_declared_roots = weakref.WeakSet()
+
+
+def set_root_database(db):
+    """Declare `db` the root of its multi-database: the database the
+    application opens its own connections in, through which zasync opens
+    its connections too.  Needed only when it was not opened first."""
+    for other in getattr(db, "databases", {}).values():
+        _declared_roots.discard(other)
+    _declared_roots.add(db)
+
+
 def root_database(db):
     """The database of `db`'s multi-database through which zasync opens
-    its connections: the first one opened (Zope's main database,
-    pyramid_zodbconn's ``''``, the first of `open_databases`), the one an
-    application opens its own connections in.  `db` itself when it is
-    alone."""
+    its connections: the one `set_root_database` declared, else the first
+    one opened (Zope's main database, pyramid_zodbconn's ``''``, the first
+    of `open_databases`), the one an application opens its own connections
+    in.  `db` itself when it is alone."""
     databases = getattr(db, "databases", None)
-    if not databases:
+    if not databases or len(databases) == 1:
         return db
+    if _declared_roots:
+        for each in databases.values():
+            if each in _declared_roots:
+                return each
     return next(iter(databases.values()))
 
 

@@ -119,6 +119,8 @@ def includeme(config):
     threads, queues, kwargs = _settings(registry.settings or {})
 
     def start(event):
+        # pyramid_zodbconn opens its requests' connections in '' (opened
+        # first, so the root anyway): zasync opens its own there too.
         subscriber.configure(found[""], threads=threads, queues=queues,
                              database_name=name, **kwargs)
     config.add_subscriber(start, ApplicationCreated)

@@ -37,7 +37,7 @@ import zope.schema
 from zope.interface import Interface
 from zope.processlifetime import IDatabaseOpenedWithRoot
 
-from zasync.database import install
+from zasync.database import install, set_root_database
 from zasync.dispatcher import Dispatcher
 from zasync.interfaces import ConfigurationError
 
@@ -86,6 +86,11 @@ def configure(db, threads=1, queues=("",), database_name=None, **dispatcher_kwar
         raise ConfigurationError(
             f"threads={threads!r}: expected an int of 0 (no dispatcher) or more")
     target = queues_database(db, database_name)
+    if target is not db:
+        # The event's database is the application's root, the queues'
+        # another: zasync opens its connections in the root, whatever
+        # order the databases were opened in.
+        set_root_database(db)
     install(target, queues)
     if threads == 0 and "agents" not in dispatcher_kwargs:
         logger.info("zasync queues installed in %r; no dispatcher in this "
