@@ -34,7 +34,7 @@ def add_targets(main_db, count):
         conn.close()
 
 
-def request(main_db, i, before_close=None):
+def request(main_db, i, before_close=None, queue=""):
     """What a request thread does: open its own connection to the main
     database, put a job for one of its existing objects into the queue the
     adapters find, commit, (call `before_close`,) close.  Return
@@ -43,8 +43,7 @@ def request(main_db, i, before_close=None):
     conn = main_db.open(transaction_manager=tm)
     try:
         tm.begin()
-        queue = component.find_queues(conn)[""]
-        job = queue.put(touch, conn.root()["targets"][i])
+        job = component.find_queues(conn)[queue].put(touch, conn.root()["targets"][i])
         try:
             tm.commit()
         except Exception as error:

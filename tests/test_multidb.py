@@ -46,7 +46,8 @@ def zeo_multidb(tmp_path):
         zasync.close_databases(db)
 
 
-def _run_requests(main_db, count=REQUESTS, threads=REQUEST_THREADS, hold=False):
+def _run_requests(main_db, count=REQUESTS, threads=REQUEST_THREADS, hold=False,
+                  queue_of=lambda i: ""):
     """`count` requests from `threads` request threads at once, each in a
     connection of its own to the main database; with `hold`, every request
     keeps its connection open until all have committed (so `count`
@@ -54,7 +55,7 @@ def _run_requests(main_db, count=REQUESTS, threads=REQUEST_THREADS, hold=False):
     done = threading.Barrier(count, timeout=TIMEOUT) if hold else None
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         outcomes = list(pool.map(
-            lambda i: multidb_jobs.request(main_db, i, done and done.wait),
+            lambda i: multidb_jobs.request(main_db, i, done and done.wait, queue_of(i)),
             range(count)))
     oids = [oid for oid, error in outcomes if error is None]
     errors = [repr(error) for oid, error in outcomes if error is not None]
@@ -172,17 +173,19 @@ def test_workers_over_zeo_run_jobs_whose_arguments_live_in_main(
     server = zeo_two_storages
     db = zasync.open_databases(server.uris, pool_size=POOL)
     try:
-        zasync.install(db.databases["async"])
+        zasync.install(db.databases["async"], ("", "mail"))
         multidb_jobs.add_targets(db, WORKER_JOBS)
-        # One worker of threads and one of child processes, each opening
-        # both databases under the application's names.
-        for index, extra in enumerate([(), ("--processes",)]):
+        # One worker of threads on the default queue and one of child
+        # processes on 'mail', each opening both databases under the
+        # application's names.
+        for index, extra in enumerate([("--queue", ""), ("--queue", "mail", "--processes")]):
             process_workers.start(
                 str(tmp_path / f"worker{index}.log"), f"main={server.uri_for('main')}",
                 "--db", f"async={server.uri_for('async')}", "--queue-db", "async",
                 "--threads", "2", "--poll-interval", "0.05",
                 "--uuid-file", str(tmp_path / f"worker{index}.uuid"), *extra)
-        oids, errors = _run_requests(db, count=WORKER_JOBS)
+        oids, errors = _run_requests(db, count=WORKER_JOBS,
+                                     queue_of=lambda i: "mail" if i % 2 else "")
         assert errors == [] and len(oids) == WORKER_JOBS
         wait_until(lambda: multidb_jobs.runs(db) == {i: 1 for i in range(WORKER_JOBS)},
                    timeout=TIMEOUT, what="every job to run once")
@@ -196,11 +199,16 @@ def test_workers_over_zeo_run_jobs_whose_arguments_live_in_main(
         for worker in process_workers:
             assert worker.stop() == 0
             assert "claim failed" not in worker.log, worker.log
+        # The 'mail' jobs ran in child processes, which opened both databases.
+        assert process_workers[1].log.count("runs in child process") == WORKER_JOBS // 2
     finally:
         zasync.close_databases(db)
-    # Every job ran in one of the two workers, once.
-    assert multidb_jobs.runs(zasync.open_databases(server.uris)) == {
-        i: 1 for i in range(WORKER_JOBS)}
+    # Every job ran once, none again after the workers stopped.
+    again = zasync.open_databases(server.uris)
+    try:
+        assert multidb_jobs.runs(again) == {i: 1 for i in range(WORKER_JOBS)}
+    finally:
+        zasync.close_databases(again)
 
 
 def test_a_worker_that_cannot_claim_says_why(tmp_path, zeo_two_storages, process_workers):
