@@ -5,6 +5,7 @@ status 2, one "Error:" line naming the value and what was expected), never
 as a traceback.  What happens after the input was accepted is logged.
 """
 
+import functools
 import logging
 import os
 import signal
@@ -65,8 +66,6 @@ def database_options(help_text):
     ``--zope-conf``; the command receives them as one `target`, a
     `zasync.multidb.Databases`."""
     def decorate(function):
-        import functools
-
         @functools.wraps(function)
         def command(db_values, queue_db, zope_conf, **kwargs):
             from zasync import multidb

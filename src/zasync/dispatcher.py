@@ -514,9 +514,13 @@ class Dispatcher:
                 record.last_ping = clock.now()
         try:
             _bookkeeping_commit(self._tm, write)
-        except Exception:
-            logger.exception("dispatcher %s: could not record why its claims "
-                             "fail", self.id)
+        except Exception as failure:
+            # The database itself fails, most likely (the claim's own
+            # traceback is logged): try again a ping interval later.
+            logger.warning("dispatcher %s: could not record why its claims "
+                           "fail: %s: %s", self.id, type(failure).__name__, failure)
+            if message is not None:
+                self._claim_error = (message, now)
             return
         self._claim_error = None if message is None else (message, now)
         if message is not None:
