@@ -496,6 +496,8 @@ class Dispatcher:
         view show it instead of a healthy worker.  Written when the reason
         changes, and otherwise at most once a ping interval (it counts as
         the heartbeat: the dispatcher lives, it cannot work)."""
+        if _unreachable(error):
+            return      # the storage is away: the record cannot be written either
         message = None if error is None else _describe_claim_error(error)[:500]
         now = time.monotonic()
         last = self._claim_error
@@ -513,8 +515,13 @@ class Dispatcher:
             if message is not None:
                 record.last_ping = clock.now()
         try:
-            _bookkeeping_commit(self._tm, write)
+            # One attempt: a conflict on the record is retried at the next
+            # failed claim, and the claim loop is not held up for long.
+            _bookkeeping_commit(self._tm, write, attempts=1)
         except Exception as failure:
+            from ZODB.POSException import ConflictError
+            if isinstance(failure, ConflictError):
+                return      # tried again at the next claim
             # The database itself fails, most likely (the claim's own
             # traceback is logged): try again a ping interval later.
             logger.warning("dispatcher %s: could not record why its claims "
@@ -652,6 +659,15 @@ def _summary(done):
     for what in done.values():
         counts[what] = counts.get(what, 0) + 1
     return ", ".join(f"{n} {what}" for what, n in sorted(counts.items(), key=str)) or "nothing"
+
+
+def _unreachable(error):
+    """Whether `error` says the storage server cannot be reached."""
+    try:
+        from ZEO.Exceptions import ClientDisconnected
+    except ImportError:  # pragma: no cover - ZEO is a dependency
+        return False
+    return isinstance(error, ClientDisconnected)
 
 
 def _describe_claim_error(error):
