@@ -439,3 +439,54 @@ def test_a_declared_root_wins_over_the_order_of_opening(tmp_path):
         assert len(queue_db.pool.available) == 0
     finally:
         testing.close_multidb(db)
+
+
+def test_the_web_command_shows_jobs_whose_arguments_live_in_main(
+        tmp_path, zeo_two_storages):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from process_jobs import process_env, wait_until
+    server = zeo_two_storages
+    db = zasync.open_databases(server.uris, pool_size=POOL)
+    port = testing.free_port()
+    process = None
+    try:
+        zasync.install(db.databases["async"])
+        multidb_jobs.add_targets(db, 1)
+        with testing.running_dispatcher(db.databases["async"]):
+            (oid,), errors = _run_requests(db, count=1)
+            testing.wait_for_idle(db.databases["async"], timeout=TIMEOUT)
+        conn = database.open_connection(db.databases["async"])
+        try:
+            job_id = conn.get(oid).id
+        finally:
+            conn.transaction_manager.abort()
+            database.close_connection(conn)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "zasync", "web", *_db_options(server),
+             "--bind", f"127.0.0.1:{port}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=process_env())
+
+        def job_json():
+            try:
+                with urllib.request.urlopen(
+                        f"http://127.0.0.1:{port}/api/jobs/{job_id}", timeout=5) as reply:
+                    return json.load(reply)
+            except OSError:
+                assert process.poll() is None, process.stderr.read().decode()
+                return None
+        found = wait_until(job_json, timeout=TIMEOUT, what="zasync web answering")
+        assert found["status"] == "completed" and "Target" in json.dumps(found)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/jobs/{job_id}",
+                                    timeout=5) as reply:
+            assert "multidb_jobs.touch" in reply.read().decode()
+    finally:
+        if process is not None:
+            os.kill(process.pid, signal.SIGTERM)
+            _, err = process.communicate(timeout=TIMEOUT)
+            assert process.returncode == 0, err.decode()
+        zasync.close_databases(db)
