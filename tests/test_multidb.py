@@ -474,7 +474,7 @@ def test_the_web_command_shows_jobs_whose_arguments_live_in_main(
         def job_json():
             try:
                 with urllib.request.urlopen(
-                        f"http://127.0.0.1:{port}/api/jobs/{job_id}", timeout=5) as reply:
+                        f"http://127.0.0.1:{port}/api/jobs/{job_id}", timeout=TIMEOUT) as reply:
                     return json.load(reply)
             except OSError:
                 assert process.poll() is None, process.stderr.read().decode()
@@ -482,7 +482,7 @@ def test_the_web_command_shows_jobs_whose_arguments_live_in_main(
         found = wait_until(job_json, timeout=TIMEOUT, what="zasync web answering")
         assert found["status"] == "completed" and "Target" in json.dumps(found)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/jobs/{job_id}",
-                                    timeout=5) as reply:
+                                    timeout=TIMEOUT) as reply:
             assert "multidb_jobs.touch" in reply.read().decode()
     finally:
         if process is not None:
