@@ -490,3 +490,23 @@ def test_the_web_command_shows_jobs_whose_arguments_live_in_main(
             _, err = process.communicate(timeout=TIMEOUT)
             assert process.returncode == 0, err.decode()
         zasync.close_databases(db)
+
+
+@pytest.mark.parametrize("storages, expected", [
+    ("main", "expected storage names such as ('main', 'async')"),
+    (("main", ""), "expected storage names"),
+    (("main", "main"), "a name is given twice"),
+])
+def test_zeo_server_refuses_bad_storage_names(tmp_path, storages, expected):
+    with pytest.raises(ValueError) as raised:
+        testing.ZEOServer(folder=str(tmp_path), storages=storages)
+    assert expected in str(raised.value)
+
+
+def test_zeo_server_names_the_uri_of_each_storage(tmp_path):
+    server = testing.ZEOServer(folder=str(tmp_path), storages=("main", "async"), port=8100)
+    assert server.uris == {"main": "zeo://127.0.0.1:8100?storage=main",
+                           "async": "zeo://127.0.0.1:8100?storage=async"}
+    assert server.uri == server.uri_for("main")
+    with pytest.raises(KeyError, match="no storage 'mail'; this server serves 'main', 'async'"):
+        server.uri_for("mail")
