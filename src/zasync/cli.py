@@ -335,7 +335,11 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
     signal exits at once (jobs left running are recovered later).
 
     Several workers can serve one database through a ZEO server or
-    RelStorage.  A FileStorage path serves only this process, as the file
+    RelStorage.  When the jobs live in a separate database beside the
+    application's (a multi-database), give every database with its name,
+    the application's main one first, as the application names them (the
+    jobs refer to its objects by those names), or its Zope instance's
+    zope.conf.  A FileStorage path serves only this process, as the file
     is locked.  Logs go to stderr.
 
     \b
@@ -344,6 +348,9 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
       zasync worker --db zeo://db.example.com:8100 --threads 8 --queue mail
       zasync worker --db var/Data.fs --queue '' --queue mail --grace 60
       zasync worker --db zeo://127.0.0.1:8100 --filter myapp.jobs:is_report
+      zasync worker --db 'main=zeo://127.0.0.1:8100?storage=main' \\
+                    --db 'async=zeo://127.0.0.1:8100?storage=async' --queue-db async
+      zasync worker --zope-conf /srv/instance/etc/zope.conf
     """
     from zasync.agent import Agent
     from zasync.dispatcher import Dispatcher
