@@ -236,6 +236,16 @@ def test_a_worker_that_cannot_claim_says_why(tmp_path, zeo_two_storages, process
         assert "failing" in table and "cannot claim jobs: StateLoadError" in table
         assert "KeyError: 'main'" in table
 
+        # The commands given the async database alone say what to give.
+        from click.testing import CliRunner
+
+        from zasync.cli import main
+        lone = CliRunner().invoke(main, ["jobs", "--db", server.uri_for("async")],
+                                  env={"COLUMNS": "400"})
+        assert lone.exit_code == 2, lone.output
+        assert "a job refers to the database 'main', which this process did not " \
+               "open" in " ".join(lone.output.split())
+
         from zasync.web import make_app
         import webtest
         page = webtest.TestApp(make_app(db.databases["async"])).get("/workers")

@@ -37,6 +37,7 @@ from zasync.database import (
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, SIMPLE_FAILURE,
     SIMPLE_STARTED, SIMPLE_SUCCESS, NotInstalledError, ZasyncError)
+from zasync.multidb import missing_database, missing_database_hint
 
 #: How often a transaction that conflicts is tried before giving up.
 ATTEMPTS = 5
@@ -118,7 +119,15 @@ def _opened(target):
                     f"zasync is not installed in {target!r}; expected a database "
                     f"a worker has served (`zasync worker` installs the queues)",
                     param_hint="'--db'") from None
-            yield tm, conn
+            try:
+                yield tm, conn
+            except Exception as error:
+                missing = missing_database(error)
+                if missing is None:
+                    raise
+                raise click.BadParameter(
+                    f"{target!r}: {missing_database_hint(missing)}",
+                    param_hint="'--db'") from None
         finally:
             tm.abort()
             close_connection(conn)

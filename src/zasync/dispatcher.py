@@ -673,21 +673,15 @@ def _unreachable(error):
 def _describe_claim_error(error):
     """The error and its causes in a line, with a hint when a job refers to
     a database of the multi-database this process did not open."""
-    parts, seen, innermost = [], error, error
+    from zasync.multidb import missing_database, missing_database_hint
+    parts, seen = [], error
     while seen is not None and len(parts) < 4:
         parts.append(f"{type(seen).__name__}: {seen}" if str(seen) else type(seen).__name__)
-        innermost = seen
         seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     text = ", from ".join(parts)
-    tb = innermost.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    if (isinstance(innermost, KeyError) and tb is not None
-            and tb.tb_frame.f_code.co_name == "get_connection"):
-        text += (f" (a job refers to the database {innermost.args[0]!r}, which "
-                 f"this process did not open: open every database of the "
-                 f"multi-database under the application's names, e.g. "
-                 f"--db main=URI --db async=URI --queue-db async)")
+    missing = missing_database(error)
+    if missing is not None:
+        text += f" ({missing_database_hint(missing)})"
     return text
 
 

@@ -148,6 +148,30 @@ class Databases:
         return cls([tuple(pair) for pair in spec["databases"]], spec["queue_db"])
 
 
+def missing_database(error):
+    """The name of the database `error` (or one of its causes) says this
+    process did not open: a reference into it could not be followed
+    (``KeyError`` from ``Connection.get_connection``).  None otherwise."""
+    seen, depth = error, 0
+    while seen is not None and depth < 8:
+        if isinstance(seen, KeyError) and seen.args:
+            tb = seen.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            if tb is not None and tb.tb_frame.f_code.co_name == "get_connection":
+                return seen.args[0]
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+        depth += 1
+    return None
+
+
+def missing_database_hint(name):
+    """What to do about `missing_database`'s `name`."""
+    return (f"a job refers to the database {name!r}, which this process did not "
+            f"open: open every database of the multi-database under the "
+            f"application's names, e.g. --db main=URI --db async=URI --queue-db async")
+
+
 def parse(values, queue_db=None, zope_conf=None):
     """The `Databases` of the command line: `values` of ``--db`` (a path or
     URI, or NAME=URI for each database of a multi-database, the root one
