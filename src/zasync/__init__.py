@@ -25,8 +25,8 @@ from zasync.workflow import parallel, serial
 __all__ = [
     "Agent", "Backoff", "Dispatcher", "Failure", "Job", "NeverRetry",
     "RetryTransient", "check_cancelled", "close_databases", "current_job",
-    "get_queue", "get_queues", "install", "open_databases", "open_db", "parallel", "progress", "serial",
-    "wait_for",
+    "get_queue", "get_queues", "install", "open_databases", "open_db", "parallel",
+    "progress", "serial", "wait_for",
     "NEW", "PENDING", "ASSIGNED", "ACTIVE", "CALLBACKS", "COMPLETED", "STATUSES",
     "ZasyncError", "AlreadyCompletedError", "AlreadyQueuedError", "Cancelled",
     "ConfigurationError", "DuplicateScheduleError", "GroupFailedError",

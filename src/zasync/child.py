@@ -3,8 +3,9 @@
     python -m zasync.child URI OID_HEX DISPATCHER_ID [BEGAN_FD]
 
 It opens the database by URI (or the databases of a multi-database, which
-URI then names as `zasync.multidb.Databases.to_argument` does) and runs the job as the dispatcher's thread
-would (the same `JobRunner`), committing the outcome itself; progress is
+URI then names as `zasync.multidb.Databases.to_argument` does) and runs the
+job as the dispatcher's thread would (the same `JobRunner`), committing the
+outcome itself; progress is
 written from here.  Its exit status says only whether it got that far.
 Just before the job runs, it writes a byte to the file descriptor
 BEGAN_FD, if given: the parent counts the job's time limit from there.
