@@ -520,3 +520,14 @@ def test_zeo_server_names_the_uri_of_each_storage(tmp_path):
     assert server.uri == server.uri_for("main")
     with pytest.raises(KeyError, match="no storage 'mail'; this server serves 'main', 'async'"):
         server.uri_for("mail")
+
+
+def test_a_process_agent_hands_its_children_every_database():
+    from zasync.process import ProcessAgent
+    databases = zasync.multidb.parse(
+        ["main=zeo://127.0.0.1:8100?storage=main", "async=zeo://127.0.0.1:8100?storage=async"])
+    agent = ProcessAgent(1, uri=databases)
+    again = zasync.multidb.Databases.from_argument(agent.uri)
+    assert (again.pairs, again.queue_db) == (databases.pairs, "async")
+    with pytest.raises(zasync.ConfigurationError, match="child processes need a database URI"):
+        ProcessAgent(1, uri="var/Data.fs")
