@@ -62,10 +62,22 @@ setup(
             # (playwright drives it; it downloads no browser of its own)
             "WebTest >= 3.0",
             "playwright >= 1.40",
+            # a real Pyramid application with the async database
+            # (tests/test_pyramid.py, docs/pyramid.rst), served by waitress
+            # (a dependency already)
+            "pyramid >= 2.0",
+            "pyramid_tm >= 2.5",
+            "pyramid_zodbconn >= 0.8",
         ],
         # running jobs as the principal who put them (zasync.context)
         "zope": [
             "zope.security >= 5.0",
+        ],
+        # zasync.pyramid: the queues of a pyramid_zodbconn application
+        "pyramid": [
+            "pyramid >= 2.0",
+            "pyramid_tm >= 2.5",
+            "pyramid_zodbconn >= 0.8",
         ],
         "relstorage": [
             "RelStorage >= 3.5",

@@ -6,7 +6,8 @@ and record its result in the same database.  See README.rst and docs/.
 
 from zasync.agent import Agent
 from zasync.database import (
-    forget_oids_on_reconnect, get_queue, get_queues, install, open_db, wait_for)
+    close_databases, forget_oids_on_reconnect, get_queue, get_queues, install,
+    open_databases, open_db, wait_for)
 from zasync.dispatcher import Dispatcher
 from zasync.failure import Failure
 from zasync.interfaces import (
@@ -24,10 +25,9 @@ from zasync.workflow import parallel, serial
 
 __all__ = [
     "Agent", "Backoff", "Dispatcher", "Failure", "Job", "NeverRetry",
-    "RetryTransient", "check_cancelled", "current_job", "forget_oids_on_reconnect",
-    "get_queue",
-    "get_queues", "install", "open_db", "parallel", "progress", "serial",
-    "wait_for",
+    "RetryTransient", "check_cancelled", "close_databases", "current_job",
+    "forget_oids_on_reconnect", "get_queue", "get_queues", "install",
+    "open_databases", "open_db", "parallel", "progress", "serial", "wait_for",
     "NEW", "PENDING", "ASSIGNED", "ACTIVE", "CALLBACKS", "COMPLETED", "STATUSES",
     "ZasyncError", "AlreadyCompletedError", "AlreadyQueuedError", "Cancelled",
     "DatabaseUnavailableError",

@@ -2,8 +2,10 @@
 
     python -m zasync.child URI OID_HEX DISPATCHER_ID [BEGAN_FD]
 
-It opens the database by URI and runs the job as the dispatcher's thread
-would (the same `JobRunner`), committing the outcome itself; progress is
+It opens the database by URI (or the databases of a multi-database, which
+URI then names as `zasync.multidb.Databases.to_argument` does) and runs the
+job as the dispatcher's thread would (the same `JobRunner`), committing the
+outcome itself; progress is
 written from here.  Its exit status says only whether it got that far.
 Just before the job runs, it writes a byte to the file descriptor
 BEGAN_FD, if given: the parent counts the job's time limit from there.
@@ -17,6 +19,8 @@ import threading
 
 import transaction
 
+from zasync.database import close_connection, open_connection
+
 
 class _ChildDispatcher:
     """What a `JobRunner` needs of its dispatcher, inside the child."""
@@ -26,7 +30,7 @@ class _ChildDispatcher:
         self.id = dispatcher_id
         self._lock = threading.Lock()
         self._tm = transaction.TransactionManager()
-        self._conn = db.open(transaction_manager=self._tm)
+        self._conn = open_connection(db, self._tm)
 
     def hand_result(self, *args):
         return False            # no group commit here: commit it ourselves
@@ -61,24 +65,25 @@ def main(argv=None):
     # SIGTERM from the parent: end like an interruption, without cleanup
     # that could commit half a job.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    from zasync.database import open_db
+    from zasync.database import close_databases
+    from zasync.multidb import Databases
     from zasync.runner import JobRunner
-    db = open_db(uri)
+    db = Databases.from_argument(uri).open()
     try:
         runner = JobRunner(_ChildDispatcher(db, dispatcher_id))
         oid = bytes.fromhex(oid_hex)
         tm = transaction.TransactionManager()
-        conn = db.open(transaction_manager=tm)
+        conn = open_connection(db, tm)
         tm.begin()
         job_id = conn.get(oid).id
         tm.abort()
-        conn.close()
+        close_connection(conn)
         if began_fd is not None:
             os.write(began_fd, b"1")
             os.close(began_fd)
         runner([(oid, job_id)])
     finally:
-        db.close()
+        close_databases(db)
     return 0
 
 

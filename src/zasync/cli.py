@@ -5,6 +5,7 @@ status 2, one "Error:" line naming the value and what was expected), never
 as a traceback.  What happens after the input was accepted is logged.
 """
 
+import functools
 import logging
 import os
 import signal
@@ -14,7 +15,9 @@ import uuid
 
 import click
 
-from zasync.database import get_queues, install, open_db
+from zasync.database import (
+    close_connection, close_databases, get_queues, install, open_connection,
+    open_db)
 from zasync.interfaces import NotInstalledError, ZasyncError
 
 logger = logging.getLogger(__name__)
@@ -56,21 +59,61 @@ def main():
 
 # -- helpers -----------------------------------------------------------------
 
+def database_options(help_text):
+    """The options that say which databases a command opens: ``--db``
+    (repeated as NAME=URI for a multi-database), ``--queue-db`` and
+    ``--zope-conf``; the command receives them as one `target`, a
+    `zasync.multidb.Databases`."""
+    def decorate(function):
+        @functools.wraps(function)
+        def command(db_values, queue_db, zope_conf, **kwargs):
+            from zasync import multidb
+            if not db_values and zope_conf is None:
+                raise click.UsageError(
+                    "Missing option '--db' (or --zope-conf PATH): the database "
+                    "to open, e.g. --db zeo://127.0.0.1:8100")
+            try:
+                target = multidb.parse(db_values, queue_db, zope_conf)
+            except ZasyncError as error:
+                hint = "'--zope-conf'" if zope_conf is not None else "'--db'"
+                raise click.BadParameter(str(error), param_hint=hint) from None
+            return function(target=target, **kwargs)
+        command = click.option(
+            "--zope-conf", default=None, metavar="PATH",
+            help="Open the databases of a Zope instance's zope.conf (its "
+                 "<zodb_db> sections, the one mounted at / first) instead of --db.",
+        )(command)
+        command = click.option(
+            "--queue-db", default=None, metavar="NAME",
+            help="Of several databases, the one that keeps the queues.  "
+                 "[default: the one named 'async']")(command)
+        return click.option(
+            "--db", "db_values", multiple=True, metavar="URI",
+            help=help_text + "  For a multi-database, repeat as --db NAME=URI, "
+                 "the application's main database first, with the names the "
+                 "application gives them.")(command)
+    return decorate
+
+
 def _open_database(target, param_hint, wait=True):
-    """Open `target` with `zasync.open_db`, or raise a `BadParameter` that
-    says why it could not be opened.  Without `wait`, a ZEO server that
+    """Open `target` (a path or URI, or a `zasync.multidb.Databases`) and
+    return the database that keeps the queues, or raise a `BadParameter`
+    that says why it could not be opened.  Without `wait`, a ZEO server that
     does not answer at once is reported at once: a command an operator
     waits for does not wait for a server to start, a worker does."""
     from zasync.database import _zeo_address, _zeo_unanswered
-    address = None if wait else _zeo_address(target)
-    if address is not None:
-        why = _zeo_unanswered(address)
+    uris = [target] if isinstance(target, str) else target.uris()
+    for uri in [] if wait else uris:
+        address = _zeo_address(uri)
+        why = None if address is None else _zeo_unanswered(address)
         if why is not None:
             raise click.BadParameter(
                 f"no ZEO server answers at {address} ({why}): start the server, "
-                f"or check the address in {target!r}", param_hint=param_hint)
+                f"or check the address in {uri!r}", param_hint=param_hint)
     try:
-        return open_db(target)
+        if isinstance(target, str):
+            return open_db(target)
+        return target.open()
     except ZasyncError as error:
         raise click.BadParameter(str(error), param_hint=param_hint) from None
     except Exception as error:
@@ -153,9 +196,8 @@ def demo(directory, threads, once, bind, no_web, log_level):
 # -- web ---------------------------------------------------------------------
 
 @main.command(context_settings=CONTEXT_SETTINGS)
-@click.option("--db", "target", required=True, metavar="URI",
-              help="The database: a FileStorage path or a zodburi URI "
-                   "(zeo://HOST:PORT to watch workers in other processes).")
+@database_options("The database: a FileStorage path or a zodburi URI "
+                  "(zeo://HOST:PORT to watch workers in other processes).")
 @click.option("--bind", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
               help="Address to listen on; loopback unless told otherwise "
                    "(0.0.0.0:8080 opens it to the network).")
@@ -228,15 +270,14 @@ def web(target, bind, token, username, password, refresh, threads, allow_hosts, 
     except OSError as error:
         raise click.ClickException(f"cannot listen on {bind}: {error}") from None
     finally:
-        db.close()
+        close_databases(db)
 
 
 # -- worker ------------------------------------------------------------------
 
 @main.command(context_settings=CONTEXT_SETTINGS)
-@click.option("--db", "target", required=True, metavar="URI",
-              help="The database: a FileStorage path or a zodburi URI "
-                   "(zeo://HOST:PORT, file://..., postgres://... for RelStorage).")
+@database_options("The database: a FileStorage path or a zodburi URI "
+                  "(zeo://HOST:PORT, file://..., postgres://... for RelStorage).")
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(min=1),
               help="Worker threads, i.e. jobs run at once.")
 @click.option("--queue", "queue_names", multiple=True, metavar="NAME",
@@ -301,7 +342,11 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
     signal exits at once (jobs left running are recovered later).
 
     Several workers can serve one database through a ZEO server or
-    RelStorage.  A FileStorage path serves only this process, as the file
+    RelStorage.  When the jobs live in a separate database beside the
+    application's (a multi-database), give every database with its name,
+    the application's main one first, as the application names them (the
+    jobs refer to its objects by those names), or its Zope instance's
+    zope.conf.  A FileStorage path serves only this process, as the file
     is locked.  Logs go to stderr.
 
     \b
@@ -310,6 +355,9 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
       zasync worker --db zeo://db.example.com:8100 --threads 8 --queue mail
       zasync worker --db var/Data.fs --queue '' --queue mail --grace 60
       zasync worker --db zeo://127.0.0.1:8100 --filter myapp.jobs:is_report
+      zasync worker --db 'main=zeo://127.0.0.1:8100?storage=main' \\
+                    --db 'async=zeo://127.0.0.1:8100?storage=async' --queue-db async
+      zasync worker --zope-conf /srv/instance/etc/zope.conf
     """
     from zasync.agent import Agent
     from zasync.dispatcher import Dispatcher
@@ -322,10 +370,15 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
     job_filter = _load_filter(filter_spec) if filter_spec else None
     server = None
     if serve_address is not None:
-        target, server = _serve_filestorage(target, serve_address)
-    if processes and "://" not in target:
+        if not target.single:
+            raise click.BadParameter(
+                f"--serve serves one FileStorage; {target} are several databases",
+                param_hint="'--serve'")
+        uri, server = _serve_filestorage(target.pairs[0][1], serve_address)
+        target = target.replace(lambda path: uri)
+    if processes and any("://" not in uri for uri in target.uris()):
         raise click.BadParameter(
-            f"{target!r}: --processes needs a database URI that child processes "
+            f"{target!r}: --processes needs database URIs that child processes "
             f"can open (zeo://..., postgres://...), not a FileStorage path",
             param_hint="'--db'")
     # The id file is read now (an unreadable one is bad input) but a new
@@ -337,9 +390,10 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
         if dispatcher_id is None:
             dispatcher_id = new_id = uuid.uuid4().hex
     names = tuple(dict.fromkeys(queue_names)) or ("",)
-    if "://" not in target and not os.path.exists(target):
-        logger.warning("worker: %s does not exist; creating a new, empty "
-                       "database there", target)
+    for path in target.uris():
+        if "://" not in path and not os.path.exists(path):
+            logger.warning("worker: %s does not exist; creating a new, empty "
+                           "database there", path)
     try:
         db = _open_database(target, "'--db'")
     except BaseException:
@@ -354,7 +408,7 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
         try:
             if processes:
                 from zasync.process import ProcessAgent
-                agent = ProcessAgent(threads, target, filter=job_filter,
+                agent = ProcessAgent(threads, target.to_argument(), filter=job_filter,
                                      prefetch=prefetch, grace=min(grace, 10.0))
             else:
                 agent = Agent(threads, filter=job_filter, prefetch=prefetch,
@@ -368,7 +422,7 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
         finished = _serve(dispatcher, grace)
     finally:
         if finished:
-            db.close()
+            close_databases(db)
             if server is not None:
                 server.stop()
         else:
@@ -460,7 +514,7 @@ def _prepare_queues(db, target, names, install_missing):
     if install_missing:
         install(db, names)
         return
-    conn = db.open()
+    conn = open_connection(db)
     try:
         try:
             container = get_queues(conn)
@@ -478,7 +532,7 @@ def _prepare_queues(db, target, names, install_missing):
                     param_hint="'--queue'")
     finally:
         conn.transaction_manager.abort()
-        conn.close()
+        close_connection(conn)
 
 
 def _serve(dispatcher, grace):

@@ -30,11 +30,14 @@ from rich.progress import (
     BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn)
 
 from zasync import clock, report, storable
-from zasync.cli import CONTEXT_SETTINGS, _open_database, import_named, main
-from zasync.database import get_queues
+from zasync.cli import (
+    CONTEXT_SETTINGS, _open_database, database_options, import_named, main)
+from zasync.database import (
+    close_connection, close_databases, get_queues, open_connection)
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, SIMPLE_FAILURE,
     SIMPLE_STARTED, SIMPLE_SUCCESS, NotInstalledError, ZasyncError)
+from zasync.multidb import missing_database, missing_database_hint
 
 #: How often a transaction that conflicts is tried before giving up.
 ATTEMPTS = 5
@@ -51,10 +54,9 @@ SIMPLE_STATUSES = (SIMPLE_STARTED, SIMPLE_SUCCESS, SIMPLE_FAILURE)
 # -- helpers -----------------------------------------------------------------
 
 def db_option(function):
-    return click.option(
-        "--db", "target", required=True, metavar="URI",
-        help="The database: a FileStorage path or a zodburi URI (zeo://HOST:PORT, "
-             "file://..., postgres://... for RelStorage).")(function)
+    return database_options(
+        "The database: a FileStorage path or a zodburi URI (zeo://HOST:PORT, "
+        "file://..., postgres://... for RelStorage).")(function)
 
 
 def json_option(function):
@@ -69,6 +71,10 @@ def job_id_argument(function):
 def _check_exists(target):
     """Refuse a FileStorage that does not exist: these commands read or
     change a database, they never create one."""
+    if not isinstance(target, str):
+        for each in target.uris():
+            _check_exists(each)
+        return
     if "://" in target:
         parts = urllib.parse.urlsplit(target)
         path = parts.path if parts.scheme == "file" else None
@@ -84,6 +90,8 @@ def _with_wait_timeout(target):
     """A ZEO URI that gives up after ZEO_WAIT seconds without a server,
     unless it says otherwise: ZEO's own 30 s suit a worker, not a command
     an operator waits for."""
+    if not isinstance(target, str):
+        return target.replace(_with_wait_timeout)
     if not target.startswith("zeo://") or "wait_timeout=" in target:
         return target
     return f"{target}{'&' if '?' in target else '?'}wait_timeout={ZEO_WAIT}"
@@ -96,12 +104,13 @@ def _opened(target):
     try:
         db = _open_database(_with_wait_timeout(target), "'--db'", wait=False)
     except click.BadParameter as error:
-        # name the URI as the user gave it
-        error.message = error.message.replace(_with_wait_timeout(target), target)
+        # name the URIs as the user gave them
+        for uri in target.uris():
+            error.message = error.message.replace(_with_wait_timeout(uri), uri)
         raise
     try:
         tm = transaction.TransactionManager()
-        conn = db.open(transaction_manager=tm)
+        conn = open_connection(db, tm)
         try:
             try:
                 get_queues(conn)
@@ -110,12 +119,20 @@ def _opened(target):
                     f"zasync is not installed in {target!r}; expected a database "
                     f"a worker has served (`zasync worker` installs the queues)",
                     param_hint="'--db'") from None
-            yield tm, conn
+            try:
+                yield tm, conn
+            except Exception as error:
+                missing = missing_database(error)
+                if missing is None:
+                    raise
+                raise click.BadParameter(
+                    f"{target!r}: {missing_database_hint(missing)}",
+                    param_hint="'--db'") from None
         finally:
             tm.abort()
-            conn.close()
+            close_connection(conn)
     finally:
-        db.close()
+        close_databases(db)
 
 
 def _check_id(job_id):

@@ -227,6 +227,122 @@ def _schemes():
         return {"file", "zeo", "memory", "zconfig"}
 
 
+def open_databases(targets, **db_kwargs):
+    """Open a multi-database: `targets` maps each database's name to a
+    FileStorage path or a URI (``{"main": "zeo://...?storage=main",
+    "async": "zeo://...?storage=async"}``), the application's main (root)
+    database first.  Return the first; every one is in its ``databases``
+    mapping.  Close them all with `close_databases`.
+
+    The names are those the application opened its databases with
+    (Zope's ``<zodb_db main>``, pyramid_zodbconn's ``''`` for the main
+    one): references from one database to another are stored with them.
+    Keyword arguments go to `ZODB.DB` for every database.
+    """
+    pairs = list(targets.items()) if hasattr(targets, "items") else list(targets)
+    if not pairs:
+        raise ConfigurationError(
+            f"databases {targets!r}: expected at least one name and its "
+            f"path or URI, the main database first")
+    databases = {}
+    try:
+        for pair in pairs:
+            if not (isinstance(pair, tuple) and len(pair) == 2
+                    and isinstance(pair[0], str)):
+                raise ConfigurationError(
+                    f"database {pair!r}: expected a name (str) and its path or URI")
+            name, target = pair
+            if name in databases:
+                raise ConfigurationError(f"database name {name!r} is given twice")
+            open_db(target, databases=databases, database_name=name, **db_kwargs)
+    except BaseException:
+        close_databases(databases)
+        raise
+    return databases[pairs[0][0]]
+
+
+def close_databases(db_or_databases):
+    """Close every database of a multi-database (a database of it, or its
+    ``databases`` mapping)."""
+    databases = getattr(db_or_databases, "databases", db_or_databases)
+    for each in list(databases.values()):
+        each.close()
+
+
+# -- connections -------------------------------------------------------------
+#
+# Every connection zasync opens goes through `open_connection`.  In a
+# multi-database, ZODB keeps the connections of one transaction together
+# as a *group*: a primary connection, opened with ``DB.open()``, and the
+# secondary ones it reaches with ``get_connection(name)``, which it takes
+# from the other databases' pools and keeps for good (closing the primary
+# closes them without handing them back).  A primary connection that goes
+# back to its pool carries its group along.  So if zasync opened the
+# 'async' database directly, each of its closed connections would sit in
+# the async pool with its own 'main' connection; an application request
+# (a primary 'main' connection) reaching 'async' would take one of them
+# and with it a second 'main' connection, which replaces the request's own
+# in the group: storing a reference to an object the request loaded then
+# raises InvalidObjectReference ("a separate connection to the same
+# database").  zasync therefore opens the primary connection in the same
+# database the application does, the first one of the multi-database (the
+# root), and reaches the one it needs with get_connection, as the
+# application does; the secondary connections of the async pool are then
+# never anyone's primary.  Rejected: keeping zasync's connections out of
+# the pools (ZODB has no way to open a connection outside them) and a pool
+# of zasync's own (it would still hand its groups to whoever shares the
+# database).  In a single database, this is ``db.open()``.
+
+
+_declared_roots = weakref.WeakSet()
+
+
+def set_root_database(db):
+    """Declare `db` the root of its multi-database: the database the
+    application opens its own connections in, through which zasync opens
+    its connections too.  Needed only when it was not opened first."""
+    for other in getattr(db, "databases", {}).values():
+        _declared_roots.discard(other)
+    _declared_roots.add(db)
+
+
+def root_database(db):
+    """The database of `db`'s multi-database through which zasync opens
+    its connections: the one `set_root_database` declared, else the first
+    one opened (Zope's main database, pyramid_zodbconn's ``''``, the first
+    of `open_databases`), the one an application opens its own connections
+    in.  `db` itself when it is alone."""
+    databases = getattr(db, "databases", None)
+    if not databases or len(databases) == 1:
+        return db
+    if _declared_roots:
+        for each in databases.values():
+            if each in _declared_roots:
+                return each
+    return next(iter(databases.values()))
+
+
+def open_connection(db, transaction_manager=None):
+    """Open a connection to `db` as part of a connection group whose
+    primary connection is in the root database of its multi-database
+    (see `root_database`); close it with `close_connection`."""
+    root = root_database(db)
+    conn = root.open(transaction_manager=transaction_manager)
+    if root is db:
+        return conn
+    try:
+        return conn.get_connection(db.database_name)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def close_connection(conn):
+    """Close a connection `open_connection` opened, with its group."""
+    primary = conn.connections.get(root_database(conn.db()).database_name, conn)
+    primary.close()
+
+
 def _check_names(queues):
     if isinstance(queues, str):
         queues = (queues,)
@@ -249,7 +365,7 @@ def install(db, queues=("",)):
     names = _check_names(queues)
     forget_oids_on_reconnect(db)
     tm = transaction.TransactionManager()
-    conn = db.open(transaction_manager=tm)
+    conn = open_connection(db, tm)
     try:
         for attempt in tm.attempts(5):
             with attempt:
@@ -266,7 +382,7 @@ def install(db, queues=("",)):
                     give_lanes(queue)               # keys of a queue made before
                 installed = container.keys()
     finally:
-        conn.close()
+        close_connection(conn)
     logger.info("zasync queues installed: %s", ", ".join(map(repr, installed)))
     return installed
 
@@ -311,7 +427,7 @@ def _wait_connection(db):
     found = connections.get(db)
     if found is None or found[1].opened is None:
         tm = transaction.TransactionManager()
-        found = connections[db] = (tm, db.open(transaction_manager=tm))
+        found = connections[db] = (tm, open_connection(db, tm))
     return found
 
 

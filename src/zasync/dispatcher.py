@@ -14,7 +14,8 @@ from zope.interface import implementer
 
 from zasync import clock, events, recovery, shutdown, wakeup
 from zasync.agent import Agent
-from zasync.database import forget_oids_on_reconnect
+from zasync.database import (
+    close_connection, forget_oids_on_reconnect, open_connection)
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, ConfigurationError, DispatcherError, IDispatcher)
 from zasync.record import DispatcherRecord
@@ -110,6 +111,7 @@ class Dispatcher:
         self._accepting = False
         self._close_hook = None
         self.claim_conflicts = 0
+        self._claim_error = None        # (message, monotonic time) recorded
 
     def __repr__(self):
         return f"<zasync.Dispatcher {self.id} {'running' if self.running else 'stopped'}>"
@@ -132,15 +134,15 @@ class Dispatcher:
         if self._thread is not None:
             raise DispatcherError(f"dispatcher {self.id} is already started")
         self._tm = transaction.TransactionManager()
-        self._conn = self.db.open(transaction_manager=self._tm)
+        self._conn = open_connection(self.db, self._tm)
         try:
             _bookkeeping_commit(self._tm, self._register)
         except Exception:
-            self._conn.close()
+            close_connection(self._conn)
             raise
         _sessions_here.add(self._session)
         self._progress_tm = transaction.TransactionManager()
-        self._progress_conn = self.db.open(transaction_manager=self._progress_tm)
+        self._progress_conn = open_connection(self.db, self._progress_tm)
         self._stopping.clear()
         self._accepting = True
         self._watch = wakeup.watch(self.db, self.wake)
@@ -290,7 +292,7 @@ class Dispatcher:
             self._finish_stop()
         with self._progress_lock:
             self._progress_tm.abort()
-            self._progress_conn.close()
+            close_connection(self._progress_conn)
             self._progress_conn = None   # jobs still running write their own
         _sessions_here.discard(self._session)
         logger.info("dispatcher %s stopped", self.id)
@@ -318,7 +320,7 @@ class Dispatcher:
             _bookkeeping_commit(self._tm, mark_stopped)
         except Exception:
             logger.exception("dispatcher %s: could not record its stop", self.id)
-        self._conn.close()
+        close_connection(self._conn)
 
     def _linger(self):
         """After a stop that left jobs running: ping until they end."""
@@ -342,10 +344,13 @@ class Dispatcher:
             self._wakeup.clear()
             try:
                 again, next_due = self._cycle()
+                if self._claim_error is not None:
+                    self._record_claim_error(None)
                 self._maybe_ping()
-            except Exception:
+            except Exception as error:
                 logger.exception("dispatcher %s: claim failed", self.id)
                 self._tm.abort()
+                self._record_claim_error(error)
                 again, next_due = False, None
                 # A claim whose commit failed without a conflict (the ZEO
                 # server went away while it committed) may have committed
@@ -517,6 +522,49 @@ class Dispatcher:
             queue.claim(self.id, 0, None, now)
         return handed
 
+    def _record_claim_error(self, error):
+        """Say in the dispatcher's record why its claims fail (or, with
+        None, that they work again), so that `zasync status` and the web
+        view show it instead of a healthy worker.  Written when the reason
+        changes, and otherwise at most once a ping interval (it counts as
+        the heartbeat: the dispatcher lives, it cannot work)."""
+        if _unreachable(error):
+            return      # the storage is away: the record cannot be written either
+        message = None if error is None else _describe_claim_error(error)[:500]
+        now = time.monotonic()
+        last = self._claim_error
+        if (last is not None and last[0] == message
+                and now - last[1] < self.ping_interval):
+            return
+
+        def write():
+            from zasync.database import get_queues
+            record = get_queues(self._conn).dispatchers.get(self.id)
+            if record is None or record.session != self._session:
+                return
+            record.claim_error = message
+            record.claim_error_at = None if message is None else clock.now()
+            if message is not None:
+                record.last_ping = clock.now()
+        try:
+            # One attempt: a conflict on the record is retried at the next
+            # failed claim, and the claim loop is not held up for long.
+            _bookkeeping_commit(self._tm, write, attempts=1)
+        except Exception as failure:
+            from ZODB.POSException import ConflictError
+            if isinstance(failure, ConflictError):
+                return      # tried again at the next claim
+            # The database itself fails, most likely (the claim's own
+            # traceback is logged): try again a ping interval later.
+            logger.warning("dispatcher %s: could not record why its claims "
+                           "fail: %s: %s", self.id, type(failure).__name__, failure)
+            if message is not None:
+                self._claim_error = (message, now)
+            return
+        self._claim_error = None if message is None else (message, now)
+        if message is not None:
+            self._last_ping = now
+
     def _maybe_ping(self):
         """Every `ping_interval`: write the heartbeat, hand on jobs this
         dispatcher holds but no thread runs, and recover the jobs of
@@ -598,12 +646,12 @@ class Dispatcher:
                     # stop() returned while this job ran and closed the
                     # shared connection: use one of the job's own
                     tm = transaction.TransactionManager()
-                    conn = self.db.open(transaction_manager=tm)
+                    conn = open_connection(self.db, tm)
                     try:
                         return _write_progress(tm, conn, live_oid, fraction, message)
                     finally:
                         tm.abort()
-                        conn.close()
+                        close_connection(conn)
                 return _write_progress(tm, conn, live_oid, fraction, message)
         return write
 
@@ -643,6 +691,30 @@ def _summary(done):
     for what in done.values():
         counts[what] = counts.get(what, 0) + 1
     return ", ".join(f"{n} {what}" for what, n in sorted(counts.items(), key=str)) or "nothing"
+
+
+def _unreachable(error):
+    """Whether `error` says the storage server cannot be reached."""
+    try:
+        from ZEO.Exceptions import ClientDisconnected
+    except ImportError:  # pragma: no cover - ZEO is a dependency
+        return False
+    return isinstance(error, ClientDisconnected)
+
+
+def _describe_claim_error(error):
+    """The error and its causes in a line, with a hint when a job refers to
+    a database of the multi-database this process did not open."""
+    from zasync.multidb import missing_database, missing_database_hint
+    parts, seen = [], error
+    while seen is not None and len(parts) < 4:
+        parts.append(f"{type(seen).__name__}: {seen}" if str(seen) else type(seen).__name__)
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    text = ", from ".join(parts)
+    missing = missing_database(error)
+    if missing is not None:
+        text += f" ({missing_database_hint(missing)})"
+    return text
 
 
 def _bookkeeping_commit(tm, change, attempts=10):

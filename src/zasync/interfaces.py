@@ -435,6 +435,11 @@ class IDispatcherRecord(Interface):
     stopped_at = Attribute("Aware UTC datetime of a clean stop, or None.")
     jobs = Attribute("The jobs the dispatcher holds (assigned or running).")
     info = Attribute("A dict: host, pid, threads and other descriptions.")
+    claim_error = Attribute(
+        "None, or while the dispatcher's claims fail, why (the exception's "
+        "type and message), e.g. a multi-database it did not open whole.")
+    claim_error_at = Attribute(
+        "Aware UTC datetime the claim error was last recorded, or None.")
 
 
 # -- the workers ------------------------------------------------------------

@@ -24,6 +24,7 @@ import transaction
 
 from zasync import recovery
 from zasync.agent import Agent
+from zasync.database import close_connection, open_connection
 from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, Cancelled, ConfigurationError, JobTimeoutError)
@@ -36,15 +37,19 @@ _WATCH_INTERVAL = 0.1
 class ProcessAgent(Agent):
     """An `Agent` whose `size` slots each run jobs in child processes.
 
-    `uri` is the database's URI for the children; `grace` the seconds a
-    child gets between SIGTERM and SIGKILL.
+    `uri` is the database's URI for the children, or, for a
+    multi-database, a `zasync.multidb.Databases` (its `to_argument()` string
+    will do too) naming every database of it; `grace` the seconds a child
+    gets between SIGTERM and SIGKILL.
     """
 
     def __init__(self, size, uri, filter=None, name="processes", prefetch=0,
                  grace=5.0):
         # batch=1: each job has a child process of its own
         super().__init__(size, filter=filter, name=name, prefetch=prefetch, batch=1)
-        if not isinstance(uri, str) or "://" not in uri:
+        if hasattr(uri, "to_argument"):
+            uri = uri.to_argument()
+        if not isinstance(uri, str) or "://" not in uri and not uri.startswith("{"):
             raise ConfigurationError(
                 f"uri={uri!r}: child processes need a database URI they can "
                 f"open (zeo://..., postgres://...)")
@@ -89,7 +94,7 @@ class ProcessAgent(Agent):
         (counted from when `began_fd` becomes readable).
         Return None, 'cancelled' or 'timeout'."""
         tm = transaction.TransactionManager()
-        conn = dispatcher.db.open(transaction_manager=tm)
+        conn = open_connection(dispatcher.db, tm)
         try:
             tm.begin()
             job = conn.get(oid)
@@ -130,13 +135,13 @@ class ProcessAgent(Agent):
             return why
         finally:
             tm.abort()
-            conn.close()
+            close_connection(conn)
 
     def _settle(self, dispatcher, oid, job_id, returncode, why):
         """After the child: if it left the job unfinished, fail or hand on
         the job according to why it ended."""
         tm = transaction.TransactionManager()
-        conn = dispatcher.db.open(transaction_manager=tm)
+        conn = open_connection(dispatcher.db, tm)
         try:
             for attempt in tm.attempts(10):
                 with attempt:
@@ -170,7 +175,7 @@ class ProcessAgent(Agent):
                         record.jobs.discard(job_id)
         finally:
             tm.abort()
-            conn.close()
+            close_connection(conn)
 
 
 def _terminate(child, grace):

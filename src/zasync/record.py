@@ -21,6 +21,8 @@ class DispatcherRecord(persistent.Persistent):
     dead_at = None       # when another dispatcher found it dead
     session = None       # changes at each start; a process that finds
                          # another session in its record was taken over
+    claim_error = None   # why its claims fail, while they do
+    claim_error_at = None
 
     def __init__(self, id):
         self.id = id

@@ -36,7 +36,7 @@ def job_to_dict(job, detail=False):
 
 def worker_views(container):
     """The dispatcher records as the web view presents them, with their
-    health (alive, late, dead or stopped) and load."""
+    health (failing, alive, late, dead or stopped) and load."""
     from zasync.web.present import WorkerView
     now = clock.now()
     return [WorkerView(record, now) for record in container.dispatchers.values()]
@@ -114,6 +114,9 @@ def print_status(out, queues, workers):
         table.add_row(Text(w.id), Text(w.host), str(w.pid), Text(w.queue_labels),
                       f"{w.load}/{w.slots}", f"{w.ping_age:.0f} s ago", w.health)
     out.print(table)
+    for w in sorted(workers, key=lambda w: w.id):
+        if w.health == "failing":
+            out.print(Text(f"Worker {w.id} cannot claim jobs: {w.claim_error}"))
 
 
 def print_jobs(out, jobs, total, with_queue):

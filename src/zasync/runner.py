@@ -23,6 +23,7 @@ import transaction
 from ZODB.POSException import ConflictError
 
 from zasync import batch, clock, context, events, local, storable, workflow
+from zasync.database import close_connection, open_connection
 from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, Cancelled, JobTimeoutError,
@@ -105,7 +106,7 @@ class JobRunner:
         """Run claimed jobs, (oid, job id) pairs: one alone, several in one
         transaction (see `zasync.batch`)."""
         tm = transaction.TransactionManager()
-        conn = self.db.open(transaction_manager=tm)
+        conn = open_connection(self.db, tm)
         try:
             if len(tasks) == 1:
                 self._run(tm, conn, *tasks[0])
@@ -118,7 +119,7 @@ class JobRunner:
         finally:
             if _in_transaction(tm):
                 tm.abort()
-            conn.close()
+            close_connection(conn)
 
     def _record(self, conn):
         from zasync.database import get_queues

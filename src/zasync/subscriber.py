@@ -43,7 +43,7 @@ from zope.interface import Interface
 from zope.processlifetime import IDatabaseOpenedWithRoot
 
 from zasync import instance, shutdown
-from zasync.database import install
+from zasync.database import install, set_root_database
 from zasync.dispatcher import Dispatcher
 from zasync.interfaces import ConfigurationError
 
@@ -102,6 +102,11 @@ def configure(db, threads=1, queues=("",), database_name=None, id_file=None,
     target = queues_database(db, database_name)
     if isinstance(queues, str):
         queues = (queues,)
+    if target is not db:
+        # The event's database is the application's root, the queues'
+        # another: zasync opens its connections in the root, whatever
+        # order the databases were opened in.
+        set_root_database(db)
     install(target, queues)
     instance.serve(target, queues)
     if threads == 0 and "agents" not in dispatcher_kwargs:

@@ -18,7 +18,8 @@ import zope.event
 
 from zasync import clock, context, events
 from zasync import dispatcher as dispatcher_module
-from zasync.database import get_queues, install, open_db, wait_for
+from zasync.database import (
+    close_connection, get_queues, install, open_connection, open_db, wait_for)
 from zasync.dispatcher import Dispatcher
 from zasync.interfaces import PENDING, IJobPut, WaitTimeoutError
 
@@ -36,18 +37,41 @@ def free_port(host="127.0.0.1"):
 
 
 class ZEOServer:
-    """A ZEO server in a child process, serving a FileStorage.
+    """A ZEO server in a child process, serving a FileStorage, or several
+    named ones::
+
+        ZEOServer(path)                               # storage '1' at path
+        ZEOServer(folder=d, storages=("main", "async"))   # d/main.fs, d/async.fs
 
     ``start()`` waits until it accepts connections; ``stop()`` ends it by
-    its pid (SIGTERM, then SIGKILL), ``kill()`` with SIGKILL at once.  The server resolves conflicts with the
-    classes it can import, so it runs with this process's Python and path.
+    its pid (SIGTERM, then SIGKILL), ``kill()`` with SIGKILL at once.
+    ``uri`` is the URI of the first storage, ``uri_for(name)`` that of any (``zeo://HOST:PORT?storage=NAME``)
+    and ``uris`` maps each name to its URI, as `zasync.open_databases`
+    takes them.  The server resolves conflicts with the classes it can
+    import, so it runs with this process's Python and path.
     """
 
-    def __init__(self, path=None, host="127.0.0.1", port=None):
-        if path is None:
-            self._tmp = tempfile.mkdtemp(prefix="zasync-zeo-")
-            path = os.path.join(self._tmp, "Data.fs")
+    def __init__(self, path=None, host="127.0.0.1", port=None, storages=None,
+                 folder=None):
+        if storages is not None:
+            if path is not None:
+                raise ValueError("give path= (one storage) or storages=, not both")
+            if isinstance(storages, str) or not storages or not all(
+                    isinstance(name, str) and name and name.isidentifier()
+                    for name in storages):
+                raise ValueError(
+                    f"storages={storages!r}: expected storage names such as "
+                    f"('main', 'async')")
+            if len(set(storages)) != len(storages):
+                raise ValueError(f"storages={storages!r}: a name is given twice")
+        if folder is None:
+            folder = (os.path.dirname(os.path.abspath(path)) if path is not None
+                      else tempfile.mkdtemp(prefix="zasync-zeo-"))
+        if path is None and storages is None:
+            path = os.path.join(folder, "Data.fs")
+        self.folder = folder
         self.path = path
+        self.storages = tuple(storages) if storages is not None else None
         self.host = host
         self.port = port or free_port(host)
         self.process = None
@@ -58,18 +82,48 @@ class ZEOServer:
 
     @property
     def uri(self):
-        return f"zeo://{self.host}:{self.port}"
+        if self.storages is None:
+            return f"zeo://{self.host}:{self.port}"
+        return self.uri_for(self.storages[0])
+
+    def uri_for(self, name):
+        """The URI of the storage `name`."""
+        if self.storages is None:
+            if name != "1":
+                raise KeyError(f"this server serves one storage, '1', not {name!r}")
+            return f"zeo://{self.host}:{self.port}"
+        if name not in self.storages:
+            raise KeyError(f"no storage {name!r}; this server serves "
+                           + ", ".join(map(repr, self.storages)))
+        return f"zeo://{self.host}:{self.port}?storage={name}"
+
+    @property
+    def uris(self):
+        """Each storage's name and URI, in order (a dict)."""
+        return {name: self.uri_for(name) for name in (self.storages or ("1",))}
+
+    def _command(self):
+        if self.storages is None:
+            return ["-a", f"{self.host}:{self.port}", "-f", self.path]
+        sections = "".join(
+            f"<filestorage {name}>\n  path {os.path.join(self.folder, name + '.fs')}\n"
+            f"</filestorage>\n" for name in self.storages)
+        config = os.path.join(self.folder, "zeo.conf")
+        with open(config, "w", encoding="utf-8") as f:
+            f.write(f"<zeo>\n  address {self.host}:{self.port}\n</zeo>\n{sections}")
+        return ["-C", config]
 
     def start(self, timeout=30.0):
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError(f"ZEO server pid {self.process.pid} already runs")
-        self.log_path = self.path + ".zeo.log"
+        self.log_path = os.path.join(
+            self.folder, "zeo.log") if self.path is None else self.path + ".zeo.log"
         log = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             p for p in sys.path if p))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ZEO.runzeo", "-a", f"{self.host}:{self.port}",
-             "-f", self.path], stdout=log, stderr=subprocess.STDOUT, env=env)
+            [sys.executable, "-m", "ZEO.runzeo", *self._command()],
+            stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -200,7 +254,7 @@ class eager:
 
     def _run(self, db, oid):
         tm = transaction.TransactionManager()
-        conn = db.open(transaction_manager=tm)
+        conn = open_connection(db, tm)
         try:
             for attempt in tm.attempts(self.attempts):
                 with attempt:
@@ -219,7 +273,7 @@ class eager:
                         job()
             self.job_ids.append(job_id)
         finally:
-            conn.close()
+            close_connection(conn)
 
 
 class running_dispatcher:
@@ -261,7 +315,7 @@ def wait_for_idle(db, queues=None, timeout=30.0, poll_interval=0.01):
     by `begin_after` counts as pending.  Raises `WaitTimeoutError` after
     `timeout` seconds."""
     tm = transaction.TransactionManager()
-    conn = db.open(transaction_manager=tm)
+    conn = open_connection(db, tm)
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -280,7 +334,7 @@ def wait_for_idle(db, queues=None, timeout=30.0, poll_interval=0.01):
             time.sleep(poll_interval)
     finally:
         tm.abort()
-        conn.close()
+        close_connection(conn)
 
 
 def open_multidb(folder, names=("main", "async"), **db_kwargs):

@@ -12,7 +12,7 @@ import transaction
 import zodbpickle.pickle
 from ZODB.POSException import ConflictError
 
-from zasync.database import get_queues
+from zasync.database import close_connection, get_queues, open_connection
 from zasync.interfaces import COMPLETED, PENDING, ZasyncError
 from zasync.web.present import CANCELLABLE
 
@@ -112,7 +112,7 @@ def _in_transaction(db, action, what, change):
     """Return `change(conn)` committed, retried on ConflictError; its
     errors, and the database's, as `ActionError`."""
     tm = transaction.TransactionManager()
-    conn = db.open(transaction_manager=tm)
+    conn = open_connection(db, tm)
     try:
         for attempt in tm.attempts(ATTEMPTS):
             with attempt:
@@ -136,6 +136,6 @@ def _in_transaction(db, action, what, change):
                                f"can be imported, as workers do") from None
     finally:
         tm.abort()
-        conn.close()
+        close_connection(conn)
     logger.info("web: %s %s: %s", action, what, message)
     return message

@@ -20,7 +20,7 @@ from webob import Request, Response
 from webob.static import DirectoryApp
 
 from zasync import clock
-from zasync.database import get_queues
+from zasync.database import close_connection, get_queues, open_connection
 from zasync.interfaces import ConfigurationError, NotInstalledError, ZasyncError
 from zasync.web.guard import CSRF_COOKIE, Guard
 from zasync.web.present import (
@@ -291,7 +291,7 @@ class Application:
         """Call the route's view with a fresh transaction, aborted after."""
         tm = transaction.TransactionManager()
         serial = self.db.lastTransaction()   # before begin: never newer than what is read
-        conn = self.db.open(transaction_manager=tm)
+        conn = open_connection(self.db, tm)
         try:
             tm.begin()
             ctx = Context(self, request, conn, serial.hex() if serial else "0")
@@ -310,7 +310,7 @@ class Application:
                                   message=f"{error}. A worker installs it when it starts.")
         finally:
             tm.abort()
-            conn.close()
+            close_connection(conn)
 
     def set_cookie(self, request, response, name, value, max_age=None):
         response.set_cookie(name, value, max_age=max_age, path=request.script_name or "/",

@@ -95,7 +95,8 @@ def render(container, now):
         out.sample("zasync_workers", {"health": state},
                    sum(1 for worker in workers if worker.health == state))
     out.family("zasync_worker_health", "gauge",
-               "1 for the health of each dispatcher (alive, late, dead or stopped), else 0.")
+               "1 for the health of each dispatcher (failing, alive, late, dead or "
+               "stopped), else 0.")
     for worker in workers:
         for state in HEALTHS:
             out.sample("zasync_worker_health",

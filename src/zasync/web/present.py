@@ -20,7 +20,7 @@ HELD = (ASSIGNED, ACTIVE, CALLBACKS)
 RUNNING = (ACTIVE, CALLBACKS)
 CANCELLABLE = (NEW, PENDING, ASSIGNED, ACTIVE, CALLBACKS)
 
-HEALTHS = ("alive", "late", "dead", "stopped")
+HEALTHS = ("failing", "alive", "late", "dead", "stopped")
 
 #: The buttons of the actions, and the question asked before the
 #: destructive ones.
@@ -403,7 +403,8 @@ class ScheduleView:
 
 def health(record, now):
     """'alive', 'late', 'dead' or 'stopped', from the record's last ping and
-    the ping and death intervals its dispatcher announced.
+    the ping and death intervals its dispatcher announced; 'failing' for a
+    live dispatcher whose claims fail (`claim_error` says why).
 
     A dispatcher pings every `ping_interval` (plus the time of its loop), so
     a ping older than that by half again, or half-way to the death interval
@@ -420,6 +421,8 @@ def health(record, now):
     age = max(0.0, (now - record.last_ping).total_seconds())
     if age > death:
         return "dead"
+    if getattr(record, "claim_error", None) is not None:
+        return "failing"
     if age > min(1.5 * ping, (ping + death) / 2):
         return "late"
     return "alive"
@@ -445,6 +448,8 @@ class WorkerView:
         self.last_ping = record.last_ping
         self.stopped_at = record.stopped_at
         self.dead_at = record.dead_at
+        self.claim_error = getattr(record, "claim_error", None)
+        self.claim_error_at = getattr(record, "claim_error_at", None)
         jobs = [job for job in record.jobs if job.status in HELD]
         jobs.sort(key=lambda job: job.id)
         self.job_ids = [job.id for job in jobs]
@@ -476,4 +481,5 @@ class WorkerView:
             "last_ping_age": round(self.ping_age, 3),
             "stopped_at": iso(self.stopped_at), "dead_at": iso(self.dead_at),
             "ping_interval": self.ping_interval, "death_interval": self.death_interval,
+            "claim_error": self.claim_error, "claim_error_at": iso(self.claim_error_at),
         }
