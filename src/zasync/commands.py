@@ -551,7 +551,8 @@ def wait(job_id, target, timeout, as_json):
     """Wait for a job to end, showing its progress and message.
 
     A progress bar (on stderr) follows the job until it completes, then its
-    result or its failure with the traceback is printed on stdout.  Exits
+    result or its failure with the traceback is printed on stdout (for a
+    cancelled job, one line saying how far it got).  Exits
     with status 0 if it succeeded, 1 if it failed, 2 if --timeout passed
     first or ID is not a job.  With --json: no bar, the job's JSON at the
     end.
@@ -578,7 +579,7 @@ def wait(job_id, target, timeout, as_json):
                 found = conn.get(oid)
                 done = found.status == COMPLETED
                 message = found.progress_message or found.status
-                bar.update(task, completed=found.progress, message=(
+                bar.update(task, completed=_reached(found), message=(
                     f"{found.simple_status}: {message}" if done else message))
                 if done:
                     break
@@ -595,11 +596,32 @@ def wait(job_id, target, timeout, as_json):
         elif found.failure is None:
             click.echo(f"job {job_id} succeeded in {report.seconds(found.duration)}: "
                        f"{report.short(repr(found.result))}")
+        elif found.cancelled:
+            # Cancelling is what someone asked for, not a bug to debug: one
+            # line, no traceback (`zasync job ID` still shows it).
+            click.echo(_cancelled_line(found))
         else:
             click.echo(f"job {job_id} failed: {found.failure}")
             click.echo(found.failure.traceback.rstrip())
         if found.failure is not None:
             raise SystemExit(1)
+
+
+def _reached(job):
+    """How far the job got: a completed job counts as whole (its
+    `progress` says 1.0), unless it failed, which stops where it was."""
+    if job.failed:
+        return job.annotations.progress
+    return job.progress
+
+
+def _cancelled_line(job):
+    """One line saying where a cancelled job stopped."""
+    if job.attempt_count == 0:
+        return f"job {job.id} cancelled before it started"
+    message = job.progress_message
+    return (f"job {job.id} cancelled at {_reached(job) * 100:.0f} %"
+            + (f": {message}" if message else ""))
 
 
 # The commands of recurring jobs, which use the helpers above.
