@@ -304,3 +304,29 @@ def test_worker_installs_missing_queues(zeo_server, tmp_path):
             conn.close()
         db.close()
     assert "serving '', 'mail'" in worker.log
+
+
+def test_a_second_worker_in_the_same_folder_is_told_how_to_run_beside_the_first(
+        zeo_db, zeo_server, tmp_path):
+    first = Worker(tmp_path, "--db", zeo_server.uri, "--poll-interval", "0.1")
+    try:
+        wait_until(lambda: "dispatcher" in first.log and "serving" in first.log,
+                   COMMAND_TIMEOUT, "the first worker to start")
+        second = run_zasync("worker", "--db", zeo_server.uri, cwd=tmp_path)
+        assert first.process.poll() is None, first.log
+    finally:
+        first.kill()
+    assert second.returncode == 1, (second.stdout, second.stderr)
+    assert "Traceback" not in second.stderr
+    errors = [line for line in second.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, second.stderr
+    assert f"live process {first.process.pid}" in errors[0]
+    assert "zasync-worker.uuid" in errors[0]
+    assert "--uuid-file" in errors[0] and "--id" in errors[0]
+
+
+def test_readme_says_how_to_run_two_workers_from_one_folder():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.rst"),
+                  encoding="utf-8").read()
+    section = readme[readme.index("zasync worker"):]
+    assert "--uuid-file" in section and "--id" in section

@@ -16,7 +16,7 @@ import click
 from zc.lockfile import LockError
 
 from zasync.database import get_queues, install, open_db
-from zasync.interfaces import NotInstalledError, ZasyncError
+from zasync.interfaces import DispatcherIdInUseError, NotInstalledError, ZasyncError
 
 logger = logging.getLogger(__name__)
 
@@ -296,7 +296,10 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
 
     Several workers can serve one database through a ZEO server or
     RelStorage.  A FileStorage path serves only this process, as the file
-    is locked.  Logs go to stderr.
+    is locked.  Each worker needs an id of its own: it keeps it in
+    --uuid-file, in the current folder by default, so a second worker
+    started from the same folder needs another --uuid-file (or --id).
+    Logs go to stderr.
 
     \b
     Examples:
@@ -304,6 +307,7 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
       zasync worker --db zeo://db.example.com:8100 --threads 8 --queue mail
       zasync worker --db var/Data.fs --queue '' --queue mail --grace 60
       zasync worker --db zeo://127.0.0.1:8100 --filter myapp.jobs:is_report
+      zasync worker --db zeo://127.0.0.1:8100 --uuid-file worker-2.uuid   # a second one
     """
     from zasync.agent import Agent
     from zasync.dispatcher import Dispatcher
@@ -326,7 +330,13 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
     # id is written only once the database has opened: a worker refused
     # for a bad --db leaves no file behind.
     new_id = None
-    if dispatcher_id is None:
+    if dispatcher_id is not None:
+        id_hint = ("give this worker an --id of its own (or leave --id out: it "
+                   "then keeps its id in --uuid-file)")
+    else:
+        id_hint = (f"it was read from {uuid_file} (--uuid-file), which every "
+                   f"worker started from this folder shares: give this one its "
+                   f"own, e.g. --uuid-file worker-2.uuid, or an --id of its own")
         dispatcher_id = _read_id(uuid_file)
         if dispatcher_id is None:
             dispatcher_id = new_id = uuid.uuid4().hex
@@ -359,7 +369,7 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
                                     death_interval=death_interval)
         except ZasyncError as error:
             raise click.UsageError(str(error)) from None
-        finished = _serve(dispatcher, grace)
+        finished = _serve(dispatcher, grace, id_hint)
     finally:
         if finished:
             db.close()
@@ -475,8 +485,9 @@ def _prepare_queues(db, target, names, install_missing):
         conn.close()
 
 
-def _serve(dispatcher, grace):
-    """Run `dispatcher` until a signal; return whether its jobs finished."""
+def _serve(dispatcher, grace, id_hint):
+    """Run `dispatcher` until a signal; return whether its jobs finished.
+    `id_hint` says how to give a worker another id, should its be in use."""
     stopping = threading.Event()
     received = []
 
@@ -494,6 +505,8 @@ def _serve(dispatcher, grace):
     try:
         try:
             dispatcher.start()
+        except DispatcherIdInUseError as error:
+            raise click.ClickException(f"{error}; {id_hint}") from None
         except ZasyncError as error:
             raise click.ClickException(str(error)) from None
         logger.info("worker: pid %d, dispatcher %s serving %s with %d thread(s)",

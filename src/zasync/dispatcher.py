@@ -15,7 +15,8 @@ from zope.interface import implementer
 from zasync import clock, events, recovery, wakeup
 from zasync.agent import Agent
 from zasync.interfaces import (
-    ACTIVE, ASSIGNED, ConfigurationError, DispatcherError, IDispatcher)
+    ACTIVE, ASSIGNED, ConfigurationError, DispatcherError, DispatcherIdInUseError,
+    IDispatcher)
 from zasync.record import DispatcherRecord
 from zasync.runner import JobRunner
 
@@ -209,12 +210,12 @@ class Dispatcher:
                 raise DispatcherError(
                     f"dispatcher {self.id} is already running in this process")
             if pid != os.getpid() and _pid_alive(pid):
-                raise DispatcherError(
+                raise DispatcherIdInUseError(
                     f"dispatcher id {self.id} is in use by live process {pid} "
                     f"on this host (heartbeat {age:.0f} s ago); two processes "
                     f"cannot run under one id")
             return   # its process is gone: take over at once
-        raise DispatcherError(
+        raise DispatcherIdInUseError(
             f"dispatcher id {self.id} is in use on host {host!r} (pid {pid}, "
             f"heartbeat {age:.0f} s ago); it counts as dead after "
             f"{death:.0f} s without a heartbeat")

@@ -98,6 +98,10 @@ class DispatcherError(ZasyncError):
     """Raised when a dispatcher cannot start or stop as asked."""
 
 
+class DispatcherIdInUseError(DispatcherError):
+    """Raised when a dispatcher starts under an id a live process runs under."""
+
+
 class TransientZasyncError(ZasyncError, transaction.interfaces.TransientError):
     """Raised for a passing condition; retrying the transaction may succeed."""
 
