@@ -183,8 +183,8 @@ def web(target, bind, token, username, password, refresh, threads, allow_hosts, 
     progress, annotations, attempts, result, failure and traceback), the
     workers and the schedules of recurring jobs.  A banner on every page counts the running jobs and the
     failures not yet dismissed; pages update themselves every --refresh
-    seconds.  JSON under /api/ (jobs, jobs/ID, queues, workers, schedules)
-    and Prometheus metrics at /metrics.
+    seconds.  JSON under /api/ (jobs, jobs/ID, queues, workers, schedules;
+    /api/ itself lists them) and Prometheus metrics at /metrics.
 
     Actions (cancel, retry, dismiss, remove; removing a schedule) are POSTs
     that need a
