@@ -32,6 +32,7 @@ from rich.progress import (
 from zasync import clock, report, storable
 from zasync.cli import CONTEXT_SETTINGS, _open_database, import_named, main
 from zasync.database import get_queues
+from zasync.job import Job
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, SIMPLE_FAILURE,
     SIMPLE_STARTED, SIMPLE_SUCCESS, NotInstalledError, ZasyncError)
@@ -294,6 +295,28 @@ def parse_argument(text):
         return text
 
 
+_KEYWORD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
+
+
+def parse_arguments(texts):
+    """The positional and keyword arguments of `zasync put`: NAME=VALUE is
+    a keyword argument, anything else positional; each value is read by
+    `parse_argument`.  Return (args, kwargs)."""
+    args, kwargs = [], {}
+    for text in texts:
+        found = _KEYWORD.fullmatch(text)
+        if found is None:
+            args.append(parse_argument(text))
+            continue
+        name, value = found.groups()
+        if name in kwargs:
+            raise click.BadParameter(
+                f"{text!r}: {name}= is given twice; expected each keyword once",
+                param_hint="'ARGS'")
+        kwargs[name] = parse_argument(value)
+    return args, kwargs
+
+
 def _import_callable(spec):
     found = import_named(spec, "'MODULE:FUNCTION'", "myapp.jobs:send_report")
     try:
@@ -331,7 +354,7 @@ def _begin_after(delay, at):
 
 @main.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("spec", metavar="MODULE:FUNCTION")
-@click.argument("arguments", nargs=-1, metavar="[ARGS]...")
+@click.argument("arguments", nargs=-1, metavar="[ARGS | NAME=VALUE]...")
 @db_option
 @click.option("--in", "delay", default=None, metavar="DELAY",
               help="Run it no sooner than DELAY from now: 30s, 10m, 2h, 1d, 1h30m.")
@@ -348,22 +371,28 @@ def _begin_after(delay, at):
 def put(spec, arguments, target, delay, at, queue_name, priority, key, as_json):
     """Put a job calling MODULE:FUNCTION(ARGS...) into a queue.
 
-    Each ARG is read as a JSON literal if it is one (42, 1.5, true, null,
-    '"42"', '[1, 2]', '{"a": 1}'), else taken as a string.  Give `--` before
-    arguments that begin with a dash.  The callable is imported here, to
+    An ARG of the form NAME=VALUE is a keyword argument, any other a
+    positional one.  Each value is read as a JSON literal if it is one (42,
+    1.5, true, null, [1, 2], {"a": 1}), else taken as a string.  To pass a
+    string that would be read otherwise, give it as a JSON string in
+    quotes: '"42"' and '"true"' are strings, '"a=b"' a positional string
+    with an equals sign, note='"[1]"' a keyword whose value is the string
+    [1].  Give `--` before arguments that begin with a dash.  The callable
+    is imported here, to
     check that a worker can find it again, but never called: a worker runs
     it.  Prints the new job's id on stdout.
 
     \b
     Examples:
       zasync put myapp.jobs:send_report Q3 --db zeo://127.0.0.1:8100
+      zasync put myapp.jobs:send_report Q3 parts=20 dry_run=true --db ...
       zasync put myapp.jobs:resize '[640, 480]' --in 10m --queue images --db ...
       zasync put myapp.jobs:cleanup --at 2030-01-31T02:00:00Z --priority -1 --db ...
       zasync put myapp.jobs:send_report Q3 --key report-Q3 --db ...
       ID=$(zasync put zasync.examples:add 2 3 --db var/Data.fs); zasync wait $ID --db ...
     """
     function = _import_callable(spec)
-    args = [parse_argument(text) for text in arguments]
+    args, kwargs = parse_arguments(arguments)
     begin_after = _begin_after(delay, at)
     with _opened(target) as (tm, conn):
         _check_queue(get_queues(conn), queue_name)
@@ -372,8 +401,11 @@ def put(spec, arguments, target, delay, at, queue_name, priority, key, as_json):
                 queue = get_queues(conn)[queue_name]
                 try:
                     held = key is not None and queue.get_by_key(key) is not None
-                    new = queue.put(function, *args, begin_after=begin_after,
-                                    priority=priority, key=key)
+                    # In a Job, every keyword goes to the callable: put's
+                    # options come from this command's own options.
+                    new = queue.put(Job(function, *args, **kwargs),
+                                    begin_after=begin_after, priority=priority,
+                                    key=key)
                 except ZasyncError as error:
                     raise click.UsageError(str(error)) from None
         if as_json:
