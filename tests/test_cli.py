@@ -330,3 +330,77 @@ def test_readme_says_how_to_run_two_workers_from_one_folder():
                   encoding="utf-8").read()
     section = readme[readme.index("zasync worker"):]
     assert "--uuid-file" in section and "--id" in section
+
+
+# -- finding the user's code ------------------------------------------------------
+
+#: The installed command, as a user runs it: unlike ``python -m zasync``,
+#: its sys.path does not start with the current folder.
+ZASYNC_SCRIPT = os.path.join(os.path.dirname(sys.executable), "zasync")
+
+MYJOBS = '''
+import os
+
+def greet(name, punctuation="!"):
+    return f"hello {name}{punctuation}"
+
+with open(os.path.join(os.path.dirname(__file__), "imported.log"), "a") as log:
+    log.write(f"{os.getpid()}\\n")
+'''
+
+
+def run_script(*args, cwd, **env):
+    return subprocess.run([ZASYNC_SCRIPT, *args], env=dict(_env(), **env),
+                          capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+                          cwd=cwd)
+
+
+def test_put_and_worker_find_a_module_in_the_current_folder(zeo_db, zeo_server, tmp_path):
+    (tmp_path / "myjobs.py").write_text(MYJOBS)
+    put = run_script("put", "myjobs:greet", "bob", "punctuation=?", "--db",
+                     zeo_server.uri, cwd=tmp_path)
+    assert put.returncode == 0, put.stderr
+    job_id = put.stdout.strip()
+    worker = subprocess.Popen(
+        [ZASYNC_SCRIPT, "worker", "--db", zeo_server.uri, "--poll-interval", "0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=tmp_path)
+    try:
+        waited = run_script("wait", job_id, "--db", zeo_server.uri, "--timeout", "60",
+                            cwd=tmp_path)
+    finally:
+        os.kill(worker.pid, signal.SIGTERM)
+        worker.wait(20)
+    assert waited.returncode == 0, (waited.stdout, waited.stderr)
+    assert "'hello bob?'" in waited.stdout
+
+
+def test_app_option_and_environment_import_modules_at_start(zeo_db, zeo_server, tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "myjobs.py").write_text(MYJOBS)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    path = {"PYTHONPATH": str(app)}
+    for how in (("-A", "myjobs"), ("--app", "myjobs")):
+        result = run_script(*how, "status", "--db", zeo_server.uri, cwd=elsewhere, **path)
+        assert result.returncode == 0, result.stderr
+    result = run_script("status", "--db", zeo_server.uri, cwd=elsewhere,
+                        ZASYNC_APP="myjobs", **path)
+    assert result.returncode == 0, result.stderr
+    assert len((app / "imported.log").read_text().split()) == 3
+
+
+def test_a_module_that_cannot_be_imported_says_what_to_do(zeo_db, zeo_server, tmp_path):
+    hints = ("current folder", str(tmp_path), "--app", "PYTHONPATH", "pip install")
+    cases = [
+        (("--app", "nosuchmod", "status", "--db", zeo_server.uri), "'--app'"),
+        (("status", "--db", zeo_server.uri), "ZASYNC_APP"),
+        (("put", "nosuchmod:greet", "--db", zeo_server.uri), "'MODULE:FUNCTION'"),
+        (("worker", "--db", zeo_server.uri, "--filter", "nosuchmod:only"), "'--filter'"),
+    ]
+    for args, named in cases:
+        env = {"ZASYNC_APP": "nosuchmod"} if named == "ZASYNC_APP" else {}
+        result = run_script(*args, cwd=tmp_path, **env)
+        error = assert_usage_error(result, named, "'nosuchmod'", *hints)
+        assert "No module named 'nosuchmod'" in error
+    assert not (tmp_path / "zasync-worker.uuid").exists()

@@ -38,7 +38,11 @@ def _version():
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(_version(), "--version", prog_name="zasync",
                       message="%(prog)s %(version)s")
-def main():
+@click.option("-A", "--app", "apps", multiple=True, envvar="ZASYNC_APP", metavar="MODULE",
+              help="A module of your application to import at start, before the "
+                   "command runs (e.g. to check that workers can import it); repeat "
+                   "for several.  [env: ZASYNC_APP, space-separated]")
+def main(apps):
     """zasync: deferred work for ZODB applications.
 
     An application puts jobs into a queue stored in its own database, in its
@@ -51,11 +55,50 @@ def main():
       zasync demo                      # see it work, Ctrl-C to stop
       zasync worker --db zeo://127.0.0.1:8100 --threads 4
 
+    Jobs name their callables as MODULE:FUNCTION; zasync imports them from
+    the current folder first, then from the Python path (PYTHONPATH and
+    what is installed).  Run the commands from your application's folder,
+    or install it, or set PYTHONPATH; -A/--app (or ZASYNC_APP) imports
+    modules at start.
+
     Run `zasync COMMAND --help` for the options of each command.
     """
+    _find_user_code(apps)
 
 
 # -- helpers -----------------------------------------------------------------
+
+def _find_user_code(apps):
+    """Put the current folder first on the path, as ``python -m`` would
+    (an installed script's path starts with its own folder instead), then
+    import the modules of --app."""
+    import importlib
+    here = os.getcwd()
+    if not any(os.path.abspath(entry or os.curdir) == here for entry in sys.path):
+        sys.path.insert(0, here)
+    if not apps:
+        return
+    source = click.get_current_context().get_parameter_source("apps")
+    hint = "ZASYNC_APP" if source == click.core.ParameterSource.ENVIRONMENT else "'--app'"
+    for name in apps:
+        try:
+            importlib.import_module(name)
+        except Exception as error:
+            raise click.BadParameter(
+                f"{name!r}: cannot import it ({type(error).__name__}: {error})"
+                + (f"; {import_hint()}" if isinstance(error, ImportError) else ""),
+                param_hint=hint) from None
+
+
+def import_hint():
+    """What to do when the user's module cannot be imported."""
+    return (f"zasync looks in the current folder ({os.getcwd()}), then on the "
+            f"Python path: run zasync from the folder that holds the module, "
+            f"install your application in this Python's environment (pip install "
+            f"-e . in its checkout) or add its folder to PYTHONPATH; -A/--app "
+            f"MODULE imports a module at start, so that a worker that cannot "
+            f"import it stops at once")
+
 
 def _open_database(target, param_hint):
     """Open `target` with `zasync.open_db`, or raise a `BadParameter` that
@@ -446,7 +489,8 @@ def import_named(spec, param_hint, example):
             found = getattr(found, part)
     except Exception as error:
         raise click.BadParameter(
-            f"{spec!r}: cannot import it ({type(error).__name__}: {error})",
+            f"{spec!r}: cannot import it ({type(error).__name__}: {error})"
+            + (f"; {import_hint()}" if isinstance(error, ImportError) else ""),
             param_hint=param_hint) from None
     return found
 
