@@ -62,6 +62,10 @@ setup(
             # (playwright drives it; it downloads no browser of its own)
             "WebTest >= 3.0",
             "playwright >= 1.40",
+            # the documentation's build (tests/test_docs.py runs it with -W),
+            # its API reference made from the interfaces too
+            "Sphinx >= 7.0",
+            "repoze.sphinx.autointerface >= 1.0",
         ],
         # running jobs as the principal who put them (zasync.context)
         "zope": [
