@@ -145,18 +145,22 @@ def demo(directory, threads, once, bind, no_web, log_level):
     """Show zasync at work with example jobs.
 
     Opens (or creates) an embedded FileStorage at DIR/Data.fs, installs
-    zasync in it, starts an in-process dispatcher and puts a handful of
-    example jobs: a slow one that reports its progress, one that fails (its
-    traceback is shown), one delayed by a few seconds, one that changes a
-    persistent counter in the database, and one with a callback.
+    zasync in it, starts an in-process dispatcher and puts a round of
+    example jobs: a slow report that reports its progress, one that fails
+    (its traceback is shown), one that fails twice and is retried by its
+    policy, a parallel group, one delayed by a few seconds, one that changes
+    a persistent counter in the database, and one with a callback.  Until
+    Ctrl-C, a new round comes every 10 seconds, so the web view always has
+    jobs running.
 
     The web view is served at http://127.0.0.1:8080/ (--bind to change,
     --no-web to leave it out; a port in use is reported and the demo goes
     on without it); the token printed at the start logs in to its actions.
 
-    The jobs are shown live, with progress bars, until Ctrl-C, which
-    cancels what is unfinished, stops the dispatcher and closes the
-    database.  With --once it waits for the examples instead, prints a
+    The last rounds' jobs are shown live, with progress bars, and the
+    queue's counts as the web view gives them, until Ctrl-C, which cancels
+    what is unfinished, stops the dispatcher and closes the database.  With
+    --once it puts one round and waits for it instead, prints a
     summary table and exits with status 0 (the failing example is expected
     to fail; status 130 if interrupted).  Jobs of earlier runs in the same
     DIR stay in its history.
