@@ -404,3 +404,41 @@ def test_a_module_that_cannot_be_imported_says_what_to_do(zeo_db, zeo_server, tm
         error = assert_usage_error(result, named, "'nosuchmod'", *hints)
         assert "No module named 'nosuchmod'" in error
     assert not (tmp_path / "zasync-worker.uuid").exists()
+
+
+def test_a_worker_that_cannot_import_a_job_says_so_and_runs_the_others(
+        zeo_db, zeo_server, tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "myjobs.py").write_text(MYJOBS)
+    put = run_script("put", "myjobs:greet", "bob", "--db", zeo_server.uri, cwd=app)
+    assert put.returncode == 0, put.stderr
+    greet_id = put.stdout.strip()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    log_path = elsewhere / "worker.log"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [ZASYNC_SCRIPT, "worker", "--db", zeo_server.uri, "--poll-interval", "0.1"],
+            stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=elsewhere)
+    try:
+        job, conn = _put(zeo_db, examples.add, 1, 2)
+        try:
+            assert zasync.wait_for(job, timeout=COMMAND_TIMEOUT).result == 3
+        finally:
+            conn.close()
+        wait_until(lambda: greet_id in log_path.read_text(), COMMAND_TIMEOUT,
+                   "the worker to log the job it cannot import")
+        status = run_script("job", greet_id, "--db", zeo_server.uri, "--json",
+                            cwd=elsewhere)
+    finally:
+        os.kill(worker.pid, signal.SIGTERM)
+        worker.wait(20)
+    text = log_path.read_text()
+    assert "claim failed" not in text and "Traceback" not in text, text
+    lines = [line for line in text.splitlines() if greet_id in line]
+    assert len(lines) == 1, text              # said once, not at every claim
+    for part in ("myjobs.greet", "No module named 'myjobs'", "stays pending",
+                 "PYTHONPATH", str(elsewhere)):
+        assert part in lines[0], part
+    assert '"status": "pending"' in status.stdout
