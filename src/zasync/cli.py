@@ -382,8 +382,9 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
                    "then keeps its id in --uuid-file)")
     else:
         id_hint = (f"it was read from {uuid_file} (--uuid-file), which every "
-                   f"worker started from this folder shares: give this one its "
-                   f"own, e.g. --uuid-file worker-2.uuid, or an --id of its own")
+                   f"worker given the same --uuid-file shares (by default, every "
+                   f"worker started from the same folder): give this one its own, "
+                   f"e.g. --uuid-file worker-2.uuid, or an --id of its own")
         dispatcher_id = _read_id(uuid_file)
         if dispatcher_id is None:
             dispatcher_id = new_id = uuid.uuid4().hex
