@@ -442,3 +442,23 @@ def test_a_worker_that_cannot_import_a_job_says_so_and_runs_the_others(
                  "PYTHONPATH", str(elsewhere)):
         assert part in lines[0], part
     assert '"status": "pending"' in status.stdout
+
+
+def test_app_modules_are_imported_in_a_process_workers_children_too(
+        zeo_db, zeo_server, tmp_path):
+    (tmp_path / "myjobs.py").write_text(MYJOBS)
+    worker = subprocess.Popen(
+        [ZASYNC_SCRIPT, "-A", "myjobs", "worker", "--db", zeo_server.uri, "--processes",
+         "--threads", "1", "--poll-interval", "0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=tmp_path)
+    try:
+        job, conn = _put(zeo_db, examples.add, 2, 3)    # needs nothing of myjobs
+        try:
+            assert zasync.wait_for(job, timeout=COMMAND_TIMEOUT).result == 5
+        finally:
+            conn.close()
+    finally:
+        os.kill(worker.pid, signal.SIGTERM)
+        worker.wait(20)
+    pids = (tmp_path / "imported.log").read_text().split()
+    assert len(pids) == 2 and str(worker.pid) in pids     # the worker, its child

@@ -7,8 +7,11 @@ would (the same `JobRunner`), committing the outcome itself; progress is
 written from here.  Its exit status says only whether it got that far.
 Just before the job runs, it writes a byte to the file descriptor
 BEGAN_FD, if given: the parent counts the job's time limit from there.
+First it imports the modules named in ZASYNC_APP (space-separated), as
+`zasync -A MODULE worker` did.
 """
 
+import importlib
 import logging
 import os
 import signal
@@ -63,6 +66,10 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     from zasync.database import open_db
     from zasync.runner import JobRunner
+    # The modules the worker imported at start (zasync -A MODULE worker);
+    # it checked that they import.
+    for name in os.environ.get("ZASYNC_APP", "").split():
+        importlib.import_module(name)
     db = open_db(uri)
     try:
         runner = JobRunner(_ChildDispatcher(db, dispatcher_id))

@@ -40,8 +40,9 @@ def _version():
                       message="%(prog)s %(version)s")
 @click.option("-A", "--app", "apps", multiple=True, envvar="ZASYNC_APP", metavar="MODULE",
               help="A module of your application to import at start, before the "
-                   "command runs (e.g. to check that workers can import it); repeat "
-                   "for several.  [env: ZASYNC_APP, space-separated]")
+                   "command runs (so a worker that cannot import it stops at once), "
+                   "and in the child processes of worker --processes; repeat for "
+                   "several.  [env: ZASYNC_APP, space-separated]")
 def main(apps):
     """zasync: deferred work for ZODB applications.
 
@@ -54,6 +55,7 @@ def main(apps):
     Examples:
       zasync demo                      # see it work, Ctrl-C to stop
       zasync worker --db zeo://127.0.0.1:8100 --threads 4
+      zasync -A myapp.jobs worker --db zeo://127.0.0.1:8100
 
     Jobs name their callables as MODULE:FUNCTION; zasync imports them from
     the current folder first, then from the Python path (PYTHONPATH and
@@ -88,6 +90,8 @@ def _find_user_code(apps):
                 f"{name!r}: cannot import it ({type(error).__name__}: {error})"
                 + (f"; {import_hint()}" if isinstance(error, ImportError) else ""),
                 param_hint=hint) from None
+    # The child processes of `worker --processes` import them too.
+    os.environ["ZASYNC_APP"] = " ".join(apps)
 
 
 def import_hint():
