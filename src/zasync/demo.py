@@ -137,8 +137,8 @@ def view_of(job, now, is_callback=False):
     elif job.status == PENDING and job.attempts:
         state = "retrying"
         wait = max(0.0, (job.begin_after - now).total_seconds())
-        detail = (f"attempt {len(job.attempts)} failed ({job.attempts[-1]}); "
-                  f"its retry policy runs it again in {wait:.0f} s")
+        detail = (f"attempt {len(job.attempts)} failed "
+                  f"({job.attempts[-1].type_name}); runs again in {wait:.0f} s")
     elif job.status == PENDING and job.begin_after is not None and job.begin_after > now:
         state = "waiting"
         detail = f"starts in {(job.begin_after - now).total_seconds():.0f} s"
