@@ -121,7 +121,7 @@ def split_put_arguments(job, args, kwargs):
                 f"({', '.join(given)}): give arguments to Job() instead, as in "
                 f"queue.put(zasync.Job(f, {given[0]}))")
         return options, kwargs
-    taken = sorted(set(options) & _parameter_names(job))
+    taken = sorted(set(options) & _parameter_names(job)) if options else ()
     if taken:
         name = storable.describe(job)
         both = ", ".join(f"{n}=" for n in taken)
