@@ -9,6 +9,7 @@ import pickle
 import types
 
 import persistent
+from ZODB.broken import Broken
 
 from zasync.interfaces import UnstorableError
 
@@ -55,7 +56,6 @@ def unimportable(job):
     so that the job itself loads; writing the job would then fail, as the
     placeholder cannot be pickled by name again.
     """
-    from ZODB.broken import Broken
     try:
         found = job.callable
     except Exception as error:      # e.g. a method of an object it cannot load
