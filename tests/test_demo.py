@@ -292,6 +292,18 @@ def _running_reports(base):
             if job["callable"].endswith("send_report") and job["status"] == "active"}
 
 
+def _poll(look, what, timeout=COMMAND_TIMEOUT):
+    """What `look()` returns once it is true; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = look()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
 def test_demo_keeps_putting_jobs_that_the_web_view_shows_running(tmp_path):
     directory = str(tmp_path / "var")
     port = free_port()
@@ -304,14 +316,11 @@ def test_demo_keeps_putting_jobs_that_the_web_view_shows_running(tmp_path):
         reader.wait_for(rf"serving http://127\.0\.0\.1:{port}/", COMMAND_TIMEOUT)
         base = f"http://127.0.0.1:{port}"
         # A slow report runs, and its bar moves while the web view watches.
-        deadline = time.monotonic() + COMMAND_TIMEOUT
-        moved = False
-        while not moved and time.monotonic() < deadline:
-            before = _running_reports(base)
-            time.sleep(1.0)     # the report's parts take half a second each
-            after = _running_reports(base)
-            moved = any(0 < before[i] < after[i] < 1 for i in before.keys() & after.keys())
-        assert moved, reader.lines
+        first = _poll(lambda: {i: p for i, p in _running_reports(base).items()
+                               if 0 < p < 0.75}, "a report running in the web view")
+        report_id, before = next(iter(first.items()))
+        _poll(lambda: before < _running_reports(base).get(report_id, 0) < 1,
+              "the running report's progress to move on")
         # Each kind of example is there: a retry, a group, a failure...
         reader.wait_for(r"attempt 1 failed", COMMAND_TIMEOUT)
         reader.wait_for(r"parallel group", COMMAND_TIMEOUT)
