@@ -68,6 +68,10 @@ setup(
             "pyramid >= 2.0",
             "pyramid_tm >= 2.5",
             "pyramid_zodbconn >= 0.8",
+            # the documentation's build (tests/test_docs.py runs it with -W),
+            # its API reference made from the interfaces too
+            "Sphinx >= 7.0",
+            "repoze.sphinx.autointerface >= 1.0",
         ],
         # running jobs as the principal who put them (zasync.context)
         "zope": [

@@ -6,6 +6,8 @@ this fixture stops whatever dispatcher the document left running, so that
 its threads do not go on claiming from a database nobody will close.
 """
 
+import logging
+
 import pytest
 
 from zasync import dispatcher as dispatcher_module
@@ -25,3 +27,16 @@ def stop_leftover_dispatchers():
     for leftover in _running_dispatchers():
         if id(leftover) not in before:
             leftover.stop(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def remove_leftover_log_handlers():
+    """A document that shows the log (the tutorial) adds a handler to the
+    ``zasync`` logger and removes it again; if it stops early, remove it
+    here, or the next document would print the log in its own output."""
+    logger = logging.getLogger("zasync")
+    before = list(logger.handlers)
+    yield
+    for handler in list(logger.handlers):
+        if handler not in before:
+            logger.removeHandler(handler)

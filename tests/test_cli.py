@@ -304,3 +304,161 @@ def test_worker_installs_missing_queues(zeo_server, tmp_path):
             conn.close()
         db.close()
     assert "serving '', 'mail'" in worker.log
+
+
+def test_a_second_worker_in_the_same_folder_is_told_how_to_run_beside_the_first(
+        zeo_db, zeo_server, tmp_path):
+    first = Worker(tmp_path, "--db", zeo_server.uri, "--poll-interval", "0.1")
+    try:
+        wait_until(lambda: "dispatcher" in first.log and "serving" in first.log,
+                   COMMAND_TIMEOUT, "the first worker to start")
+        second = run_zasync("worker", "--db", zeo_server.uri, cwd=tmp_path)
+        assert first.process.poll() is None, first.log
+    finally:
+        first.kill()
+    assert second.returncode == 1, (second.stdout, second.stderr)
+    assert "Traceback" not in second.stderr
+    errors = [line for line in second.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, second.stderr
+    assert f"live process {first.process.pid}" in errors[0]
+    assert "zasync-worker.uuid" in errors[0]
+    assert "--uuid-file" in errors[0] and "--id" in errors[0]
+
+
+def test_readme_says_how_to_run_two_workers_from_one_folder():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.rst"),
+                  encoding="utf-8").read()
+    section = readme[readme.index("zasync worker"):]
+    assert "--uuid-file" in section and "--id" in section
+
+
+# -- finding the user's code ------------------------------------------------------
+
+#: The installed command, as a user runs it: unlike ``python -m zasync``,
+#: its sys.path does not start with the current folder.
+ZASYNC_SCRIPT = os.path.join(os.path.dirname(sys.executable), "zasync")
+
+MYJOBS = '''
+import os
+
+def greet(name, punctuation="!"):
+    return f"hello {name}{punctuation}"
+
+with open(os.path.join(os.path.dirname(__file__), "imported.log"), "a") as log:
+    log.write(f"{os.getpid()}\\n")
+'''
+
+
+def run_script(*args, cwd, **env):
+    return subprocess.run([ZASYNC_SCRIPT, *args], env=dict(_env(), **env),
+                          capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+                          cwd=cwd)
+
+
+def test_put_and_worker_find_a_module_in_the_current_folder(zeo_db, zeo_server, tmp_path):
+    (tmp_path / "myjobs.py").write_text(MYJOBS)
+    put = run_script("put", "myjobs:greet", "bob", "punctuation=?", "--db",
+                     zeo_server.uri, cwd=tmp_path)
+    assert put.returncode == 0, put.stderr
+    job_id = put.stdout.strip()
+    worker = subprocess.Popen(
+        [ZASYNC_SCRIPT, "worker", "--db", zeo_server.uri, "--poll-interval", "0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=tmp_path)
+    try:
+        waited = run_script("wait", job_id, "--db", zeo_server.uri, "--timeout", "60",
+                            cwd=tmp_path)
+    finally:
+        os.kill(worker.pid, signal.SIGTERM)
+        worker.wait(20)
+    assert waited.returncode == 0, (waited.stdout, waited.stderr)
+    assert "'hello bob?'" in waited.stdout
+
+
+def test_app_option_and_environment_import_modules_at_start(zeo_db, zeo_server, tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "myjobs.py").write_text(MYJOBS)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    path = {"PYTHONPATH": str(app)}
+    for how in (("-A", "myjobs"), ("--app", "myjobs")):
+        result = run_script(*how, "status", "--db", zeo_server.uri, cwd=elsewhere, **path)
+        assert result.returncode == 0, result.stderr
+    result = run_script("status", "--db", zeo_server.uri, cwd=elsewhere,
+                        ZASYNC_APP="myjobs", **path)
+    assert result.returncode == 0, result.stderr
+    assert len((app / "imported.log").read_text().split()) == 3
+
+
+def test_a_module_that_cannot_be_imported_says_what_to_do(zeo_db, zeo_server, tmp_path):
+    hints = ("current folder", str(tmp_path), "--app", "PYTHONPATH", "pip install")
+    cases = [
+        (("--app", "nosuchmod", "status", "--db", zeo_server.uri), "'--app'"),
+        (("status", "--db", zeo_server.uri), "ZASYNC_APP"),
+        (("put", "nosuchmod:greet", "--db", zeo_server.uri), "'MODULE:FUNCTION'"),
+        (("worker", "--db", zeo_server.uri, "--filter", "nosuchmod:only"), "'--filter'"),
+    ]
+    for args, named in cases:
+        env = {"ZASYNC_APP": "nosuchmod"} if named == "ZASYNC_APP" else {}
+        result = run_script(*args, cwd=tmp_path, **env)
+        error = assert_usage_error(result, named, "'nosuchmod'", *hints)
+        assert "No module named 'nosuchmod'" in error
+    assert not (tmp_path / "zasync-worker.uuid").exists()
+
+
+def test_a_worker_that_cannot_import_a_job_says_so_and_runs_the_others(
+        zeo_db, zeo_server, tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "myjobs.py").write_text(MYJOBS)
+    put = run_script("put", "myjobs:greet", "bob", "--db", zeo_server.uri, cwd=app)
+    assert put.returncode == 0, put.stderr
+    greet_id = put.stdout.strip()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    log_path = elsewhere / "worker.log"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [ZASYNC_SCRIPT, "worker", "--db", zeo_server.uri, "--poll-interval", "0.1"],
+            stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=elsewhere)
+    try:
+        job, conn = _put(zeo_db, examples.add, 1, 2)
+        try:
+            assert zasync.wait_for(job, timeout=COMMAND_TIMEOUT).result == 3
+        finally:
+            conn.close()
+        wait_until(lambda: greet_id in log_path.read_text(), COMMAND_TIMEOUT,
+                   "the worker to log the job it cannot import")
+        status = run_script("job", greet_id, "--db", zeo_server.uri, "--json",
+                            cwd=elsewhere)
+    finally:
+        os.kill(worker.pid, signal.SIGTERM)
+        worker.wait(20)
+    text = log_path.read_text()
+    assert "claim failed" not in text and "Traceback" not in text, text
+    lines = [line for line in text.splitlines() if greet_id in line]
+    assert len(lines) == 1, text              # said once, not at every claim
+    for part in ("myjobs.greet", "No module named 'myjobs'", "stays pending",
+                 "PYTHONPATH", str(elsewhere)):
+        assert part in lines[0], part
+    assert '"status": "pending"' in status.stdout
+
+
+def test_app_modules_are_imported_in_a_process_workers_children_too(
+        zeo_db, zeo_server, tmp_path):
+    (tmp_path / "myjobs.py").write_text(MYJOBS)
+    worker = subprocess.Popen(
+        [ZASYNC_SCRIPT, "-A", "myjobs", "worker", "--db", zeo_server.uri, "--processes",
+         "--threads", "1", "--poll-interval", "0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=tmp_path)
+    try:
+        job, conn = _put(zeo_db, examples.add, 2, 3)    # needs nothing of myjobs
+        try:
+            assert zasync.wait_for(job, timeout=COMMAND_TIMEOUT).result == 5
+        finally:
+            conn.close()
+    finally:
+        os.kill(worker.pid, signal.SIGTERM)
+        worker.wait(20)
+    pids = (tmp_path / "imported.log").read_text().split()
+    assert len(pids) == 2 and str(worker.pid) in pids     # the worker, its child

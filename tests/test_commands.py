@@ -441,3 +441,64 @@ def test_wait_shows_progress_times_out_and_cancel_stops_a_running_job(uri, zeo_d
         assert reply["state"] == "failure"
         assert reply["failure"]["type"] == "zasync.interfaces.Cancelled"
         assert "Traceback" in reply["failure"]["traceback"]
+
+
+def test_wait_on_a_job_cancelled_midway_keeps_its_bar_and_says_so_in_one_line(
+        uri, zeo_db):
+    import scenario_jobs
+    name = scenario_jobs.unique("cancelled-midway")
+    meeting = scenario_jobs.rendezvous(name)
+    with zasync.Dispatcher(zeo_db, threads=1, poll_interval=0.05):
+        job_id = put(zeo_db, scenario_jobs.progress_then_pause, name,
+                     (0.25, "part 5 of 20"), (0.3, "part 6 of 20"), (0.35, "part 7 of 20"))
+        assert meeting.wait_arrived(label="start", timeout=TIMEOUT)
+        meeting.release("start")
+        assert meeting.wait_arrived(label=0, timeout=TIMEOUT)   # after part 5
+        waiting = start("wait", job_id, "--db", uri)
+        tm = transaction.TransactionManager()
+        conn = zeo_db.open(transaction_manager=tm)
+        try:
+            with tm:
+                zasync.get_queues(conn).find_job(job_id).cancel()
+        finally:
+            conn.close()
+        meeting.release(0)      # its report of part 6 raises Cancelled
+        ended = finish(waiting)
+    assert ended.returncode == 1, (ended.stdout, ended.stderr)
+    assert ended.stdout.splitlines() == [
+        f"job {job_id} cancelled at 30 %: part 6 of 20"]
+    assert "Traceback" not in ended.stdout + ended.stderr
+    assert "30%" in ended.stderr and "100%" not in ended.stderr
+
+
+def test_put_passes_name_equals_value_as_keyword_arguments(uri, zeo_db):
+    reply = zasync_cmd("put", "zasync.examples:send_report", "Q4", "parts=3",
+                       'pause=0', "--db", uri, "--json")
+    job_id = as_json(reply)["id"]
+    looks_like_one = zasync_cmd("put", "unit_jobs:collect", '"a=b"', "1x=2",
+                                'note="[1]"', "mode=fast", "--db", uri,
+                                PYTHONPATH=os.path.dirname(__file__))
+    assert looks_like_one.returncode == 0, looks_like_one.stderr
+    assert "unit_jobs.collect('a=b', '1x=2', note='[1]', mode='fast')" in \
+        looks_like_one.stderr
+    twice = zasync_cmd("put", "zasync.examples:add", "a=1", "a=2", "--db", uri)
+    assert_error(twice, 2, "'a=2'", "a= is given twice")
+    with zasync.Dispatcher(zeo_db, threads=1, poll_interval=0.05):
+        tm = transaction.TransactionManager()
+        conn = zeo_db.open(transaction_manager=tm)
+        try:
+            job = zasync.get_queues(conn).find_job(job_id)
+            assert job.args == ("Q4",) and job.kwargs == {"parts": 3, "pause": 0}
+            done = zasync.wait_for(job, timeout=TIMEOUT)
+            assert done.result == "report Q4 sent"
+            assert done.progress_message == "part 3 of 3"
+        finally:
+            tm.abort()
+            conn.close()
+
+
+def test_put_help_says_how_to_pass_keywords_and_strings_that_look_like_json():
+    result = zasync_cmd("put", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "NAME=VALUE" in result.stdout
+    assert """'"a=b"'""" in result.stdout and """'"42"'""" in result.stdout

@@ -23,8 +23,10 @@ from zasync.interfaces import ASSIGNED, ACTIVE, COMPLETED, PENDING
 from zasync.testing import free_port
 
 COMMAND_TIMEOUT = 90
-EXAMPLE_CALLABLES = ("send_report", "fail", "add", "Counter.increment",
-                     "record_outcome (callback)")
+EXAMPLE_CALLABLES = ("send_report", "fail", "flaky", "parallel group", "add",
+                     "Counter.increment", "record_outcome (callback)")
+#: The jobs of one round: 7, and the 3 parts its group puts.
+ROUND_JOBS = 10
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
@@ -82,18 +84,21 @@ def test_demo_once_runs_the_examples_twice_in_one_dir(tmp_path):
     assert "succeeded" in output and "failed" in output
     assert "-> 42" in output                    # the delayed job ran
     assert "-> 'succeeded: 3'" in output        # the callback got its result
+    assert "-> 21" in output                    # the group summed its parts
+    assert "-> 'done at last'" in output        # retried until it succeeded
     jobs, counter = _read_db(directory)
     assert counter == 5
-    assert len(jobs) == 5
+    assert len(jobs) == ROUND_JOBS
     assert all(status == COMPLETED for _, _, status, _ in jobs)
+    assert "queue (default): 0 pending, 0 active, 1 failed, 10 completed" in output
 
     second = run_demo("--once", "--dir", directory)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "-> 10" in second.stdout            # the same counter, once more
     jobs, counter = _read_db(directory)
     assert counter == 10
-    assert len(jobs) == 10                      # the first run's are history
-    assert sorted(ok for _, _, _, ok in jobs) == [False] * 2 + [True] * 8
+    assert len(jobs) == 2 * ROUND_JOBS          # the first run's are history
+    assert sorted(ok for _, _, _, ok in jobs) == [False] * 2 + [True] * 18
 
 
 def test_demo_once_in_a_terminal_draws_live_progress(tmp_path):
@@ -104,7 +109,7 @@ def test_demo_once_in_a_terminal_draws_live_progress(tmp_path):
     output = ANSI.sub("", result.stdout)
     _assert_names_every_job_and_the_failure(output)
     assert "━" in output                         # progress bars
-    assert re.search(r"part \d+ of 12", output)   # progress messages
+    assert re.search(r"part \d+ of 20", output)   # progress messages
 
 
 class LineReader:
@@ -201,7 +206,7 @@ def test_demo_serves_the_web_view_and_stops_cleanly_on_sigint(tmp_path):
     assert token
     # The database opens again; the run left no job half-way.
     jobs, counter = _read_db(directory)
-    assert len(jobs) == 5
+    assert len(jobs) >= 7                       # a round, perhaps more
     assert not [job for job in jobs if job[2] in (ASSIGNED, ACTIVE)]
     assert all(status in (COMPLETED, PENDING) for _, _, status, _ in jobs)
 
@@ -274,3 +279,72 @@ def test_view_of_a_delayed_job_says_when_it_starts():
     view = demo.view_of(job, now)
     assert (view.state, view.detail) == ("waiting", "starts in 4 s")
     assert not view.done
+
+
+# -- the demo keeps going ---------------------------------------------------------
+
+COUNTS = re.compile(r"queue \(default\): (\d+) pending, (\d+) active, (\d+) failed, "
+                    r"(\d+) completed")
+
+
+def _running_reports(base):
+    return {job["id"]: job["progress"] for job in _api_jobs(base)
+            if job["callable"].endswith("send_report") and job["status"] == "active"}
+
+
+def _poll(look, what, timeout=COMMAND_TIMEOUT):
+    """What `look()` returns once it is true; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = look()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_demo_keeps_putting_jobs_that_the_web_view_shows_running(tmp_path):
+    directory = str(tmp_path / "var")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "zasync", "demo", "--dir", directory,
+         "--bind", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    try:
+        reader = LineReader(process.stdout)
+        reader.wait_for(rf"serving http://127\.0\.0\.1:{port}/", COMMAND_TIMEOUT)
+        base = f"http://127.0.0.1:{port}"
+        # A slow report runs, and its bar moves while the web view watches.
+        first = _poll(lambda: {i: p for i, p in _running_reports(base).items()
+                               if 0 < p < 0.75}, "a report running in the web view")
+        report_id, before = next(iter(first.items()))
+        _poll(lambda: before < _running_reports(base).get(report_id, 0) < 1,
+              "the running report's progress to move on")
+        # Each kind of example is there: a retry, a group, a failure...
+        reader.wait_for(r"attempt 1 failed", COMMAND_TIMEOUT)
+        reader.wait_for(r"parallel group", COMMAND_TIMEOUT)
+        # ... and once the first round is over, another comes.
+        reader.wait_for(r"round 2 put", COMMAND_TIMEOUT)
+        reader.wait_for(r"send_report\s+active", COMMAND_TIMEOUT)
+        os.kill(process.pid, signal.SIGINT)
+        assert process.wait(timeout=30) == 0, reader.rest(5)
+        output = reader.rest(5)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+        process.stdout.close()
+    # The terminal's last word counts what the web view counts.
+    printed = [tuple(map(int, found)) for found in COUNTS.findall(output)]
+    assert printed, output
+    db = zasync.open_db(os.path.join(directory, "Data.fs"))
+    try:
+        with db.transaction() as conn:
+            from zasync import report
+            counts = report.queue_counts(zasync.get_queues(conn))[0]
+    finally:
+        db.close()
+    assert printed[-1] == (counts["pending"], counts["active"], counts["failed"],
+                           counts["completed"])
+    assert counts["active"] == 0 and counts["failed"] >= 2

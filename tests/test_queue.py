@@ -218,6 +218,56 @@ def test_put_records_its_options(db):
         assert [s for s, _, _ in job.status_history] == [zasync.NEW, zasync.PENDING]
 
 
+def test_put_passes_keyword_arguments_to_the_callable(db):
+    with committing(db) as queue:
+        job = queue.put(unit_jobs.collect, "Q4", parts=20, pause=0.5)
+        job_id = job.id
+    with zasync.Dispatcher(db, threads=1, poll_interval=0.05):
+        with fresh(db) as queue:
+            done = zasync.wait_for(queue.get(job_id), timeout=30)
+            assert done.succeeded, done.failure
+            assert done.result == (("Q4",), {"parts": 20, "pause": 0.5})
+            assert done.kwargs == {"parts": 20, "pause": 0.5}
+
+
+def test_put_keeps_its_own_options_apart_from_the_callables_keywords(db):
+    later = clock.now() + HOUR
+    with committing(db) as queue:
+        job = queue.put(unit_jobs.collect, 1, parts=2, begin_after=later, priority=3,
+                        begin_by=MINUTE, timeout=60, key="report-Q4")
+        assert job.kwargs == {"parts": 2}
+        assert (job.priority, job.begin_after, job.begin_by, job.key) == (
+            3, later, MINUTE, "report-Q4")
+        assert job.timeout == 60
+
+
+def test_a_keyword_put_cannot_tell_from_its_own_option_is_refused(db):
+    # send_report takes `priority`: put(send_report, priority=...) could mean
+    # either; the Job form says which is which.
+    before = db.lastTransaction()
+    with committing(db) as queue:
+        with pytest.raises(zasync.ConfigurationError) as info:
+            queue.put(unit_jobs.send_report, "Q4", priority=5)
+        message = str(info.value)
+        assert "'priority'" in message and "unit_jobs.send_report" in message
+        assert "zasync.Job(" in message
+        assert len(queue) == 0
+    assert db.lastTransaction() == before
+    with committing(db) as queue:
+        job = queue.put(zasync.Job(unit_jobs.send_report, "Q4", priority="urgent"),
+                        priority=5)
+        assert job.priority == 5 and job.kwargs == {"priority": "urgent"}
+        assert job() == "report Q4 in 4 parts (urgent)"
+
+
+def test_a_job_and_keyword_arguments_for_it_are_refused(db):
+    with committing(db) as queue:
+        with pytest.raises(zasync.ConfigurationError) as info:
+            queue.put(zasync.Job(unit_jobs.collect, 1), parts=2)
+        assert "parts=2" in str(info.value) and "Job(" in str(info.value)
+        assert len(queue) == 0
+
+
 def test_len_counts_pending_jobs(db):
     with committing(db) as queue:
         assert len(queue) == 0

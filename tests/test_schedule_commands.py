@@ -139,3 +139,17 @@ def test_put_with_a_key_puts_once(path):
     assert reading(path, lambda conn: len(zasync.get_queue(conn))) == 1
     result = run("put", "zasync.examples:add", "1", "2", "--key", "", "--db", path)
     assert result.exit_code == 2 and "key=''" in result.output
+
+
+def test_schedule_takes_keyword_arguments_as_put_does(path):
+    ok("schedule", "zasync.examples:send_report", "Q4", "parts=3", "pause=0",
+       "--every", "1h", "--name", "report", "--db", path)
+    made = reading(path, lambda conn: (
+        zasync.get_queue(conn).schedules["report"].args,
+        zasync.get_queue(conn).schedules["report"].kwargs))
+    assert made == (("Q4",), {"parts": 3, "pause": 0})
+    # A keyword named like an option of schedule cannot reach the callable.
+    result = run("schedule", "zasync.examples:send_report", "Q4", "name=x",
+                 "--every", "1h", "--db", path)
+    assert result.exit_code == 2
+    assert "'name=x'" in result.output and "--name" in result.output

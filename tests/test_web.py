@@ -837,3 +837,23 @@ def test_host_check_refuses_other_names():
     for host in ("evil.example", "evil.example:8080", "127.0.0.1.evil.example"):
         reply = app.get("/", headers={"Host": host}, status=400)
         assert "unexpected Host" in reply.text
+
+
+def test_api_index_lists_the_endpoints_and_each_get_answers(db):
+    app = webtest.TestApp(make_app(db, token=TOKEN), extra_environ={"SCRIPT_NAME": "/jobs"})
+    reply = app.get("/api/")
+    assert reply.content_type == "application/json"
+    listed = {(e["method"], e["path"]): e for e in reply.json["endpoints"]}
+    for route in ("GET /api/jobs", "GET /api/jobs/{id}", "POST /api/jobs/{id}/{action}",
+                  "GET /api/queues", "GET /api/workers", "GET /api/schedules",
+                  "POST /api/schedules/{name}/remove", "GET /api/summary",
+                  "GET /metrics"):
+        method, path = route.split(" ")
+        assert (method, path) in listed, route
+        assert listed[(method, path)]["description"]
+    # Each GET without a placeholder answers at the address the index gives.
+    for (method, path), entry in listed.items():
+        assert entry["url"] == "/jobs" + path
+        if method == "GET" and "{" not in path:
+            assert app.get(path).status_int == 200, path
+    assert app.get("/api").json == reply.json

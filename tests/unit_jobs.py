@@ -114,3 +114,13 @@ class LockingPolicy:
 def make_lock():
     """Returns a result that cannot be stored."""
     return threading.Lock()
+
+
+def send_report(quarter, parts=4, priority="normal"):
+    """A job taking keyword arguments, one named like an option of put."""
+    return f"report {quarter} in {parts} parts ({priority})"
+
+
+def collect(*args, **kwargs):
+    """Return what it was called with."""
+    return args, kwargs

@@ -9,8 +9,11 @@ outcome itself; progress is
 written from here.  Its exit status says only whether it got that far.
 Just before the job runs, it writes a byte to the file descriptor
 BEGAN_FD, if given: the parent counts the job's time limit from there.
+First it imports the modules named in ZASYNC_APP (space-separated), as
+`zasync -A MODULE worker` did.
 """
 
+import importlib
 import logging
 import os
 import signal
@@ -68,6 +71,10 @@ def main(argv=None):
     from zasync.database import close_databases
     from zasync.multidb import Databases
     from zasync.runner import JobRunner
+    # The modules the worker imported at start (zasync -A MODULE worker);
+    # it checked that they import.
+    for name in os.environ.get("ZASYNC_APP", "").split():
+        importlib.import_module(name)
     db = Databases.from_argument(uri).open()
     try:
         runner = JobRunner(_ChildDispatcher(db, dispatcher_id))

@@ -8,11 +8,32 @@ conflicts, so it may write the ordered structures (``_pending``,
 see `zasync.queue` for who writes what.
 """
 
+import logging
+import os
 import zlib
 
 from zasync import clock, events
 from zasync.failure import Failure
 from zasync.interfaces import CALLBACKS, PENDING, JobTimeoutError
+from zasync.storable import unimportable
+
+
+logger = logging.getLogger(__name__)
+
+#: Ids of the jobs this process said it cannot import, to say it once.
+_unimportable_said = set()
+
+
+def _say_unimportable(dispatcher_id, job, why):
+    if job.id in _unimportable_said:
+        return
+    _unimportable_said.add(job.id)
+    logger.warning(
+        "dispatcher %s: job %s calls %s, which this worker cannot import (%s); "
+        "it stays pending for a worker that can.  Run the worker from the folder "
+        "that holds the module (this one runs in %s), install the application "
+        "in the worker's environment, or add its folder to PYTHONPATH",
+        dispatcher_id, job.id, job.callable_name, why, os.getcwd())
 
 
 def _pending_key(job):
@@ -263,6 +284,15 @@ class Claiming:
         # only for a retried job.)
         prefetch(self._p_jar, [job for _, job in picked])
         for key, job in picked:
+            missing = unimportable(job) if job._status == PENDING else None
+            if missing is not None:
+                # Writing the job (as assigning it does) would fail the
+                # whole claim's commit, again at every claim: leave it
+                # pending for a worker that can import its callable.
+                _say_unimportable(dispatcher_id, job, missing)
+                if self.quotas:
+                    self._release_quotas(job)
+                continue
             del self._pending_lane(key[2])[key]
             self._pending_count.change(-1)
             if job.begin_by is not None:

@@ -18,7 +18,7 @@ import click
 from zasync.database import (
     close_connection, close_databases, get_queues, install, open_connection,
     open_db)
-from zasync.interfaces import NotInstalledError, ZasyncError
+from zasync.interfaces import DispatcherIdInUseError, NotInstalledError, ZasyncError
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,12 @@ def _version():
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(_version(), "--version", prog_name="zasync",
                       message="%(prog)s %(version)s")
-def main():
+@click.option("-A", "--app", "apps", multiple=True, envvar="ZASYNC_APP", metavar="MODULE",
+              help="A module of your application to import at start, before the "
+                   "command runs (so a worker that cannot import it stops at once), "
+                   "and in the child processes of worker --processes; repeat for "
+                   "several.  [env: ZASYNC_APP, space-separated]")
+def main(apps):
     """zasync: deferred work for ZODB applications.
 
     An application puts jobs into a queue stored in its own database, in its
@@ -52,9 +57,17 @@ def main():
     Examples:
       zasync demo                      # see it work, Ctrl-C to stop
       zasync worker --db zeo://127.0.0.1:8100 --threads 4
+      zasync -A myapp.jobs worker --db zeo://127.0.0.1:8100
+
+    Jobs name their callables as MODULE:FUNCTION; zasync imports them from
+    the current folder first, then from the Python path (PYTHONPATH and
+    what is installed).  Run the commands from your application's folder,
+    or install it, or set PYTHONPATH; -A/--app (or ZASYNC_APP) imports
+    modules at start.
 
     Run `zasync COMMAND --help` for the options of each command.
     """
+    _find_user_code(apps)
 
 
 # -- helpers -----------------------------------------------------------------
@@ -93,6 +106,40 @@ def database_options(help_text):
                  "the application's main database first, with the names the "
                  "application gives them.")(command)
     return decorate
+
+
+def _find_user_code(apps):
+    """Put the current folder first on the path, as ``python -m`` would
+    (an installed script's path starts with its own folder instead), then
+    import the modules of --app."""
+    import importlib
+    here = os.getcwd()
+    if not any(os.path.abspath(entry or os.curdir) == here for entry in sys.path):
+        sys.path.insert(0, here)
+    if not apps:
+        return
+    source = click.get_current_context().get_parameter_source("apps")
+    hint = "ZASYNC_APP" if source == click.core.ParameterSource.ENVIRONMENT else "'--app'"
+    for name in apps:
+        try:
+            importlib.import_module(name)
+        except Exception as error:
+            raise click.BadParameter(
+                f"{name!r}: cannot import it ({type(error).__name__}: {error})"
+                + (f"; {import_hint()}" if isinstance(error, ImportError) else ""),
+                param_hint=hint) from None
+    # The child processes of `worker --processes` import them too.
+    os.environ["ZASYNC_APP"] = " ".join(apps)
+
+
+def import_hint():
+    """What to do when the user's module cannot be imported."""
+    return (f"zasync looks in the current folder ({os.getcwd()}), then on the "
+            f"Python path: run zasync from the folder that holds the module, "
+            f"install your application in this Python's environment (pip install "
+            f"-e . in its checkout) or add its folder to PYTHONPATH; -A/--app "
+            f"MODULE imports a module at start, so that a worker that cannot "
+            f"import it stops at once")
 
 
 def _open_database(target, param_hint, wait=True):
@@ -151,18 +198,22 @@ def demo(directory, threads, once, bind, no_web, log_level):
     """Show zasync at work with example jobs.
 
     Opens (or creates) an embedded FileStorage at DIR/Data.fs, installs
-    zasync in it, starts an in-process dispatcher and puts a handful of
-    example jobs: a slow one that reports its progress, one that fails (its
-    traceback is shown), one delayed by a few seconds, one that changes a
-    persistent counter in the database, and one with a callback.
+    zasync in it, starts an in-process dispatcher and puts a round of
+    example jobs: a slow report that reports its progress, one that fails
+    (its traceback is shown), one that fails twice and is retried by its
+    policy, a parallel group, one delayed by a few seconds, one that changes
+    a persistent counter in the database, and one with a callback.  Until
+    Ctrl-C, a new round comes every 10 seconds, so the web view always has
+    jobs running.
 
     The web view is served at http://127.0.0.1:8080/ (--bind to change,
     --no-web to leave it out; a port in use is reported and the demo goes
     on without it); the token printed at the start logs in to its actions.
 
-    The jobs are shown live, with progress bars, until Ctrl-C, which
-    cancels what is unfinished, stops the dispatcher and closes the
-    database.  With --once it waits for the examples instead, prints a
+    The last rounds' jobs are shown live, with progress bars, and the
+    queue's counts as the web view gives them, until Ctrl-C, which cancels
+    what is unfinished, stops the dispatcher and closes the database.  With
+    --once it puts one round and waits for it instead, prints a
     summary table and exits with status 0 (the failing example is expected
     to fail; status 130 if interrupted).  Jobs of earlier runs in the same
     DIR stay in its history.
@@ -231,8 +282,8 @@ def web(target, bind, token, username, password, refresh, threads, allow_hosts, 
     progress, annotations, attempts, result, failure and traceback), the
     workers and the schedules of recurring jobs.  A banner on every page counts the running jobs and the
     failures not yet dismissed; pages update themselves every --refresh
-    seconds.  JSON under /api/ (jobs, jobs/ID, queues, workers, schedules)
-    and Prometheus metrics at /metrics.
+    seconds.  JSON under /api/ (jobs, jobs/ID, queues, workers, schedules;
+    /api/ itself lists them) and Prometheus metrics at /metrics.
 
     Actions (cancel, retry, dismiss, remove; removing a schedule) are POSTs
     that need a
@@ -347,7 +398,10 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
     the application's main one first, as the application names them (the
     jobs refer to its objects by those names), or its Zope instance's
     zope.conf.  A FileStorage path serves only this process, as the file
-    is locked.  Logs go to stderr.
+    is locked.  Each worker needs an id of its own: it keeps it in
+    --uuid-file, in the current folder by default, so a second worker
+    started from the same folder needs another --uuid-file (or --id).
+    Logs go to stderr.
 
     \b
     Examples:
@@ -358,6 +412,7 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
       zasync worker --db 'main=zeo://127.0.0.1:8100?storage=main' \\
                     --db 'async=zeo://127.0.0.1:8100?storage=async' --queue-db async
       zasync worker --zope-conf /srv/instance/etc/zope.conf
+      zasync worker --db zeo://127.0.0.1:8100 --uuid-file worker-2.uuid   # a second one
     """
     from zasync.agent import Agent
     from zasync.dispatcher import Dispatcher
@@ -385,7 +440,14 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
     # id is written only once the database has opened: a worker refused
     # for a bad --db leaves no file behind.
     new_id = None
-    if dispatcher_id is None:
+    if dispatcher_id is not None:
+        id_hint = ("give this worker an --id of its own (or leave --id out: it "
+                   "then keeps its id in --uuid-file)")
+    else:
+        id_hint = (f"it was read from {uuid_file} (--uuid-file), which every "
+                   f"worker given the same --uuid-file shares (by default, every "
+                   f"worker started from the same folder): give this one its own, "
+                   f"e.g. --uuid-file worker-2.uuid, or an --id of its own")
         dispatcher_id = _read_id(uuid_file)
         if dispatcher_id is None:
             dispatcher_id = new_id = uuid.uuid4().hex
@@ -419,7 +481,7 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
                                     death_interval=death_interval)
         except ZasyncError as error:
             raise click.UsageError(str(error)) from None
-        finished = _serve(dispatcher, grace)
+        finished = _serve(dispatcher, grace, id_hint)
     finally:
         if finished:
             close_databases(db)
@@ -496,7 +558,8 @@ def import_named(spec, param_hint, example):
             found = getattr(found, part)
     except Exception as error:
         raise click.BadParameter(
-            f"{spec!r}: cannot import it ({type(error).__name__}: {error})",
+            f"{spec!r}: cannot import it ({type(error).__name__}: {error})"
+            + (f"; {import_hint()}" if isinstance(error, ImportError) else ""),
             param_hint=param_hint) from None
     return found
 
@@ -535,8 +598,9 @@ def _prepare_queues(db, target, names, install_missing):
         close_connection(conn)
 
 
-def _serve(dispatcher, grace):
-    """Run `dispatcher` until a signal; return whether its jobs finished."""
+def _serve(dispatcher, grace, id_hint):
+    """Run `dispatcher` until a signal; return whether its jobs finished.
+    `id_hint` says how to give a worker another id, should its be in use."""
     stopping = threading.Event()
     received = []
 
@@ -554,6 +618,8 @@ def _serve(dispatcher, grace):
     try:
         try:
             dispatcher.start()
+        except DispatcherIdInUseError as error:
+            raise click.ClickException(f"{error}; {id_hint}") from None
         except ZasyncError as error:
             raise click.ClickException(str(error)) from None
         logger.info("worker: pid %d, dispatcher %s serving %s with %d thread(s)",

@@ -34,6 +34,7 @@ from zasync.cli import (
     CONTEXT_SETTINGS, _open_database, database_options, import_named, main)
 from zasync.database import (
     close_connection, close_databases, get_queues, open_connection)
+from zasync.job import Job
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, SIMPLE_FAILURE,
     SIMPLE_STARTED, SIMPLE_SUCCESS, NotInstalledError, ZasyncError)
@@ -311,6 +312,28 @@ def parse_argument(text):
         return text
 
 
+_KEYWORD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
+
+
+def parse_arguments(texts):
+    """The positional and keyword arguments of `zasync put`: NAME=VALUE is
+    a keyword argument, anything else positional; each value is read by
+    `parse_argument`.  Return (args, kwargs)."""
+    args, kwargs = [], {}
+    for text in texts:
+        found = _KEYWORD.fullmatch(text)
+        if found is None:
+            args.append(parse_argument(text))
+            continue
+        name, value = found.groups()
+        if name in kwargs:
+            raise click.BadParameter(
+                f"{text!r}: {name}= is given twice; expected each keyword once",
+                param_hint="'ARGS'")
+        kwargs[name] = parse_argument(value)
+    return args, kwargs
+
+
 def _import_callable(spec):
     found = import_named(spec, "'MODULE:FUNCTION'", "myapp.jobs:send_report")
     try:
@@ -348,7 +371,7 @@ def _begin_after(delay, at):
 
 @main.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("spec", metavar="MODULE:FUNCTION")
-@click.argument("arguments", nargs=-1, metavar="[ARGS]...")
+@click.argument("arguments", nargs=-1, metavar="[ARGS | NAME=VALUE]...")
 @db_option
 @click.option("--in", "delay", default=None, metavar="DELAY",
               help="Run it no sooner than DELAY from now: 30s, 10m, 2h, 1d, 1h30m.")
@@ -365,22 +388,28 @@ def _begin_after(delay, at):
 def put(spec, arguments, target, delay, at, queue_name, priority, key, as_json):
     """Put a job calling MODULE:FUNCTION(ARGS...) into a queue.
 
-    Each ARG is read as a JSON literal if it is one (42, 1.5, true, null,
-    '"42"', '[1, 2]', '{"a": 1}'), else taken as a string.  Give `--` before
-    arguments that begin with a dash.  The callable is imported here, to
+    An ARG of the form NAME=VALUE is a keyword argument, any other a
+    positional one.  Each value is read as a JSON literal if it is one (42,
+    1.5, true, null, [1, 2], {"a": 1}), else taken as a string.  To pass a
+    string that would be read otherwise, give it as a JSON string in
+    quotes: '"42"' and '"true"' are strings, '"a=b"' a positional string
+    with an equals sign, note='"[1]"' a keyword whose value is the string
+    [1].  Give `--` before arguments that begin with a dash.  The callable
+    is imported here, to
     check that a worker can find it again, but never called: a worker runs
     it.  Prints the new job's id on stdout.
 
     \b
     Examples:
       zasync put myapp.jobs:send_report Q3 --db zeo://127.0.0.1:8100
+      zasync put myapp.jobs:send_report Q3 parts=20 dry_run=true --db ...
       zasync put myapp.jobs:resize '[640, 480]' --in 10m --queue images --db ...
       zasync put myapp.jobs:cleanup --at 2030-01-31T02:00:00Z --priority -1 --db ...
       zasync put myapp.jobs:send_report Q3 --key report-Q3 --db ...
       ID=$(zasync put zasync.examples:add 2 3 --db var/Data.fs); zasync wait $ID --db ...
     """
     function = _import_callable(spec)
-    args = [parse_argument(text) for text in arguments]
+    args, kwargs = parse_arguments(arguments)
     begin_after = _begin_after(delay, at)
     with _opened(target) as (tm, conn):
         _check_queue(get_queues(conn), queue_name)
@@ -389,8 +418,11 @@ def put(spec, arguments, target, delay, at, queue_name, priority, key, as_json):
                 queue = get_queues(conn)[queue_name]
                 try:
                     held = key is not None and queue.get_by_key(key) is not None
-                    new = queue.put(function, *args, begin_after=begin_after,
-                                    priority=priority, key=key)
+                    # In a Job, every keyword goes to the callable: put's
+                    # options come from this command's own options.
+                    new = queue.put(Job(function, *args, **kwargs),
+                                    begin_after=begin_after, priority=priority,
+                                    key=key)
                 except ZasyncError as error:
                     raise click.UsageError(str(error)) from None
         if as_json:
@@ -568,7 +600,8 @@ def wait(job_id, target, timeout, as_json):
     """Wait for a job to end, showing its progress and message.
 
     A progress bar (on stderr) follows the job until it completes, then its
-    result or its failure with the traceback is printed on stdout.  Exits
+    result or its failure with the traceback is printed on stdout (for a
+    cancelled job, one line saying how far it got).  Exits
     with status 0 if it succeeded, 1 if it failed, 2 if --timeout passed
     first or ID is not a job.  With --json: no bar, the job's JSON at the
     end.
@@ -595,7 +628,7 @@ def wait(job_id, target, timeout, as_json):
                 found = conn.get(oid)
                 done = found.status == COMPLETED
                 message = found.progress_message or found.status
-                bar.update(task, completed=found.progress, message=(
+                bar.update(task, completed=_reached(found), message=(
                     f"{found.simple_status}: {message}" if done else message))
                 if done:
                     break
@@ -612,11 +645,32 @@ def wait(job_id, target, timeout, as_json):
         elif found.failure is None:
             click.echo(f"job {job_id} succeeded in {report.seconds(found.duration)}: "
                        f"{report.short(repr(found.result))}")
+        elif found.cancelled:
+            # Cancelling is what someone asked for, not a bug to debug: one
+            # line, no traceback (`zasync job ID` still shows it).
+            click.echo(_cancelled_line(found))
         else:
             click.echo(f"job {job_id} failed: {found.failure}")
             click.echo(found.failure.traceback.rstrip())
         if found.failure is not None:
             raise SystemExit(1)
+
+
+def _reached(job):
+    """How far the job got: a completed job counts as whole (its
+    `progress` says 1.0), unless it failed, which stops where it was."""
+    if job.failed:
+        return job.annotations.progress
+    return job.progress
+
+
+def _cancelled_line(job):
+    """One line saying where a cancelled job stopped."""
+    if job.attempt_count == 0:
+        return f"job {job.id} cancelled before it started"
+    message = job.progress_message
+    return (f"job {job.id} cancelled at {_reached(job) * 100:.0f} %"
+            + (f": {message}" if message else ""))
 
 
 # The commands of recurring jobs, which use the helpers above.

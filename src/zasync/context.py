@@ -61,19 +61,19 @@ def attach(job, *contexts):
     return job
 
 
-def put(queue, job, *args, contexts=None, **put_kwargs):
-    """Put `job` (or a callable with `args`) in `queue` to run in
-    `contexts`: by default those of the caller, as `capture()` finds them.
-    The other keyword arguments go to `queue.put`.  Return the job."""
+def put(queue, job, *args, contexts=None, **kwargs):
+    """Put `job` (or a callable with `args` and `kwargs`) in `queue` to run
+    in `contexts`: by default those of the caller, as `capture()` finds
+    them.  The keyword arguments are split as `IQueue.put` splits them:
+    its options go to `queue.put`, the others to the callable.  Return the
+    job."""
     from zasync.job import Job
+    from zasync.queue import split_put_arguments
+    options, kwargs = split_put_arguments(job, args, kwargs)
     if not IJob.providedBy(job):
-        job = Job(job, *args)
-    elif args:
-        raise ConfigurationError(
-            f"put() got a job and positional arguments {args!r}: give "
-            f"arguments to Job() instead")
+        job = Job(job, *args, **kwargs)
     attach(job, *(capture() if contexts is None else contexts))
-    return queue.put(job, **put_kwargs)
+    return queue.put(job, **options)
 
 
 def capture():

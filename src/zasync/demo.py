@@ -1,6 +1,12 @@
-"""`zasync demo`: an embedded FileStorage, an in-process dispatcher and a
-handful of example jobs, shown live in the terminal and in the web view
-(served from a thread of the same process, with a token made for the run).
+"""`zasync demo`: an embedded FileStorage, an in-process dispatcher and
+example jobs, shown live in the terminal and in the web view (served from a
+thread of the same process, with a token made for the run).
+
+Until Ctrl-C, the demo puts a new round of examples every `ROUND_EVERY`
+seconds (a slow report with progress, a failure, a job retried by its
+policy, a parallel group, a delayed job, a counter with a callback), so
+that whoever opens the web view, seconds or minutes later, finds jobs
+running and progress bars moving.  `--once` puts one round and waits for it.
 
 The jobs come from `zasync.examples` (workers must be able to import a job's
 callable, so they cannot live here in a closure).  The display reads the
@@ -34,7 +40,7 @@ from rich.table import Table
 from rich.text import Text
 
 from zasync import clock, examples
-from zasync.database import get_queue, install, open_db
+from zasync.database import get_queue, get_queues, install, open_db
 from zasync.dispatcher import Dispatcher
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, DatabaseUnavailableError,
@@ -59,8 +65,19 @@ ONCE_TIMEOUT = 120.0
 #: Seconds that stopping waits for running jobs after cancelling them.
 STOP_GRACE = 10.0
 
+#: Seconds between two rounds of examples, until Ctrl-C: about the time the
+#: slow report takes, so that one report always runs.
+ROUND_EVERY = 10.0
+
+#: Rounds of examples the live table shows (the web view has them all).
+ROUNDS_SHOWN = 2
+
+#: What the examples' callables are called in the table.
+_NAMES = {"zasync.workflow._parallel_step": "parallel group",
+          "zasync.workflow._serial_step": "serial group"}
+
 _STATE_STYLES = {
-    "succeeded": "green", "failed": "bold red", "cancelled": "red",
+    "retrying": "magenta", "succeeded": "green", "failed": "bold red", "cancelled": "red",
     "skipped": "dim", "active": "yellow", "callbacks": "yellow",
     "assigned": "cyan", "pending": "cyan", "waiting": "dim cyan",
 }
@@ -91,6 +108,8 @@ class JobView:
 def short_name(job):
     """The job's callable without the examples' module prefix."""
     name = job.callable_name
+    if name in _NAMES:
+        return _NAMES[name]
     prefix = examples.__name__ + "."
     return name[len(prefix):] if name.startswith(prefix) else name
 
@@ -115,6 +134,11 @@ def view_of(job, now, is_callback=False):
         else:
             state = "succeeded"
             detail = f"-> {job.result!r}"
+    elif job.status == PENDING and job.attempts:
+        state = "retrying"
+        wait = max(0.0, (job.begin_after - now).total_seconds())
+        detail = (f"attempt {len(job.attempts)} failed "
+                  f"({job.attempts[-1].type_name}); runs again in {wait:.0f} s")
     elif job.status == PENDING and job.begin_after is not None and job.begin_after > now:
         state = "waiting"
         detail = f"starts in {(job.begin_after - now).total_seconds():.0f} s"
@@ -136,38 +160,48 @@ def view_of(job, now, is_callback=False):
                    traceback, is_callback)
 
 
-def put_examples(db, delay=4.0):
-    """Put the example jobs in one transaction; return their oids, in the
-    order they are shown."""
+def put_examples(db, delay=4.0, round=1, pause=0.5):
+    """Put one round of example jobs in one transaction; return their oids,
+    in the order they are shown.  The report takes 20 x `pause` seconds."""
+    from zasync.retry import Backoff
+    from zasync.workflow import parallel
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
     try:
-        with tm:
-            root = conn.root()
-            counter = root.get(COUNTER_KEY)
-            if counter is None:
-                counter = root[COUNTER_KEY] = examples.Counter()
-            queue = get_queue(conn)
-            now = clock.now()
-            jobs = [
-                queue.put(Job(examples.send_report, "2026-Q3", parts=12, pause=0.25)),
-                queue.put(examples.fail, "a deliberate failure, to show its traceback"),
-                queue.put(examples.add, 40, 2,
-                          begin_after=now + datetime.timedelta(seconds=delay)),
-                queue.put(counter.increment, 5),
-            ]
-            with_callback = queue.put(examples.add, 1, 2)
-            with_callback.add_callback(examples.record_outcome)
-            jobs.append(with_callback)
+        for attempt in tm.attempts(5):
+            with attempt:
+                root = conn.root()
+                counter = root.get(COUNTER_KEY)
+                if counter is None:
+                    counter = root[COUNTER_KEY] = examples.Counter()
+                queue = get_queue(conn)
+                now = clock.now()
+                jobs = [
+                    queue.put(examples.send_report, f"round {round}", parts=20, pause=pause),
+                    queue.put(examples.fail, "a deliberate failure, to show its traceback"),
+                    # fails twice with ConnectionError, then succeeds
+                    queue.put(Job(examples.flaky, 2, error=ConnectionError),
+                              retry_policy=Backoff(ConnectionError, attempts=3, initial=1.0)),
+                    queue.put(parallel(Job(examples.add, 1, 2), Job(examples.add, 3, 4),
+                                       Job(examples.add, 5, 6), postprocess=examples.total)),
+                    queue.put(examples.add, 40, 2,
+                              begin_after=now + datetime.timedelta(seconds=delay)),
+                    queue.put(counter.increment, 5),
+                ]
+                with_callback = queue.put(examples.add, 1, 2)
+                with_callback.add_callback(examples.record_outcome)
+                jobs.append(with_callback)
         return [job._p_oid for job in jobs]
     finally:
+        tm.abort()
         conn.close()
 
 
 class Demo:
     """One run of the demo: the database, the dispatcher and the display."""
 
-    def __init__(self, directory, threads=4, console=None, delay=4.0, bind=None):
+    def __init__(self, directory, threads=4, console=None, delay=4.0, bind=None,
+                 pause=0.5):
         self.directory = directory
         self.bind = bind                 # where to serve the web view, or None
         self.web = None                  # its waitress server, once listening
@@ -176,6 +210,7 @@ class Demo:
         self.path = os.path.join(directory, "Data.fs")
         self.threads = threads
         self.delay = delay
+        self.pause = pause               # between the slow report's parts
         self.console = console or _default_console()
         self.live_display = (self.console.is_terminal
                              and not self.console.is_dumb_terminal)
@@ -183,7 +218,10 @@ class Demo:
         self.signal_name = None
         self.db = None
         self.dispatcher = None
-        self.oids = []
+        self.oids = []                   # every job this run put, oldest first
+        self.rounds = []                 # the oids of each round
+        self.next_round_at = None
+        self.counts = None               # the queue's, as of the last snapshot
         self._tm = transaction.TransactionManager()
         self._conn = None
         self._reported = {}
@@ -206,22 +244,48 @@ class Demo:
 
     # -- reading -----------------------------------------------------------
 
-    def snapshot(self):
-        """The views of this run's jobs and their callbacks, and the
-        demo counter's value, read in a fresh transaction."""
+    def snapshot(self, rounds=None):
+        """The views of the jobs of this run's last `rounds` rounds (all if
+        None) and their callbacks, and the demo counter's value, read in a
+        fresh transaction; the queue's counts, as the web view counts
+        them, are kept in `self.counts`."""
+        from zasync.report import queue_counts
         self._tm.begin()
         try:
             now = clock.now()
             views = []
-            for oid in self.oids:
+            shown = self.rounds if rounds is None else self.rounds[-rounds:]
+            for oid in [oid for oids in shown for oid in oids]:
                 job = self._conn.get(oid)
                 views.append(view_of(job, now))
                 views.extend(view_of(cb, now, is_callback=True)
                              for cb in job.callbacks)
             counter = self._conn.root().get(COUNTER_KEY)
+            self.counts = next(c for c in queue_counts(get_queues(self._conn))
+                               if c["name"] == "")
             return views, None if counter is None else counter.value
         finally:
             self._tm.abort()
+
+    def counts_line(self):
+        """The default queue's counts, in the web view's words: 'failed'
+        are the failures not dismissed, 'completed' every job in the
+        history, failed or not; a callback is part of its job."""
+        c = self.counts
+        return (f"queue (default): {c['pending']} pending, {c['active']} active, "
+                f"{c['failed']} failed, {c['completed']} completed")
+
+    def put_round(self):
+        """Put the next round of examples."""
+        oids = put_examples(self.db, self.delay, round=len(self.rounds) + 1,
+                            pause=self.pause)
+        self.rounds.append(oids)
+        self.oids.extend(oids)
+        self.next_round_at = time.monotonic() + ROUND_EVERY
+        if len(self.rounds) > 1 and not self.live_display:
+            self.console.print(Text(f"{time.strftime('%H:%M:%S')} round "
+                                    f"{len(self.rounds)} put: {len(oids)} jobs"),
+                               highlight=False)
 
     # -- showing -----------------------------------------------------------
 
@@ -245,7 +309,10 @@ class Demo:
             ("database ", "dim"), self.path, ("  counter ", "dim"), str(counter),
             ("  dispatcher ", "dim"), f"{self.dispatcher.id} ({self.threads} threads)",
             ("  Ctrl-C stops", "dim"))
-        return Group(table, footer)
+        counts = Text.assemble(
+            (f"round {len(self.rounds)} of this run; ", "dim"), self.counts_line(),
+            (" (as the web view counts)", "dim"))
+        return Group(table, counts, footer)
 
     def report_changes(self, views):
         """Print what changed since the last look: in a terminal only the
@@ -275,7 +342,10 @@ class Demo:
 
     def summary(self, views):
         """A table of the jobs: id, callable, status, result or failure."""
-        table = Table(title="zasync demo: jobs of this run", title_justify="left")
+        table = Table(title="zasync demo: jobs of this run", title_justify="left",
+                      caption="A callback's row is part of its job's; a group's parts "
+                              "are jobs of their own in the queue (and its counts).",
+                      caption_justify="left")
         table.add_column("job id", no_wrap=True)
         table.add_column("callable", no_wrap=True)
         table.add_column("status", no_wrap=True)
@@ -308,7 +378,7 @@ class Demo:
             self.dispatcher = Dispatcher(self.db, threads=self.threads,
                                          poll_interval=0.2, id=DISPATCHER_ID)
             self.dispatcher.start()
-            self.oids = put_examples(self.db, self.delay)
+            self.put_round()
             self._conn = self.db.open(transaction_manager=self._tm)
             if self.bind is not None:
                 self._start_web()
@@ -390,7 +460,9 @@ class Demo:
             live.start()
         try:
             while True:
-                views, counter = self.snapshot()
+                if not until_done and time.monotonic() >= self.next_round_at:
+                    self.put_round()
+                views, counter = self.snapshot(None if until_done else ROUNDS_SHOWN)
                 self.report_changes(views)
                 if live is not None:
                     live.update(self.render(views, counter), refresh=True)
@@ -430,7 +502,10 @@ def run(directory="var", threads=4, once=False, console=None, delay=4.0,
     a summary.  With `bind` (HOST:PORT) it also serves the web view there.
     Either way it stops the dispatcher and closes the database.
     """
-    demo = Demo(directory, threads=threads, console=console, delay=delay, bind=bind)
+    # Once, the examples are run to see them complete: the report need not
+    # take the seconds it takes to be watched.
+    demo = Demo(directory, threads=threads, console=console, delay=delay, bind=bind,
+                pause=0.1 if once else 0.5)
     console = demo.console
     previous = demo._install_signal_handlers()
     try:
@@ -446,12 +521,18 @@ def run(directory="var", threads=4, once=False, console=None, delay=4.0,
         try:
             views, done = demo.watch(until_done=once, timeout=timeout if once else None)
             cancelled = demo.stop()
+            # What the web view would show now, stopped: the last word.
+            views, _ = demo.snapshot(None if once else ROUNDS_SHOWN)
             if cancelled:
-                views, _ = demo.snapshot()
                 demo.report_changes(views)
         finally:
             demo.close()
         console.print(demo.summary(views))
+        earlier = len(demo.oids) - len([v for v in views if not v.is_callback])
+        if earlier:
+            console.print(f"({earlier} earlier job(s) of this run are in the web view "
+                          f"and `zasync jobs`.)")
+        console.print(Text(demo.counts_line()))
         if once and not done:
             if demo.stop_requested.is_set():
                 console.print(f"Interrupted by {demo.signal_name} before the "

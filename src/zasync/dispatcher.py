@@ -17,7 +17,8 @@ from zasync.agent import Agent
 from zasync.database import (
     close_connection, forget_oids_on_reconnect, open_connection)
 from zasync.interfaces import (
-    ACTIVE, ASSIGNED, ConfigurationError, DispatcherError, IDispatcher)
+    ACTIVE, ASSIGNED, ConfigurationError, DispatcherError, DispatcherIdInUseError,
+    IDispatcher)
 from zasync.record import DispatcherRecord
 from zasync.runner import JobRunner
 
@@ -219,12 +220,12 @@ class Dispatcher:
                 raise DispatcherError(
                     f"dispatcher {self.id} is already running in this process")
             if pid != os.getpid() and _pid_alive(pid):
-                raise DispatcherError(
+                raise DispatcherIdInUseError(
                     f"dispatcher id {self.id} is in use by live process {pid} "
                     f"on this host (heartbeat {age:.0f} s ago); two processes "
                     f"cannot run under one id")
             return   # its process is gone: take over at once
-        raise DispatcherError(
+        raise DispatcherIdInUseError(
             f"dispatcher id {self.id} is in use on host {host!r} (pid {pid}, "
             f"heartbeat {age:.0f} s ago); it counts as dead after "
             f"{death:.0f} s without a heartbeat")

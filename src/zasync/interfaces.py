@@ -103,6 +103,10 @@ class DispatcherError(ZasyncError):
     """Raised when a dispatcher cannot start or stop as asked."""
 
 
+class DispatcherIdInUseError(DispatcherError):
+    """Raised when a dispatcher starts under an id a live process runs under."""
+
+
 class TransientZasyncError(ZasyncError, transaction.interfaces.TransientError):
     """Raised for a passing condition; retrying the transaction may succeed."""
 
@@ -262,10 +266,20 @@ class IQueue(Interface):
 
     name = Attribute("The queue's name; '' for the default queue.")
 
-    def put(job, begin_after=None, begin_by=None, retry_policy=None,
-            priority=0, quotas=(), timeout=None, key=None):
-        """Add a job (or a callable, which is wrapped in a job) in the
-        caller's transaction, and return the job.
+    def put(job, *args, **kwargs):
+        """Add a job (or a callable, which is wrapped in a job with `args`
+        and `kwargs`) in the caller's transaction, and return the job.
+
+        The keyword arguments named `begin_after`, `begin_by`,
+        `retry_policy`, `priority`, `quotas`, `timeout` and `key` are the
+        queue's options; any other goes to the callable:
+        ``put(send_report, "Q4", parts=20, priority=5)`` calls
+        ``send_report("Q4", parts=20)`` with priority 5.  A callable that
+        takes a parameter named like an option (``put(f, priority=5)``
+        where ``f(priority)``) is refused with `ConfigurationError`, as it
+        is unclear which is meant: give its arguments in a `Job`,
+        ``put(Job(f, priority="high"), priority=5)``.  A job is put with
+        options only (its arguments are in it).
 
         Nothing else is written: if the transaction aborts, the job never
         existed.  `begin_after` is an aware datetime, `begin_by` a

@@ -33,6 +33,7 @@ What workers call (claiming, and the housekeeping claims do) is in
 
 import datetime
 import heapq
+import inspect
 import random
 import types
 
@@ -41,7 +42,7 @@ import persistent
 from BTrees.OOBTree import OOBTree
 from zope.interface import implementer
 
-from zasync import clock, events, instance
+from zasync import clock, events, instance, storable
 from zasync.claim import Claiming, _pending_key, _wake_after_commit
 from zasync.interfaces import (
     CALLBACKS, NEW, PENDING, AlreadyQueuedError,
@@ -95,6 +96,59 @@ def _check_timeout(timeout):
     return float(timeout)
 
 
+#: The keyword arguments `Queue.put` keeps for itself; it passes any other
+#: to the callable.  Rejected: options only through a separate call (or
+#: under prefixed names), which would break every caller that passes them
+#: to `put` today; instead a name that could be meant either way is
+#: refused (see `split_put_arguments`).
+PUT_OPTIONS = ("begin_after", "begin_by", "retry_policy", "priority", "quotas",
+               "timeout", "key")
+
+
+def split_put_arguments(job, args, kwargs):
+    """Split what `put(job, *args, **kwargs)` got into the queue's options
+    and the keyword arguments of the callable; return both dicts.
+
+    Refuses arguments for a job (they belong in its `Job(...)`), and an
+    option's name that the callable also takes as a parameter: whichever
+    was meant, the other would be silently wrong.
+    """
+    options = {name: kwargs.pop(name) for name in PUT_OPTIONS if name in kwargs}
+    if IJob.providedBy(job):
+        if args or kwargs:
+            given = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+            kind = ("positional" if not kwargs else "keyword" if not args
+                    else "positional and keyword")
+            raise ConfigurationError(
+                f"put() got a job and {kind} arguments for its callable "
+                f"({', '.join(given)}): give arguments to Job() instead, as in "
+                f"queue.put(zasync.Job(f, {given[0]}))")
+        return options, kwargs
+    taken = sorted(set(options) & _parameter_names(job)) if options else ()
+    if taken:
+        name = storable.describe(job)
+        both = ", ".join(f"{n}=" for n in taken)
+        raise ConfigurationError(
+            f"put({name}, ..., {both}...) is ambiguous: {name} takes "
+            + " and ".join(repr(n) for n in taken)
+            + f" as an argument, and {both} is also an option of put.  Say which: "
+            f"queue.put(zasync.Job({name}, ..., {taken[0]}=...)) passes it to the "
+            f"callable, queue.put(zasync.Job({name}, ...), {taken[0]}=...) sets the "
+            f"queue's option")
+    return options, kwargs
+
+
+def _parameter_names(function):
+    """The names `function` takes as keyword arguments (not through
+    **kwargs); none if its signature cannot be read."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in parameters
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
 @implementer(IQueue)
 class Queue(Claiming, persistent.Persistent):
     """See `IQueue`."""
@@ -132,17 +186,16 @@ class Queue(Claiming, persistent.Persistent):
 
     # -- producers ---------------------------------------------------------
 
-    def put(self, job, *args, begin_after=None, begin_by=None,
-            retry_policy=None, priority=0, quotas=(), timeout=None, key=None):
+    def put(self, job, *args, **kwargs):
         """See `IQueue`."""
         from zasync.job import Job
-        if IJob.providedBy(job):
-            if args:
-                raise ConfigurationError(
-                    f"put() got a job and positional arguments {args!r}: give "
-                    f"arguments to Job() instead")
-        else:
-            job = Job(job, *args)
+        options, kwargs = split_put_arguments(job, args, kwargs)
+        if not IJob.providedBy(job):
+            job = Job(job, *args, **kwargs)
+        return self._put(job, **options)
+
+    def _put(self, job, begin_after=None, begin_by=None, retry_policy=None,
+             priority=0, quotas=(), timeout=None, key=None):
         # Check everything before writing anything.
         if job.status != NEW or job._queue is not None:
             raise AlreadyQueuedError(

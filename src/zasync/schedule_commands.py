@@ -15,7 +15,7 @@ from zasync import clock, report
 from zasync.cli import CONTEXT_SETTINGS, main
 from zasync.commands import (
     ATTEMPTS, _check_queue, _echo_json, _error, _import_callable, _opened,
-    db_option, json_option, parse_argument, parse_duration, report_action)
+    db_option, json_option, parse_arguments, parse_duration, report_action)
 from zasync.database import get_queues
 from zasync.interfaces import ZasyncError
 from zasync.schedule import CATCH_UPS
@@ -84,9 +84,14 @@ def schedules(target, queue_name, as_json):
             print_schedules(report.console(), views)
 
 
+#: The keyword arguments `queue.schedule` keeps for itself.
+_SCHEDULE_OPTIONS = frozenset(("every", "cron", "name", "catch_up", "start", "priority",
+                               "retry_policy"))
+
+
 @main.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("spec", metavar="MODULE:FUNCTION")
-@click.argument("arguments", nargs=-1, metavar="[ARGS]...")
+@click.argument("arguments", nargs=-1, metavar="[ARGS | NAME=VALUE]...")
 @db_option
 @click.option("--every", default=None, metavar="PERIOD",
               help="Run every PERIOD: 30s, 5m, 2h, 1d, 1h30m.")
@@ -111,8 +116,10 @@ def schedule(spec, arguments, target, every, cron, name, catch_up, queue_name,
     Runs missed while no worker ran (or while a run lasted longer than the
     period) are caught up by --catch-up: 'one' runs the late one once and
     goes on with the next future time, 'all' runs each missed one in turn,
-    'none' skips a late run without calling it.  ARGS are read as by
-    `zasync put`.  Prints the schedule's name on stdout.
+    'none' skips a late run without calling it.  ARGS (and NAME=VALUE
+    keyword arguments) are read as by `zasync put`; a keyword cannot be
+    named like an option of schedule (every, cron, name, catch_up, start,
+    priority, retry_policy).  Prints the schedule's name on stdout.
 
     \b
     Examples:
@@ -120,7 +127,13 @@ def schedule(spec, arguments, target, every, cron, name, catch_up, queue_name,
       zasync schedule myapp.jobs:report Q3 --cron '0 6 * * 1' --name weekly --db ...
     """
     function = _import_callable(spec)
-    args = [parse_argument(text) for text in arguments]
+    args, kwargs = parse_arguments(arguments)
+    for option in _SCHEDULE_OPTIONS.intersection(kwargs):
+        given = next(text for text in arguments if text.startswith(option + "="))
+        raise click.BadParameter(
+            f"{given!r}: {option} is an option of schedule "
+            f"(--{option.replace('_', '-')}); a keyword argument of that name "
+            f"cannot be given to the callable here", param_hint="'ARGS'")
     period = None
     if every is not None:
         try:
@@ -136,7 +149,8 @@ def schedule(spec, arguments, target, every, cron, name, catch_up, queue_name,
                 queue = get_queues(conn)[queue_name]
                 try:
                     made = queue.schedule(function, *args, every=period, cron=cron,
-                                          name=name, catch_up=catch_up, priority=priority)
+                                          name=name, catch_up=catch_up, priority=priority,
+                                          **kwargs)
                 except ZasyncError as error:
                     raise click.UsageError(str(error)) from None
         [view] = [v for v in _views([queue]) if v.name == made.name]

@@ -9,6 +9,7 @@ import pickle
 import types
 
 import persistent
+from ZODB.broken import Broken
 
 from zasync.interfaces import UnstorableError
 
@@ -45,6 +46,29 @@ def describe(obj):
         module = getattr(obj, "__module__", None)
         return f"{module}.{qualname}" if module and module != "builtins" else qualname
     return f"{type(obj).__module__}.{type(obj).__qualname__} instance"
+
+
+def unimportable(job):
+    """Why this process cannot import the job's callable, or None if it can.
+
+    ZODB loads a global it cannot import as a `ZODB.broken.Broken`
+    placeholder class (and an object of such a class as a broken instance),
+    so that the job itself loads; writing the job would then fail, as the
+    placeholder cannot be pickled by name again.
+    """
+    try:
+        found = job.callable
+    except Exception as error:      # e.g. a method of an object it cannot load
+        return f"{type(error).__name__}: {error}"
+    if not (isinstance(found, Broken)
+            or (isinstance(found, type) and issubclass(found, Broken))):
+        return None
+    module = getattr(found, "__module__", "?")
+    try:
+        importlib.import_module(module)
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    return f"module {module} has no {getattr(found, '__name__', '?')}"
 
 
 def check_callable(obj):

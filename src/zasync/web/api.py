@@ -9,7 +9,7 @@ failure), with ``message``, ``progress`` in [0, 1], times in ISO 8601 and
 Actions (on a job, or ``POST /api/schedules/NAME/remove[?queue=Q]``)
 answer ``{"task_id": ID, "result": "ok", "message": ...}``, or
 ``{"result": "fail", "message": ...}`` with a 4xx (or 503) status; so does
-every other error.
+every other error.  ``GET /api/`` lists the endpoints.
 """
 
 from webob import Response
@@ -26,8 +26,31 @@ from zasync.web.survey import (
 ID = r"(?P<job_id>[^/]+)"
 
 
+#: What GET /api/ lists: (method, path, what it answers).
+ENDPOINTS = (
+    ("GET", "/api/", "This list of the API's endpoints."),
+    ("GET", "/api/jobs",
+     "Jobs, newest first, a page at a time; filtered by ?status=, ?state=, "
+     "?queue=, ?callable=; ?page= and ?per_page=."),
+    ("GET", "/api/jobs/{id}",
+     "One job: arguments, status history, progress, annotations, attempts, "
+     "result or failure with its traceback."),
+    ("POST", "/api/jobs/{id}/{action}",
+     "Act on a job: " + ", ".join(ACTIONS) + "; needs a credential."),
+    ("GET", "/api/queues", "Each queue's counts and its last hour, minute by minute."),
+    ("GET", "/api/workers", "The workers (dispatchers), their load and health."),
+    ("GET", "/api/schedules", "The schedules of recurring jobs."),
+    ("POST", "/api/schedules/{name}/remove",
+     "Remove a schedule (?queue= names its queue); needs a credential."),
+    ("GET", "/api/summary",
+     "The banner's counts (running, failed) and the database's last transaction."),
+    ("GET", "/metrics", "Prometheus metrics, in its text format."),
+)
+
+
 def routes():
     return [
+        Route(("GET",), r"/api/?", index, api=True),
         Route(("GET",), r"/api/summary", summary, api=True),
         Route(("GET",), r"/api/jobs", jobs, api=True),
         Route(("GET",), r"/api/jobs/" + ID, job, api=True),
@@ -45,6 +68,15 @@ def fail(ctx, status, message, **headers):
     for name, value in headers.items():
         response.headers[name.replace("_", "-")] = value
     return response
+
+
+def index(ctx):
+    """GET /api/: the endpoints, each with its address under this
+    application's mount point."""
+    base = ctx.request.script_name
+    return ctx.json({"endpoints": [
+        {"method": method, "path": path, "url": base + path, "description": text}
+        for method, path, text in ENDPOINTS]})
 
 
 def summary(ctx):
