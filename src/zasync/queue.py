@@ -38,7 +38,7 @@ import persistent
 from BTrees.OOBTree import OOBTree
 from zope.interface import implementer
 
-from zasync import clock, events
+from zasync import clock, context, events
 from zasync.claim import Claiming, _pending_key, _wake_after_commit
 from zasync.interfaces import (
     CALLBACKS, NEW, PENDING, AlreadyQueuedError,
@@ -162,6 +162,7 @@ class Queue(Claiming, persistent.Persistent):
             if holder is not None:
                 return holder    # writes nothing: the job of the key stands
 
+        context.captured_on_put(job)   # nothing unless configured
         job.begin_after = begin_after
         job.begin_by = begin_by
         job.priority = priority
