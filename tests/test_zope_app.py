@@ -1,10 +1,13 @@
 """zasync in a real Zope instance (mkwsgiinstance, runwsgi), configured as
 docs/zope.rst says, in both layouts (queues in the main database, or in an
 'async' database), driven over HTTP: puts from request threads, a put in
-a request that fails, jobs in the context of the request that put them."""
+a request that fails, jobs in the context of the request that put them,
+and the web view under Zope's permissions."""
 
 import concurrent.futures
+import re
 import time
+import urllib.parse
 import uuid
 
 import pytest
@@ -12,6 +15,8 @@ import Zope2  # noqa: F401  (the test extra installs Zope; without it this fails
 
 from zope_instance import ADMIN, ZopeInstance
 
+VIEWER = ("viewer", "viewer-pw")     # may view jobs, not act on them
+MEMBER = ("member", "member-pw")     # authenticated, may do neither
 
 TIMEOUT = 60
 
@@ -81,7 +86,8 @@ def test_concurrent_puts_from_request_threads_all_commit_and_run_once(zope):
     # the workers ran them: the connections of both go back to the pools
     # from which the requests of the second round take theirs.
     first = [token() for _ in range(16)]
-    _put_concurrently(zope, first)
+    for job_id in _put_concurrently(zope, first):
+        assert zope.get(f"/@@zasync/jobs/{job_id}", auth=ADMIN).status == 200
     tokens = [token() for _ in range(64)]
     _put_concurrently(zope, tokens)
     everything = first + tokens
@@ -98,6 +104,9 @@ def test_a_put_in_a_request_that_fails_leaves_no_job(zope):
     assert answer.status == 500
     job_id = zope.post("/@@put-record", data={"token": kept}, auth=ADMIN).text
     assert wait_until(lambda: job_done(zope, job_id), "the job put after")
+    jobs = zope.get("/@@zasync/api/jobs?limit=1000", auth=ADMIN)
+    assert jobs.status == 200, jobs.text
+    assert lost not in jobs.text and kept in jobs.text
     assert records_of(zope, [lost, kept]).keys() == {kept}
 
 
@@ -143,3 +152,76 @@ def test_a_method_of_a_stored_object_runs_on_it_in_its_chain(zope):
     job_id = zope.post("/docs/doc1/@@put-method", auth=ADMIN).text
     done = wait_until(lambda: job_done(zope, job_id), "the job")
     assert (done["failure"], done["result"]) == (None, f"{zope.url}/docs/doc1")
+
+
+# -- the web view ----------------------------------------------------------
+
+def test_the_web_view_is_refused_to_an_anonymous_visitor(zope):
+    job_id = zope.post("/@@put-record", data={"token": "secret-argument"}, auth=ADMIN).text
+    for path in ("/@@zasync", "/@@zasync/jobs", f"/@@zasync/jobs/{job_id}",
+                 "/@@zasync/api/jobs", f"/@@zasync/api/jobs/{job_id}"):
+        answer = zope.get(path)
+        assert answer.status == 401, (path, answer.status)
+        assert "secret-argument" not in answer.text
+    answer = zope.post(f"/@@zasync/api/jobs/{job_id}/cancel")
+    assert answer.status == 401
+
+
+def test_the_web_view_shows_the_jobs_to_the_manager(zope):
+    job_id = zope.post("/@@put-record", data={"token": "shown-argument"}, auth=ADMIN).text
+    overview = zope.get("/@@zasync", auth=ADMIN)
+    assert overview.status == 200, overview.text
+    assert 'href="/@@zasync/jobs"' in overview.text
+    page = zope.get(f"/@@zasync/jobs/{job_id}", auth=ADMIN)
+    assert page.status == 200 and "shown-argument" in page.text
+    api = zope.get(f"/@@zasync/api/jobs/{job_id}", auth=ADMIN)
+    assert api.status == 200 and api.json()["id"] == job_id
+
+
+def test_the_web_view_is_refused_to_a_user_without_the_view_permission(zope):
+    job_id = zope.post("/@@put-record", data={"token": "member-cannot-see"}, auth=ADMIN).text
+    for path in ("/@@zasync", f"/@@zasync/jobs/{job_id}", f"/@@zasync/api/jobs/{job_id}"):
+        answer = zope.get(path, auth=MEMBER)
+        assert answer.status == 401, (path, answer.status)
+        assert "member-cannot-see" not in answer.text
+
+
+def test_a_viewer_sees_the_jobs_and_cannot_act_on_them(zope):
+    job_id = zope.post("/@@put-record", data={"token": "viewer-sees", "delay": 3600},
+                       auth=ADMIN).text
+    page = zope.get(f"/@@zasync/jobs/{job_id}", auth=VIEWER)
+    assert page.status == 200 and "viewer-sees" in page.text
+    answer = zope.post(f"/@@zasync/api/jobs/{job_id}/cancel", auth=VIEWER)
+    assert answer.status == 403, answer.text
+    assert "zasync: Manage jobs" in answer.json()["message"]
+    assert zope.get(f"/@@zasync/api/jobs/{job_id}", auth=ADMIN).json()["status"] == "pending"
+
+
+def test_a_manager_cancels_through_the_json_api(zope):
+    job_id = zope.post("/@@put-record", data={"token": token(), "delay": 3600},
+                       auth=ADMIN).text
+    answer = zope.post(f"/@@zasync/api/jobs/{job_id}/cancel", auth=ADMIN)
+    assert answer.status == 200, answer.text
+    assert answer.json()["result"] == "ok"
+    assert zope.get(f"/@@zasync/api/jobs/{job_id}", auth=ADMIN).json()["status"] == "completed"
+
+
+def test_a_managers_form_needs_its_csrf_token(zope):
+    job_id = zope.post("/@@put-record", data={"token": token(), "delay": 3600},
+                       auth=ADMIN).text
+    page = zope.get(f"/@@zasync/jobs/{job_id}", auth=ADMIN)
+    assert page.status == 200
+    form_token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    cookie = page.headers["Set-Cookie"].split(";", 1)[0]
+    assert cookie.startswith("zasync_csrf=")
+    assert "Path=/@@zasync" in page.headers["Set-Cookie"]
+    forged = zope.post(f"/@@zasync/jobs/{job_id}/remove", data={"csrf_token": "forged"},
+                       auth=ADMIN, headers={"Cookie": cookie})
+    assert forged.status == 403
+    assert zope.get(f"/@@zasync/api/jobs/{job_id}", auth=ADMIN).json()["status"] == "pending"
+    done = zope.post(f"/@@zasync/jobs/{job_id}/remove", data={"csrf_token": form_token},
+                     auth=ADMIN, headers={"Cookie": cookie})
+    assert done.status == 303, done.text
+    location = urllib.parse.urlsplit(done.headers["Location"])
+    assert (location.path, location.query) == ("/@@zasync/jobs", f"done=remove&job={job_id}")
+    assert zope.get(f"/@@zasync/api/jobs/{job_id}", auth=ADMIN).status == 404

@@ -13,8 +13,10 @@ from zasync_zope_app import jobs
 
 
 class Setup(BrowserView):
-    """Make the folder /docs (a site) with the document /docs/doc1, and the
-    records of the jobs."""
+    """Make the folder /docs (a site) with the document /docs/doc1, the
+    records of the jobs, and two users besides the admin: 'viewer', whose
+    role JobViewer has the permission to view jobs but not to manage them,
+    and 'member', who has neither."""
 
     def __call__(self):
         from OFS.Folder import Folder
@@ -29,6 +31,11 @@ class Setup(BrowserView):
             enableSite(docs)
             docs.setSiteManager(PersistentComponents("docs", bases=(base,)))
             docs._setObject("doc1", Folder("doc1"))
+        if "JobViewer" not in app.valid_roles():
+            app._addRole("JobViewer")
+            app.manage_permission("zasync: View jobs", ["Manager", "JobViewer"], 0)
+            app.acl_users._doAddUser("viewer", "viewer-pw", ["JobViewer"], [])
+            app.acl_users._doAddUser("member", "member-pw", [], [])
         return "ok"
 
 
