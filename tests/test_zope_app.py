@@ -21,7 +21,7 @@ MEMBER = ("member", "member-pw")     # authenticated, may do neither
 TIMEOUT = 60
 
 
-@pytest.fixture(scope="module", params=["main", "async"])
+@pytest.fixture(scope="module", params=["main", "async", "zeo"])
 def zope(request, tmp_path_factory):
     instance = ZopeInstance(tmp_path_factory.mktemp(f"zope-{request.param}"),
                             request.param).make()

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -63,9 +64,14 @@ class Answer:
         return json.loads(self.body)
 
 
+#: the ZEO server's address in the docs' examples, replaced by a free port
+DOC_ZEO_ADDRESS = "127.0.0.1:8100"
+
+
 class ZopeInstance:
     """A Zope instance of the `layout` 'main' (the queues in the main
-    database) or 'async' (in a database of their own)."""
+    database), 'async' (in a database of their own) or 'zeo' (both
+    databases storages of a ZEO server that the instance starts first)."""
 
     def __init__(self, folder, layout):
         self.folder = str(folder)
@@ -73,6 +79,8 @@ class ZopeInstance:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = None
+        self.zeo = None
+        self.zeo_address = f"127.0.0.1:{free_port()}"
         self.log_path = os.path.join(self.folder, "runwsgi.log")
 
     # -- making it -----------------------------------------------------------
@@ -89,6 +97,11 @@ class ZopeInstance:
         with open(os.path.join(includes, "zasync_zope_app-configure.zcml"), "w") as f:
             f.write('<include xmlns="http://namespaces.zope.org/zope" '
                     'package="zasync_zope_app" />\n')
+        if self.layout == "zeo":
+            text = doc_block("zeo.conf")
+            assert DOC_ZEO_ADDRESS in text, text
+            with open(os.path.join(etc, "zeo.conf"), "w") as f:
+                f.write(text.replace(DOC_ZEO_ADDRESS, self.zeo_address))
         return self
 
     @staticmethod
@@ -101,14 +114,19 @@ class ZopeInstance:
     def _site_zcml(self, text):
         anchor = '<include package="Zope2.App" />'
         assert anchor in text, text
-        ours = textwrap.indent(doc_block(f"site.zcml ({self.layout})"), "  ")
+        layout = "async" if self.layout == "zeo" else self.layout
+        ours = textwrap.indent(doc_block(f"site.zcml ({layout})"), "  ")
         return text.replace(anchor, anchor + "\n\n" + ours, 1)
 
     def _zope_conf(self, text):
         # mkwsgiinstance's one database is replaced by the documented ones
         sections = re.compile(r"<zodb_db main>.*?</zodb_db>\n", re.S)
         assert sections.search(text), text
-        return sections.sub(lambda m: doc_block(f"zope.conf ({self.layout})"), text, 1)
+        ours = doc_block(f"zope.conf ({self.layout})")
+        if self.layout == "zeo":
+            assert DOC_ZEO_ADDRESS in ours, ours
+            ours = ours.replace(DOC_ZEO_ADDRESS, self.zeo_address)
+        return sections.sub(lambda m: ours, text, 1)
 
     def _zope_ini(self, text):
         assert "port = 8080" in text, text
@@ -116,9 +134,45 @@ class ZopeInstance:
 
     # -- running it ----------------------------------------------------------
 
-    def start(self, timeout=90.0):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    def _env(self):
+        return dict(os.environ, PYTHONPATH=os.pathsep.join(
             [HERE] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+
+    def start_zeo(self, timeout=60.0):
+        """Start the ZEO server of zeo.conf, from the instance's folder (its
+        paths are relative), and wait until it accepts connections."""
+        log = open(os.path.join(self.folder, "runzeo.log"), "ab")
+        self.zeo = subprocess.Popen(
+            [os.path.join(BIN, "runzeo"), "-C", os.path.join(self.folder, "etc", "zeo.conf")],
+            cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, env=self._env())
+        log.close()
+        host, port = self.zeo_address.split(":")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.zeo.poll() is not None:
+                raise RuntimeError(f"runzeo exited with {self.zeo.returncode}")
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"the ZEO server did not listen in {timeout} s")
+
+    def stop_zeo(self, timeout=30.0):
+        zeo, self.zeo = self.zeo, None
+        if zeo is None or zeo.poll() is not None:
+            return
+        os.kill(zeo.pid, signal.SIGTERM)
+        try:
+            zeo.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(zeo.pid, signal.SIGKILL)
+            zeo.wait()
+
+    def start(self, timeout=90.0):
+        if self.layout == "zeo" and self.zeo is None:
+            self.start_zeo()
+        env = self._env()
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [os.path.join(BIN, "runwsgi"), os.path.join(self.folder, "etc", "zope.ini")],
@@ -142,15 +196,18 @@ class ZopeInstance:
         """Ctrl-C (SIGINT) to runwsgi, as an operator stops it; SIGKILL if
         it has not stopped in `timeout` seconds.  Returns its exit code."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return None if process is None else process.returncode
-        os.kill(process.pid, signal.SIGINT)
         try:
-            return process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-            raise
+            if process is None or process.poll() is not None:
+                return None if process is None else process.returncode
+            os.kill(process.pid, signal.SIGINT)
+            try:
+                return process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+                raise
+        finally:
+            self.stop_zeo()
 
     def log(self):
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
