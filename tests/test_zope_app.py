@@ -148,6 +148,16 @@ def test_a_job_put_through_a_virtual_host_sees_its_urls(zope):
     assert seen["path"] == "/docs/doc1"
 
 
+def test_a_job_whose_user_was_removed_fails_saying_so(zope):
+    # the job waits 3 s in its queue, in which its user is removed
+    job_id = zope.post("/docs/doc1/@@put-whoami", data={"token": token(), "delay": 3},
+                       auth=("leaver", "leaver-pw")).text
+    assert zope.post("/@@remove-user", data={"name": "leaver"}, auth=ADMIN).status == 200
+    done = wait_until(lambda: job_done(zope, job_id), "the job")
+    assert "ContextLostError" in done["failure"]
+    assert "user 'leaver' who put it is no longer in /acl_users" in done["failure"]
+
+
 def test_a_method_of_a_stored_object_runs_on_it_in_its_chain(zope):
     job_id = zope.post("/docs/doc1/@@put-method", auth=ADMIN).text
     done = wait_until(lambda: job_done(zope, job_id), "the job")

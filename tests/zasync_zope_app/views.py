@@ -36,6 +36,7 @@ class Setup(BrowserView):
             app.manage_permission("zasync: View jobs", ["Manager", "JobViewer"], 0)
             app.acl_users._doAddUser("viewer", "viewer-pw", ["JobViewer"], [])
             app.acl_users._doAddUser("member", "member-pw", [], [])
+            app.acl_users._doAddUser("leaver", "leaver-pw", [], [])
         return "ok"
 
 
@@ -62,8 +63,19 @@ class PutWhoami(BrowserView):
     """Put a job that records where and as whom it runs."""
 
     def __call__(self):
-        job = IQueue(self.context).put(jobs.whoami, self.context, self.request["token"])
+        delay = float(self.request.get("delay", 0))
+        job = IQueue(self.context).put(
+            zasync.Job(jobs.whoami, self.context, self.request["token"]),
+            begin_after=zasync.clock.now() + datetime.timedelta(seconds=delay))
         return job.id
+
+
+class RemoveUser(BrowserView):
+    """Remove a user of the root's user folder."""
+
+    def __call__(self):
+        self.context.getPhysicalRoot().acl_users._doDelUsers([self.request["name"]])
+        return "removed"
 
 
 class PutMethod(BrowserView):
