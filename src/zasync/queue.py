@@ -38,8 +38,9 @@ import persistent
 from BTrees.OOBTree import OOBTree
 from zope.interface import implementer
 
-from zasync import clock, context, events
+from zasync import clock, events
 from zasync.claim import Claiming, _pending_key, _wake_after_commit
+from zasync.context import captured_on_put
 from zasync.interfaces import (
     CALLBACKS, NEW, PENDING, AlreadyQueuedError,
     ConfigurationError, IJob, IQueue, IQueues, IRetryPolicy,
@@ -162,7 +163,6 @@ class Queue(Claiming, persistent.Persistent):
             if holder is not None:
                 return holder    # writes nothing: the job of the key stands
 
-        context.captured_on_put(job)   # nothing unless configured
         job.begin_after = begin_after
         job.begin_by = begin_by
         job.priority = priority
@@ -178,6 +178,7 @@ class Queue(Claiming, persistent.Persistent):
         job._queue = self
         for callback in job._callbacks:
             callback._queue = self
+        captured_on_put(job)     # nothing unless an application configured it
         job._set_status(PENDING, now)
         if job._p_jar is None:
             jar.add(job)
