@@ -177,6 +177,11 @@ def test_the_web_view_is_refused_to_an_anonymous_visitor(zope):
     assert answer.status == 401
 
 
+def test_the_web_view_is_offered_on_the_root_and_on_sites_only(zope):
+    assert zope.get("/docs/@@zasync/jobs", auth=ADMIN).status == 200    # a site
+    assert zope.get("/docs/doc1/@@zasync/jobs", auth=ADMIN).status == 404
+
+
 def test_the_web_view_shows_the_jobs_to_the_manager(zope):
     job_id = zope.post("/@@put-record", data={"token": "shown-argument"}, auth=ADMIN).text
     overview = zope.get("/@@zasync", auth=ADMIN)

@@ -1,7 +1,7 @@
 """The web view inside a Zope site, under Zope's own authentication.
 
 ``zasync``'s ``zope.zcml`` registers `JobsView` as the browser view
-``@@zasync`` of every object, protected by the permission ``zasync: View
+``@@zasync`` of the application root and of sites, protected by the permission ``zasync: View
 jobs`` (granted to Manager by default): Zope authenticates the visitor and
 refuses the view, its pages, its JSON API and the job arguments they show,
 to whoever lacks it.  Actions (cancel, retry, dismiss, remove) need
