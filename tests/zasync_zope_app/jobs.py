@@ -16,9 +16,9 @@ def records(app):
 
 
 def _write(target, token, seen):
-    root = target.getPhysicalRoot() if hasattr(target, "getPhysicalRoot") else target
-    book = records(root) if root is not None else None
-    runs = book.get(token, {}).get("runs", 0) if book is not None else 0
+    # getPhysicalRoot() needs the acquisition chain: a bare argument fails
+    book = records(target.getPhysicalRoot())
+    runs = book.get(token, {}).get("runs", 0)
     book[token] = dict(seen, runs=runs + 1)
 
 
