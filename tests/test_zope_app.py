@@ -191,6 +191,8 @@ def test_the_web_view_shows_the_jobs_to_the_manager(zope):
     assert page.status == 200 and "shown-argument" in page.text
     api = zope.get(f"/@@zasync/api/jobs/{job_id}", auth=ADMIN)
     assert api.status == 200 and api.json()["id"] == job_id
+    style = zope.get("/@@zasync/static/zasync.css", auth=ADMIN)
+    assert style.status == 200 and style.headers["Content-Type"].startswith("text/css")
 
 
 def test_the_web_view_is_refused_to_a_user_without_the_view_permission(zope):
