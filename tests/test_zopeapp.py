@@ -44,3 +44,27 @@ def test_put_refuses_a_job_with_positional_arguments(db):
     with db.transaction() as conn:
         with pytest.raises(ConfigurationError, match="give arguments to Job"):
             zopeapp.put(zasync.get_queue(conn), zasync.Job(zope_jobs.add, 1), 2)
+
+
+def test_an_application_without_zope_imports_none_of_it(tmp_path):
+    # a fresh interpreter: puts, runs a job, and looks at what it imported
+    import subprocess
+    import sys
+    script = f"""
+import sys, zasync, zasync.testing
+db = zasync.open_db({str(tmp_path / "Data.fs")!r})
+zasync.install(db)
+with zasync.testing.running_dispatcher(db, threads=1):
+    with db.transaction() as conn:
+        job = zasync.get_queue(conn).put(len, "abc")
+    assert zasync.wait_for(job, timeout=30).result == 3
+db.close()
+print(sorted(name for name in sys.modules
+             if name.split(".")[0] in ("Zope2", "OFS", "Acquisition", "AccessControl",
+                                       "Testing", "Products")
+             or name == "zasync.zopeapp"))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
