@@ -38,6 +38,14 @@ def token():
     return uuid.uuid4().hex
 
 
+def put(zope, path, auth=ADMIN, **data):
+    """POST to a view that puts a job; return the job's id."""
+    answer = zope.post(path, data=data, auth=auth)
+    assert answer.status == 200, (f"{path}: {answer.status} {answer.text[:200]}; "
+                                  f"the instance logged {zope.errors()}")
+    return answer.text
+
+
 def state(zope, job_id=None):
     answer = zope.get("/@@zasync-test-state" + (f"?job={job_id}" if job_id else ""),
                       auth=ADMIN)
@@ -102,7 +110,7 @@ def test_a_put_in_a_request_that_fails_leaves_no_job(zope):
     lost, kept = token(), token()
     answer = zope.post("/@@put-then-fail", data={"token": lost}, auth=ADMIN)
     assert answer.status == 500
-    job_id = zope.post("/@@put-record", data={"token": kept}, auth=ADMIN).text
+    job_id = put(zope, "/@@put-record", token=kept)
     assert wait_until(lambda: job_done(zope, job_id), "the job put after")
     jobs = zope.get("/@@zasync/api/jobs?limit=1000", auth=ADMIN)
     assert jobs.status == 200, jobs.text
@@ -114,7 +122,7 @@ def test_a_put_in_a_request_that_fails_leaves_no_job(zope):
 
 def test_a_job_runs_as_its_user_in_its_site_with_its_acquisition_chain(zope):
     mark = token()
-    job_id = zope.post("/docs/doc1/@@put-whoami", data={"token": mark}, auth=ADMIN).text
+    job_id = put(zope, "/docs/doc1/@@put-whoami", token=mark)
     done = wait_until(lambda: job_done(zope, job_id), "the job")
     assert done["failure"] is None
     seen = records_of(zope, [mark])[mark]
@@ -127,9 +135,8 @@ def test_a_job_runs_as_its_user_in_its_site_with_its_acquisition_chain(zope):
 
 def test_a_job_put_by_an_anonymous_visitor_runs_as_anonymous(zope):
     mark = token()
-    answer = zope.post("/docs/doc1/@@put-whoami", data={"token": mark})
-    assert answer.status == 200, answer.text
-    assert wait_until(lambda: job_done(zope, answer.text), "the job")["failure"] is None
+    job_id = put(zope, "/docs/doc1/@@put-whoami", auth=None, token=mark)
+    assert wait_until(lambda: job_done(zope, job_id), "the job")["failure"] is None
     seen = records_of(zope, [mark])[mark]
     assert (seen["user"], seen["user_name"]) == (None, "Anonymous User")
     assert seen["url"] == f"{zope.url}/docs/doc1"
@@ -139,8 +146,7 @@ def test_a_job_put_through_a_virtual_host_sees_its_urls(zope):
     mark = token()
     path = ("/VirtualHostBase/https/www.example.org:443/docs/VirtualHostRoot/_vh_news"
             "/doc1/@@put-whoami")
-    job_id = zope.post(path, data={"token": mark}, auth=ADMIN).text
-    assert len(job_id) < 64, job_id
+    job_id = put(zope, path, token=mark)
     done = wait_until(lambda: job_done(zope, job_id), "the job")
     assert done["failure"] is None
     seen = records_of(zope, [mark])[mark]
@@ -150,8 +156,8 @@ def test_a_job_put_through_a_virtual_host_sees_its_urls(zope):
 
 def test_a_job_whose_user_was_removed_fails_saying_so(zope):
     # the job waits 3 s in its queue, in which its user is removed
-    job_id = zope.post("/docs/doc1/@@put-whoami", data={"token": token(), "delay": 3},
-                       auth=("leaver", "leaver-pw")).text
+    job_id = put(zope, "/docs/doc1/@@put-whoami", auth=("leaver", "leaver-pw"),
+                 token=token(), delay=3)
     assert zope.post("/@@remove-user", data={"name": "leaver"}, auth=ADMIN).status == 200
     done = wait_until(lambda: job_done(zope, job_id), "the job")
     assert "ContextLostError" in done["failure"]
@@ -159,7 +165,7 @@ def test_a_job_whose_user_was_removed_fails_saying_so(zope):
 
 
 def test_a_method_of_a_stored_object_runs_on_it_in_its_chain(zope):
-    job_id = zope.post("/docs/doc1/@@put-method", auth=ADMIN).text
+    job_id = put(zope, "/docs/doc1/@@put-method")
     done = wait_until(lambda: job_done(zope, job_id), "the job")
     assert (done["failure"], done["result"]) == (None, f"{zope.url}/docs/doc1")
 
@@ -167,7 +173,7 @@ def test_a_method_of_a_stored_object_runs_on_it_in_its_chain(zope):
 # -- the web view ----------------------------------------------------------
 
 def test_the_web_view_is_refused_to_an_anonymous_visitor(zope):
-    job_id = zope.post("/@@put-record", data={"token": "secret-argument"}, auth=ADMIN).text
+    job_id = put(zope, "/@@put-record", token="secret-argument")
     for path in ("/@@zasync", "/@@zasync/jobs", f"/@@zasync/jobs/{job_id}",
                  "/@@zasync/api/jobs", f"/@@zasync/api/jobs/{job_id}"):
         answer = zope.get(path)
@@ -183,7 +189,7 @@ def test_the_web_view_is_offered_on_the_root_and_on_sites_only(zope):
 
 
 def test_the_web_view_shows_the_jobs_to_the_manager(zope):
-    job_id = zope.post("/@@put-record", data={"token": "shown-argument"}, auth=ADMIN).text
+    job_id = put(zope, "/@@put-record", token="shown-argument")
     overview = zope.get("/@@zasync", auth=ADMIN)
     assert overview.status == 200, overview.text
     assert 'href="/@@zasync/jobs"' in overview.text
@@ -196,7 +202,7 @@ def test_the_web_view_shows_the_jobs_to_the_manager(zope):
 
 
 def test_the_web_view_is_refused_to_a_user_without_the_view_permission(zope):
-    job_id = zope.post("/@@put-record", data={"token": "member-cannot-see"}, auth=ADMIN).text
+    job_id = put(zope, "/@@put-record", token="member-cannot-see")
     for path in ("/@@zasync", f"/@@zasync/jobs/{job_id}", f"/@@zasync/api/jobs/{job_id}"):
         answer = zope.get(path, auth=MEMBER)
         assert answer.status == 401, (path, answer.status)
@@ -204,8 +210,7 @@ def test_the_web_view_is_refused_to_a_user_without_the_view_permission(zope):
 
 
 def test_a_viewer_sees_the_jobs_and_cannot_act_on_them(zope):
-    job_id = zope.post("/@@put-record", data={"token": "viewer-sees", "delay": 3600},
-                       auth=ADMIN).text
+    job_id = put(zope, "/@@put-record", token="viewer-sees", delay=3600)
     page = zope.get(f"/@@zasync/jobs/{job_id}", auth=VIEWER)
     assert page.status == 200 and "viewer-sees" in page.text
     answer = zope.post(f"/@@zasync/api/jobs/{job_id}/cancel", auth=VIEWER)
@@ -215,8 +220,7 @@ def test_a_viewer_sees_the_jobs_and_cannot_act_on_them(zope):
 
 
 def test_a_manager_cancels_through_the_json_api(zope):
-    job_id = zope.post("/@@put-record", data={"token": token(), "delay": 3600},
-                       auth=ADMIN).text
+    job_id = put(zope, "/@@put-record", token=token(), delay=3600)
     answer = zope.post(f"/@@zasync/api/jobs/{job_id}/cancel", auth=ADMIN)
     assert answer.status == 200, answer.text
     assert answer.json()["result"] == "ok"
@@ -224,8 +228,7 @@ def test_a_manager_cancels_through_the_json_api(zope):
 
 
 def test_a_managers_form_needs_its_csrf_token(zope):
-    job_id = zope.post("/@@put-record", data={"token": token(), "delay": 3600},
-                       auth=ADMIN).text
+    job_id = put(zope, "/@@put-record", token=token(), delay=3600)
     page = zope.get(f"/@@zasync/jobs/{job_id}", auth=ADMIN)
     assert page.status == 200
     form_token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
