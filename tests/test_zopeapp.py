@@ -2,6 +2,8 @@
 nothing is captured outside a Zope request.  Its work inside a real
 instance is tested over HTTP in test_zope_app.py."""
 
+import os
+
 import pytest
 from zope.interface.verify import verifyObject
 
@@ -10,6 +12,17 @@ from zasync import context, zopeapp
 from zasync.interfaces import ConfigurationError, IJobContext
 
 import zope_jobs
+
+
+@pytest.fixture(autouse=True)
+def environment():
+    """Importing Zope's AccessControl sets INSTANCE_HOME and CLIENT_HOME
+    in the environment (App.FindHomes); other tests' dispatchers would
+    look for their id files there, so the environment is put back."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def test_a_zope_context_provides_its_interface():
