@@ -53,6 +53,9 @@ setup(
     extras_require={
         "test": [
             "pytest >= 7.0",
+            # a real Zope instance (mkwsgiinstance, runwsgi) for
+            # tests/test_zope_app.py; [wsgi] brings the Paste its zope.ini uses
+            "Zope[wsgi] >= 5.8",
             # RelStorage on the local PostgreSQL (tests/test_relstorage.py);
             # the binary psycopg2 needs no compiler or libpq headers.
             "RelStorage >= 3.5",
@@ -73,8 +76,12 @@ setup(
             "Sphinx >= 7.0",
             "repoze.sphinx.autointerface >= 1.0",
         ],
-        # running jobs as the principal who put them (zasync.context)
+        # running jobs as the principal who put them (zasync.context); in
+        # Zope, in the site, as the user and with the URLs of the request
+        # that put them (zasync.zopeapp), and the web view inside Zope
+        # (zope.zcml).  Zope 5 needs ZODB < 6.1.
         "zope": [
+            "Zope[wsgi] >= 5.8",
             "zope.security >= 5.0",
         ],
         # zasync.pyramid: the queues of a pyramid_zodbconn application

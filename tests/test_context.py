@@ -203,3 +203,60 @@ def test_bad_contexts_are_refused_where_given(db):
         context.PrincipalContext("eve", lookup=lambda id: id)
     with pytest.raises(ConfigurationError, match="arguments to Job"):
         context.put(None, job, 1)
+
+
+def test_a_context_may_change_the_arguments_the_callable_receives(db, dispatcher):
+    with db.transaction() as conn:
+        job = context.attach(zasync.Job(zope_jobs.add, 20, 1), zope_jobs.Doubling())
+        callback = job.add_callback(zasync.Job(zope_jobs.add, 100))
+        zasync.get_queue(conn).put(job)
+    done = zasync.wait_for(job, timeout=TIMEOUT)
+    assert done.result == 42
+    assert done.args == (20, 1)     # what is stored stays as it was
+    with db.transaction() as conn:
+        # the callback runs in its parent's context too: add(42, 200)
+        assert conn.get(callback._p_oid).result == 242
+    # outside its contexts the callable gets its arguments as stored
+    assert context.prepared_call(zope_jobs.add, (1, 2), {}) == (zope_jobs.add, (1, 2), {})
+
+
+def test_capture_on_put_gives_every_put_its_contexts(db, dispatcher):
+    context.capture_on_put(zope_jobs.capture_recording)
+    try:
+        with db.transaction() as conn:
+            queue = zasync.get_queue(conn)
+            captured = queue.put(zope_jobs.add, 1, 2)
+            ignored = queue.put(zope_jobs.whoami)
+            given = queue.put(context.attach(zasync.Job(zope_jobs.add, 2, 2),
+                                             zope_jobs.Recording("given")))
+            assert [c.name for c in captured.contexts] == ["captured add"]
+            assert context.contexts_of(ignored) == () and [c.name for c in given.contexts] == ["given"]
+        for job in (captured, ignored, given):
+            assert zasync.wait_for(job, timeout=TIMEOUT).failure is None
+        assert ("set_up", "captured add") in zope_jobs.context_log
+    finally:
+        context.stop_capturing_on_put(zope_jobs.capture_recording)
+    with db.transaction() as conn:
+        assert context.contexts_of(zasync.get_queue(conn).put(zope_jobs.add, 1, 2)) == ()
+
+
+def test_the_capture_directive_captures_until_the_configuration_is_cleaned_up(db):
+    from zope.configuration import xmlconfig
+    xmlconfig.string("""
+        <configure xmlns:zasync="http://namespaces.zope.org/zasync">
+          <include package="zasync" file="meta.zcml" />
+          <zasync:capture handler="zope_jobs.capture_recording" />
+        </configure>""")
+    with db.transaction() as conn:
+        job = zasync.get_queue(conn).put(zope_jobs.add, 1, 2)
+        assert [c.name for c in job.contexts] == ["captured add"]
+        transaction.abort()
+    zope.component.testing.tearDown()     # as a test suite's clean-up does
+    zope.component.testing.setUp()
+    with db.transaction() as conn:
+        assert context.contexts_of(zasync.get_queue(conn).put(zope_jobs.add, 1, 2)) == ()
+
+
+def test_capture_on_put_refuses_what_it_cannot_call():
+    with pytest.raises(ConfigurationError, match="capture=42: expected a callable"):
+        context.capture_on_put(42)

@@ -174,3 +174,26 @@ class Recording:
         context_log.append(("tear_down", self.name, state))
         if self.fail_in == "tear_down":
             raise RuntimeError(f"{self.name} cannot tear down")
+
+
+def capture_recording(job):
+    """A capture for `zasync.context.capture_on_put`: records the job's
+    callable name, or nothing for a job of `whoami`."""
+    if job.callable is whoami:
+        return None
+    return (Recording(f"captured {job.callable.__name__}"),)
+
+
+@implementer(zasync.interfaces.IJobContext)
+class Doubling:
+    """A job context that hands the callable its int arguments doubled."""
+
+    def set_up(self, job):
+        return 2
+
+    def tear_down(self, job, state):
+        pass
+
+    def prepare_call(self, job, state, callable, args, kwargs):
+        double = [arg * state if isinstance(arg, int) else arg for arg in args]
+        return callable, tuple(double), kwargs

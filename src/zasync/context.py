@@ -13,12 +13,25 @@ references to persistent objects.  `SiteContext` keeps a reference to the
 site, which the worker loads through the job's own connection; the
 `PrincipalContext` keeps the principal's id, not the principal.
 
+A context may also change what the callable receives: one with a
+``prepare_call(job, state, callable, args, kwargs)`` method returns the
+callable and arguments to call instead (`zasync.zopeapp.ZopeContext` wraps
+them in their acquisition chains); the job's stored arguments are not
+changed.
+
+`capture()` may be extended: `capture_on_put(capture)` (or the
+``<zasync:capture>`` ZCML directive) makes every put that is not given
+contexts ask `capture(job)` for them; `zasync.zopeapp.capture` finds those
+of a Zope request.  Without it, a put looks for nothing.
+
 Whoever can write a job into the database can name any principal: the
 database is trusted, as it is for everything else stored in it.
 """
 
 import contextlib
+import functools
 import logging
+import threading
 
 import persistent
 from zope.interface import implementer
@@ -27,6 +40,13 @@ from zasync import storable
 from zasync.interfaces import ConfigurationError, IJob, IJobContext
 
 logger = logging.getLogger(__name__)
+
+#: The preparers of the contexts applied in each thread (see `prepared_call`).
+_local = threading.local()
+
+#: The functions every put asks for the contexts of a job given none
+#: (see `capture_on_put`); empty unless an application configures one.
+_put_captures = []
 
 
 def contexts_of(job):
@@ -76,6 +96,50 @@ def put(queue, job, *args, contexts=None, **kwargs):
     return queue.put(job, **options)
 
 
+def capture_on_put(capture):
+    """Make every `IQueue.put` of a job without contexts attach those that
+    `capture(job)` returns (a sequence of `IJobContext`, or None for none).
+    ``zasync.zopeapp.capture`` gives a Zope request's.  Return `capture`."""
+    if not callable(capture):
+        raise ConfigurationError(
+            f"capture={capture!r}: expected a callable taking the job being "
+            f"put and returning its contexts (or None)")
+    if capture not in _put_captures:
+        _put_captures.append(capture)
+    return capture
+
+
+def stop_capturing_on_put(capture=None):
+    """Undo `capture_on_put` for `capture` (for all when None)."""
+    if capture is None:
+        del _put_captures[:]
+    elif capture in _put_captures:
+        _put_captures.remove(capture)
+
+
+def captured_on_put(job):
+    """Attach to `job` the contexts that the functions of `capture_on_put`
+    find, if it has none; called by `IQueue.put`."""
+    if not _put_captures or getattr(job, "contexts", ()):
+        return
+    found = []
+    for capture in _put_captures:
+        found.extend(capture(job) or ())
+    if found:
+        attach(job, *found)
+
+
+def prepared_call(callable_, args, kwargs):
+    """The callable and arguments a job calls: as stored, or as changed by
+    the ``prepare_call`` of the contexts applied in this thread."""
+    preparers = getattr(_local, "preparers", None)
+    if not preparers:
+        return callable_, args, kwargs
+    for prepare in preparers:
+        callable_, args, kwargs = prepare(callable_, args, kwargs)
+    return callable_, args, kwargs
+
+
 def capture():
     """The contexts of the calling thread: its site, when one is set and
     stored in the database, and the principals of its security interaction,
@@ -119,13 +183,23 @@ def applied(job):
         yield
         return
     done = []
+    preparers = getattr(_local, "preparers", None)
+    if preparers is None:
+        preparers = _local.preparers = []
+    depth = len(preparers)
     try:
         for context in contexts:
-            done.append((context, context.set_up(job)))
+            state = context.set_up(job)
+            done.append((context, state))
+            prepare = getattr(context, "prepare_call", None)
+            if prepare is not None:
+                preparers.append(functools.partial(prepare, job, state))
         yield
     except BaseException:
+        del preparers[depth:]
         _tear_down(job, done, raising=False)
         raise
+    del preparers[depth:]
     _tear_down(job, done, raising=True)
 
 
@@ -267,3 +341,39 @@ def _restore_interaction(management, previous):
     # thread's interaction is set back directly instead.
     if previous is not None:
         management.thread_local.interaction = previous
+
+
+# -- the <zasync:capture> ZCML directive -------------------------------------
+
+def capture_directive(_context, handler):
+    """The handler of ``<zasync:capture handler="..." />``: every put of a
+    job without contexts asks `handler(job)` for them (`capture_on_put`)."""
+    _context.action(discriminator=("zasync:capture", handler),
+                    callable=capture_on_put, args=(handler,))
+
+
+def _capture_directive_schema():
+    import zope.configuration.fields
+    from zope.interface import Interface
+
+    class ICaptureDirective(Interface):
+        """Capture the contexts of every job put without contexts."""
+
+        handler = zope.configuration.fields.GlobalObject(
+            title="Capture",
+            description="A function of the job being put that returns its "
+                        "contexts, or None: zasync.zopeapp.capture for a "
+                        "Zope request's site, user and URL.",
+            required=True)
+
+    return ICaptureDirective
+
+
+ICaptureDirective = _capture_directive_schema()
+
+try:
+    from zope.testing.cleanup import addCleanUp
+except ImportError:     # zope.testing is for test suites only
+    pass
+else:
+    addCleanUp(stop_capturing_on_put)

@@ -17,7 +17,7 @@ import persistent.mapping
 from ZODB.POSException import ConflictError
 from zope.interface import implementer
 
-from zasync import clock, events, local, storable, workflow
+from zasync import clock, context, events, local, storable, workflow
 from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, STATUSES,
@@ -365,7 +365,8 @@ class Job(persistent.Persistent):
 
     def _invoke(self, *extra):
         """Call the callable; callbacks get the parent's outcome in `extra`."""
-        return self.callable(*extra, *self.args, **self.kwargs)
+        call, args, kwargs = context.prepared_call(self.callable, self.args, self.kwargs)
+        return call(*extra, *args, **kwargs)
 
     def _complete(self, result=None, failure=None, dispatcher_id=None):
         """Store the outcome; return True if callbacks remain to run."""

@@ -44,6 +44,7 @@ from zope.interface import implementer
 
 from zasync import clock, events, instance, storable
 from zasync.claim import Claiming, _pending_key, _wake_after_commit
+from zasync.context import captured_on_put
 from zasync.interfaces import (
     CALLBACKS, NEW, PENDING, AlreadyQueuedError,
     ConfigurationError, IJob, IQueue, IQueues, IRetryPolicy,
@@ -241,6 +242,7 @@ class Queue(Claiming, persistent.Persistent):
         job._queue = self
         for callback in job._callbacks:
             callback._queue = self
+        captured_on_put(job)     # nothing unless an application configured it
         job._set_status(PENDING, now)
         if job._p_jar is None:
             jar.add(job)

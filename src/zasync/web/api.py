@@ -162,6 +162,9 @@ def _refused(ctx):
         return fail(ctx, 403, "actions are disabled: no credential is configured "
                               "for this server")
     how = ctx.credential
+    if how is None and guard.kind == "zope":
+        return fail(ctx, 403, "acting on jobs needs the Zope permission "
+                              "'zasync: Manage jobs' here")
     if how is None:
         scheme = "Bearer" if guard.kind == "token" else 'Basic realm="zasync"'
         return fail(ctx, 401, "give the credential: " + (

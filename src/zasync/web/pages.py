@@ -106,6 +106,10 @@ def _refused(ctx, doing):
         return _refuse(ctx, 403, "Actions are disabled",
                        "No credential is configured for this server, so nobody may "
                        "act on jobs: start it with --token, or --user and --password.")
+    if ctx.credential is None and ctx.guard.kind == "zope":
+        return _refuse(ctx, 403, "Not allowed",
+                       f"To {doing}, log in to the site as a user with the "
+                       f"permission 'zasync: Manage jobs'.")
     if ctx.credential is None:
         return _refuse(ctx, 403, "Log in first",
                        f"To {doing}, log in with the server's credential.")
