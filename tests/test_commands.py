@@ -502,3 +502,30 @@ def test_put_help_says_how_to_pass_keywords_and_strings_that_look_like_json():
     assert result.returncode == 0, result.stderr
     assert "NAME=VALUE" in result.stdout
     assert """'"a=b"'""" in result.stdout and """'"42"'""" in result.stdout
+
+
+# -- the database from the environment -----------------------------------------
+
+def test_zasync_db_names_the_database_and_the_command_line_wins(uri, tmp_path):
+    """ZASYNC_DB spares every command its --db; status says what it opened;
+    a --db given on the command line wins over it."""
+    with_env = zasync_cmd("status", ZASYNC_DB=uri)
+    assert with_env.returncode == 0, with_env.stderr
+    assert f"Database: {uri}" in with_env.stdout
+    as_json = zasync_cmd("status", "--json", ZASYNC_DB=uri)
+    assert json.loads(as_json.stdout)["database"] == uri
+
+    # A wrong ZASYNC_DB is overridden by --db ...
+    wrong = str(tmp_path / "nowhere" / "Data.fs")
+    overridden = zasync_cmd("status", "--db", uri, ZASYNC_DB=wrong)
+    assert overridden.returncode == 0, overridden.stderr
+    assert f"Database: {uri}" in overridden.stdout
+    # ... and named when it is the one used.
+    refused = zasync_cmd("status", ZASYNC_DB=wrong)
+    assert refused.returncode == 2
+    assert wrong in refused.stderr
+
+    # Neither: the message says both ways.
+    missing = zasync_cmd("jobs")
+    assert missing.returncode == 2
+    assert "--db" in missing.stderr and "ZASYNC_DB" in missing.stderr

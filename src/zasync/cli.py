@@ -76,15 +76,23 @@ def database_options(help_text):
     """The options that say which databases a command opens: ``--db``
     (repeated as NAME=URI for a multi-database), ``--queue-db`` and
     ``--zope-conf``; the command receives them as one `target`, a
-    `zasync.multidb.Databases`."""
+    `zasync.multidb.Databases`.
+
+    Each may come from the environment instead (``ZASYNC_DB``, its URIs
+    separated by spaces, ``ZASYNC_QUEUE_DB``, ``ZASYNC_ZOPE_CONF``), so
+    that a shell or a service file names the database once; what the
+    command line gives wins over all of them.
+    """
     def decorate(function):
         @functools.wraps(function)
         def command(db_values, queue_db, zope_conf, **kwargs):
             from zasync import multidb
+            db_values, zope_conf = _command_line_first(db_values, zope_conf)
             if not db_values and zope_conf is None:
                 raise click.UsageError(
                     "Missing option '--db' (or --zope-conf PATH): the database "
-                    "to open, e.g. --db zeo://127.0.0.1:8100")
+                    "to open, e.g. --db zeo://127.0.0.1:8100, or set ZASYNC_DB "
+                    "in the environment")
             try:
                 target = multidb.parse(db_values, queue_db, zope_conf)
             except ZasyncError as error:
@@ -92,20 +100,39 @@ def database_options(help_text):
                 raise click.BadParameter(str(error), param_hint=hint) from None
             return function(target=target, **kwargs)
         command = click.option(
-            "--zope-conf", default=None, metavar="PATH",
+            "--zope-conf", default=None, metavar="PATH", envvar="ZASYNC_ZOPE_CONF",
+            show_envvar=True,
             help="Open the databases of a Zope instance's zope.conf (its "
                  "<zodb_db> sections, the one mounted at / first) instead of --db.",
         )(command)
         command = click.option(
-            "--queue-db", default=None, metavar="NAME",
+            "--queue-db", default=None, metavar="NAME", envvar="ZASYNC_QUEUE_DB",
+            show_envvar=True,
             help="Of several databases, the one that keeps the queues.  "
                  "[default: the one named 'async']")(command)
         return click.option(
-            "--db", "db_values", multiple=True, metavar="URI",
+            "--db", "db_values", multiple=True, metavar="URI", envvar="ZASYNC_DB",
+            show_envvar=True,
             help=help_text + "  For a multi-database, repeat as --db NAME=URI, "
                  "the application's main database first, with the names the "
-                 "application gives them.")(command)
+                 "application gives them (in ZASYNC_DB: separated by spaces).",
+        )(command)
     return decorate
+
+
+def _command_line_first(db_values, zope_conf):
+    """Of --db and --zope-conf, drop one that came from the environment
+    when the other was given on the command line."""
+    context = click.get_current_context()
+    environment = click.core.ParameterSource.ENVIRONMENT
+    db_from_env = context.get_parameter_source("db_values") == environment
+    conf_from_env = context.get_parameter_source("zope_conf") == environment
+    if db_values and zope_conf is not None:
+        if db_from_env and not conf_from_env:
+            db_values = ()
+        elif conf_from_env and not db_from_env:
+            zope_conf = None
+    return db_values, zope_conf
 
 
 def _find_user_code(apps):

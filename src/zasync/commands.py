@@ -28,6 +28,7 @@ import click
 import transaction
 from rich.progress import (
     BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn)
+from rich.text import Text
 
 from zasync import clock, report, storable
 from zasync.cli import (
@@ -197,9 +198,12 @@ def status(target, as_json):
         queues = report.queue_counts(container)
         workers = report.worker_views(container)
     if as_json:
-        _echo_json({"queues": queues, "workers": [w.as_json() for w in workers]})
+        _echo_json({"database": str(target), "queues": queues,
+                    "workers": [w.as_json() for w in workers]})
     else:
-        report.print_status(report.console(), queues, workers)
+        out = report.console()
+        out.print(Text(f"Database: {target}"))
+        report.print_status(out, queues, workers)
 
 
 # -- jobs ----------------------------------------------------------------------
