@@ -1,11 +1,67 @@
 """Fixtures shared by the test modules: real storages, real servers."""
 
+import collections
 import os
 
 import pytest
 
 import zasync
 from zasync.testing import ZEOServer, installed_db
+
+
+# -- the longest tests: first, and saying why ------------------------------------
+#
+# The suite runs in parallel processes (pytest-xdist: ``pytest -n auto``, the
+# command of README.rst).  A test that takes long is marked
+# ``@pytest.mark.slow(reason="why it takes long")``; the slow tests are
+# collected first, so that one process starts them at once while the others
+# run the rest (started last, the longest test would run alone at the end).
+# The run ends with the list of the tests that took more than LONG_TEST
+# seconds, each with its reason, or with "no reason given" for one that
+# should say why or become faster.
+
+#: Seconds beyond which a test must say why it takes that long.
+LONG_TEST = 10.0
+
+
+def _slow_reason(item):
+    marker = item.get_closest_marker("slow")
+    if marker is None:
+        return None
+    return marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        reason = _slow_reason(item)
+        if reason is not None:
+            # a report carries its item's user_properties, also from an
+            # xdist worker to the process that prints the summary
+            item.user_properties.append(("slow", reason))
+    # A stable sort: every xdist worker must collect the same order.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_terminal_summary(terminalreporter):
+    seconds = collections.defaultdict(float)
+    reasons = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if isinstance(report, pytest.TestReport):
+                seconds[report.nodeid] += report.duration   # setup, call, teardown
+                reasons.update({report.nodeid: value for name, value
+                                in report.user_properties if name == "slow"})
+    long = sorted(((took, nodeid) for nodeid, took in seconds.items()
+                   if took > LONG_TEST), reverse=True)
+    if not long:
+        return
+    terminalreporter.section(f"tests that took more than {LONG_TEST:.0f} s, and why")
+    for took, nodeid in long:
+        reason = reasons.get(nodeid) or (
+            "NO REASON GIVEN: make it faster, or say why with "
+            "@pytest.mark.slow(reason=...)")
+        terminalreporter.write_line(f"{took:6.1f} s  {nodeid}")
+        terminalreporter.write_line(f"          {reason}")
 
 
 @pytest.fixture

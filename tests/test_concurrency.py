@@ -31,7 +31,8 @@ THREADS = 2
 TIMEOUT = 600.0
 
 
-@pytest.mark.slow
+@pytest.mark.slow(reason="16,000 jobs put by 8 producer processes, one commit each, "
+                         "and run by 2 worker processes: the load is what it tests")
 def test_producers_never_see_a_conflict_and_every_job_runs_exactly_once(tmp_path):
     total = PRODUCERS * PER_PRODUCER
     (tmp_path / "zeo").mkdir()
