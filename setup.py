@@ -53,6 +53,8 @@ setup(
     extras_require={
         "test": [
             "pytest >= 7.0",
+            # the suite in parallel processes (README.rst: pytest -n auto)
+            "pytest-xdist >= 3.0",
             # RelStorage on the local PostgreSQL (tests/test_relstorage.py);
             # the binary psycopg2 needs no compiler or libpq headers.
             "RelStorage >= 3.5",
