@@ -1,7 +1,7 @@
 """Fixtures shared by the test modules: real storages, real servers."""
 
 import collections
-import os
+import threading
 
 import pytest
 
@@ -80,12 +80,64 @@ def dispatcher(db):
         yield running
 
 
+class _SpareZEOServer:
+    """The ZEO server of the next test that needs one, started in a thread
+    while the tests before it run.
+
+    A server takes a second or so to start (a new interpreter that imports
+    ZODB and ZEO, then listens); started ahead, a test finds it listening.
+    Each test still gets a server of its own, with a new file: sharing one
+    server between tests would share their queues and dispatchers' records.
+    """
+
+    def __init__(self, tmp_path_factory):
+        self.tmp_path_factory = tmp_path_factory
+        self.server = self.thread = self.error = None
+
+    def prepare(self):
+        server = ZEOServer(str(self.tmp_path_factory.mktemp("zeo") / "Data.fs"))
+
+        def start():
+            try:
+                server.start()
+            except Exception as error:
+                self.error = error
+
+        self.server, self.error = server, None
+        self.thread = threading.Thread(target=start, name="spare ZEO server", daemon=True)
+        self.thread.start()
+
+    def take(self):
+        """The spare server, listening; the next one starts meanwhile."""
+        if self.thread is None:
+            self.prepare()
+        self.thread.join()
+        server, error = self.server, self.error
+        self.prepare()
+        if error is not None:
+            server.stop()
+            raise error
+        return server
+
+    def discard(self):
+        if self.thread is not None:
+            self.thread.join()
+            self.server.stop()
+
+
+@pytest.fixture(scope="session")
+def _spare_zeo_server(tmp_path_factory):
+    spare = _SpareZEOServer(tmp_path_factory)
+    yield spare
+    spare.discard()
+
+
 @pytest.fixture
-def zeo_server(tmp_path):
-    """A real ZEO server on a free loopback port, stopped by its pid."""
-    server = ZEOServer(str(tmp_path / "zeo" / "Data.fs"))
-    os.makedirs(os.path.dirname(server.path), exist_ok=True)
-    server.start()
+def zeo_server(_spare_zeo_server):
+    """A real ZEO server on a free loopback port, of this test alone and
+    serving a new FileStorage (`zeo_server.path`), stopped by its pid.  It
+    was started while the tests before ran (`_SpareZEOServer`)."""
+    server = _spare_zeo_server.take()
     yield server
     server.stop()
 
