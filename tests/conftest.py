@@ -1,6 +1,7 @@
 """Fixtures shared by the test modules: real storages, real servers."""
 
 import collections
+import os
 import threading
 
 import pytest
@@ -55,7 +56,10 @@ def pytest_terminal_summary(terminalreporter):
                    if took > LONG_TEST), reverse=True)
     if not long:
         return
-    terminalreporter.section(f"tests that took more than {LONG_TEST:.0f} s, and why")
+    # On a loaded machine more tests take long: the load says how much.
+    load = ", ".join(f"{each:.1f}" for each in os.getloadavg())
+    terminalreporter.section(f"tests that took more than {LONG_TEST:.0f} s, and why "
+                             f"(load average {load} on {os.cpu_count()} cores)")
     for took, nodeid in long:
         reason = reasons.get(nodeid) or (
             "NO REASON GIVEN: make it faster, or say why with "
