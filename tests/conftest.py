@@ -14,9 +14,12 @@ from zasync.testing import ZEOServer, installed_db
 #
 # The suite runs in parallel processes (pytest-xdist: ``pytest -n auto``, the
 # command of README.rst).  A test that takes long is marked
-# ``@pytest.mark.slow(reason="why it takes long")``; the slow tests are
-# collected first, so that one process starts them at once while the others
+# ``@pytest.mark.slow(reason="why it takes long")``, with ``seconds=`` if it
+# takes far longer than the others; the slow tests are collected first, the
+# longest first, so that one process starts them at once while the others
 # run the rest (started last, the longest test would run alone at the end).
+# The first is followed by a unit test: xdist's worksteal keeps the test
+# after the running one on its process, and a slow one would wait there.
 # The run ends with the list of the tests that took more than LONG_TEST
 # seconds, each with its reason, or with "no reason given" for one that
 # should say why or become faster.
@@ -39,8 +42,19 @@ def pytest_collection_modifyitems(config, items):
             # a report carries its item's user_properties, also from an
             # xdist worker to the process that prints the summary
             item.user_properties.append(("slow", reason))
+    def order(item):
+        marker = item.get_closest_marker("slow")
+        if marker is None:
+            return (1, 0)
+        return (0, -marker.kwargs.get("seconds", 0))
     # A stable sort: every xdist worker must collect the same order.
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    items.sort(key=order)
+    # A test that needs no fixture is a unit test: quick.
+    quick = next((index for index, item in enumerate(items)
+                  if item.get_closest_marker("slow") is None
+                  and getattr(item, "fixturenames", None) == []), None)
+    if quick is not None and quick > 1:
+        items.insert(1, items.pop(quick))
 
 
 def pytest_terminal_summary(terminalreporter):

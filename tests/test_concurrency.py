@@ -33,7 +33,8 @@ TIMEOUT = 900.0
 
 
 @pytest.mark.slow(reason="16,000 jobs put by 8 producer processes, one commit each, "
-                         "and run by 2 worker processes: the load is what it tests")
+                         "and run by 2 worker processes: the load is what it tests",
+                  seconds=150)
 def test_producers_never_see_a_conflict_and_every_job_runs_exactly_once(tmp_path):
     total = PRODUCERS * PER_PRODUCER
     (tmp_path / "zeo").mkdir()
