@@ -42,6 +42,7 @@ def pytest_collection_modifyitems(config, items):
             # a report carries its item's user_properties, also from an
             # xdist worker to the process that prints the summary
             item.user_properties.append(("slow", reason))
+
     def order(item):
         marker = item.get_closest_marker("slow")
         if marker is None:
