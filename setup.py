@@ -56,6 +56,8 @@ setup(
             # a real Zope instance (mkwsgiinstance, runwsgi) for
             # tests/test_zope_app.py; [wsgi] brings the Paste its zope.ini uses
             "Zope[wsgi] >= 5.8",
+            # the suite in parallel processes (README.rst: pytest -n auto)
+            "pytest-xdist >= 3.0",
             # RelStorage on the local PostgreSQL (tests/test_relstorage.py);
             # the binary psycopg2 needs no compiler or libpq headers.
             "RelStorage >= 3.5",

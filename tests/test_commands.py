@@ -235,6 +235,8 @@ def test_a_filestorage_open_in_another_process_is_refused(db, tmp_path):
 
 # -- with a worker process -------------------------------------------------------------
 
+@pytest.mark.slow(reason="a worker process and 14 `zasync` commands, most one after "
+                         "another, each a new interpreter that imports ZODB and ZEO")
 def test_put_wait_status_jobs_and_job_with_a_worker(uri, tmp_path):
     worker = Worker(uri, tmp_path)
     try:

@@ -7,14 +7,18 @@ processes, a worker killed with SIGKILL is recovered, a running job is
 cancelled, and concurrent producers never see a ConflictError.
 
 The tests use the PostgreSQL server on 127.0.0.1:5432 (user postgres,
-trust authentication) and databases of their own, zasync_test_hf and
-zasync_test_hp, dropped and created again for each run of this module.
+trust authentication) and databases of their own, created for each run of
+this module and dropped after it.  Their names (zasync_test_hf_... and
+zasync_test_hp_..., with the pid of the test process and a random part)
+differ from one run to the next, so that two runs at once, or the
+processes of ``pytest -n``, never share one.
 
 ZASYNC_REQUIRE_POSTGRES=1 (set it in CI) makes an unreachable server a
 failure; without it the tests are skipped, saying why.
 """
 
 import os
+import secrets
 import threading
 import time
 
@@ -29,7 +33,7 @@ from recovery_jobs import (
     wait_until, work)
 
 HOST, PORT, USER = "127.0.0.1", 5432, "postgres"
-#: storage kind -> (database, keep_history)
+#: storage kind -> (prefix of the database's name, keep_history)
 DATABASES = {
     "history-free": ("zasync_test_hf", "false"),
     "history-preserving": ("zasync_test_hp", "true"),
@@ -65,7 +69,8 @@ def _drop(name):
 @pytest.fixture(scope="module", params=sorted(DATABASES))
 def pg_uri(request):
     """The URI of a fresh RelStorage database of each kind."""
-    name, keep_history = DATABASES[request.param]
+    prefix, keep_history = DATABASES[request.param]
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
     try:
         _admin("SELECT 1")
     except Exception as error:
@@ -74,10 +79,11 @@ def pg_uri(request):
         if os.environ.get("ZASYNC_REQUIRE_POSTGRES") == "1":
             pytest.fail(message + "; ZASYNC_REQUIRE_POSTGRES=1 requires it")
         pytest.skip(message + "; set ZASYNC_REQUIRE_POSTGRES=1 to fail instead")
-    _drop(name)
     _admin(f"CREATE DATABASE {name}")
-    yield f"postgres://{USER}@{HOST}:{PORT}/{name}?keep_history={keep_history}"
-    _drop(name)
+    try:
+        yield f"postgres://{USER}@{HOST}:{PORT}/{name}?keep_history={keep_history}"
+    finally:
+        _drop(name)
 
 
 @pytest.fixture

@@ -20,7 +20,11 @@ def path(tmp_path):
 
 
 def run(*args):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+    # A table is as wide as rich finds the terminal; without a width given
+    # it asks the real fds 0-2, which are a pipe under pytest-xdist (80
+    # columns: the names are folded) and the developer's terminal otherwise.
+    return CliRunner(env={"COLUMNS": "200"}).invoke(main, list(args),
+                                                    catch_exceptions=False)
 
 
 def ok(*args):

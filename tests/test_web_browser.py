@@ -198,6 +198,9 @@ def log_in(page, base):
     assert "Logged in" in page.inner_text(".notice")
 
 
+@pytest.mark.slow(reason="watches a job of about 10 s (40 steps of 0.25 s) move its "
+                         "progress bar and complete, in Chromium, over a worker and "
+                         "`zasync web` processes")
 def test_progress_moves_and_pages_update_themselves(browser_page, start_stack):
     """Here the web view cannot import the jobs' code: it reads them, and
     cancelling a running job writes only its live state."""
@@ -249,6 +252,8 @@ def test_progress_moves_and_pages_update_themselves(browser_page, start_stack):
     assert [d for d in page.dialogs if d[0] != "confirm"] == []
 
 
+@pytest.mark.slow(reason="starts Chromium, a worker and `zasync web` processes, runs three "
+                         "jobs and walks six pages, logging in and dismissing on the way")
 def test_failures_in_the_banner_escaping_refusal_and_dismissal(browser_page, start_stack):
     stack = start_stack(web_imports_jobs=True)
     page = browser_page
