@@ -162,6 +162,13 @@ def _databases_of(db):
     return databases if isinstance(databases, dict) and databases else None
 
 
+def _entry(databases):
+    """What `serve` recorded for `databases` (under `_served_lock`), or None;
+    an id reused by another dict after the first was dropped is not it."""
+    entry = None if databases is None else _served.get(id(databases))
+    return entry if entry is not None and entry[0] is databases else None
+
+
 def serve(db, queue_names):
     """Record that this process's configuration serves `queue_names` in
     `db` (whether its dispatcher runs here or in worker processes)."""
@@ -169,8 +176,8 @@ def serve(db, queue_names):
     if databases is None:
         return
     with _served_lock:
-        entry = _served.get(id(databases))
-        if entry is None or entry[0] is not databases:
+        entry = _entry(databases)
+        if entry is None:
             entry = _served[id(databases)] = (databases, set())
         entry[1].update((db.database_name, name) for name in queue_names)
 
@@ -193,8 +200,8 @@ def served_databases(db):
     configuration serves, in name order (empty if nothing is configured)."""
     databases = _databases_of(db)
     with _served_lock:
-        entry = None if databases is None else _served.get(id(databases))
-        if entry is None or entry[0] is not databases:
+        entry = _entry(databases)
+        if entry is None:
             return []
         return sorted({name for name, _ in entry[1]})
 
@@ -209,8 +216,8 @@ def check_put(queue):
     if databases is None:
         return
     with _served_lock:
-        entry = _served.get(id(databases))
-        if entry is None or entry[0] is not databases:
+        entry = _entry(databases)
+        if entry is None:
             return
         if (db.database_name, queue.name) in entry[1]:
             return
