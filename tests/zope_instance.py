@@ -192,14 +192,15 @@ class ZopeInstance:
         self.stop()
         raise RuntimeError(f"Zope did not answer in {timeout} s:\n" + self.log())
 
-    def stop(self, timeout=60.0):
-        """Ctrl-C (SIGINT) to runwsgi, as an operator stops it; SIGKILL if
-        it has not stopped in `timeout` seconds.  Returns its exit code."""
+    def stop(self, timeout=60.0, sig=signal.SIGINT):
+        """Ctrl-C (SIGINT) to runwsgi, as an operator stops it, or `sig`
+        (SIGTERM, as a supervisor stops it); SIGKILL if it has not stopped
+        in `timeout` seconds.  Returns its exit code."""
         process, self.process = self.process, None
         try:
             if process is None or process.poll() is not None:
                 return None if process is None else process.returncode
-            os.kill(process.pid, signal.SIGINT)
+            os.kill(process.pid, sig)
             try:
                 return process.wait(timeout)
             except subprocess.TimeoutExpired:

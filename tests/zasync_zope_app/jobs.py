@@ -46,3 +46,15 @@ def whoami(target, token):
     }
     _write(target, token, seen)
     return seen["url"]
+
+
+def record_slowly(target, token, seconds, started_file):
+    """Say that it started (in `started_file`, outside the database, so a
+    test sees it before anything commits), take `seconds`, then count one
+    run for `token`: a job that a stop finds in its middle."""
+    import time
+    with open(started_file, "a") as f:
+        f.write(token + "\n")
+    time.sleep(float(seconds))
+    _write(target, token, {})
+    return token

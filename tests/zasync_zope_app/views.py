@@ -51,6 +51,16 @@ class PutRecord(BrowserView):
         return job.id
 
 
+class PutSlow(BrowserView):
+    """Put a job that takes `seconds`, saying in `started_file` when it starts."""
+
+    def __call__(self):
+        job = IQueue(self.context).put(
+            jobs.record_slowly, self.context, self.request["token"],
+            self.request["seconds"], self.request["started_file"])
+        return job.id
+
+
 class PutThenFail(BrowserView):
     """Put a job, then fail the request: the job must never exist."""
 
