@@ -112,3 +112,12 @@ def test_a_failed_job_shows_how_far_it_got(app, db, dispatcher):
     page = app.get(f"/jobs/{job.id}")
     assert page.html.select_one(".progress")["aria-valuenow"] == "50.0"
     assert app.get(f"/api/jobs/{job.id}").json["progress"] == 0.5
+
+
+def test_a_group_with_a_postprocess_names_it(app, db, dispatcher):
+    group = zasync.wait_for(put(db, zasync.parallel(
+        zasync.Job(web_jobs.add, 1, 2), postprocess=web_jobs.add_results)), timeout=TIMEOUT)
+    assert group.result == 3
+    page = app.get(f"/jobs/{group.id}")
+    assert "web_jobs.add_results" in page.html.select_one("section.group-parts").get_text()
+    assert "_parallel_step" not in page.text

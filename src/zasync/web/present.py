@@ -9,7 +9,7 @@ import datetime
 import math
 import reprlib
 
-from zasync import workflow
+from zasync import storable, workflow
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, Cancelled)
 
@@ -167,6 +167,13 @@ def _reached(job, failure):
     return fraction(getattr(job.annotations, "progress", 0.0))
 
 
+def _name_of_callable(value):
+    try:
+        return storable.describe(value)
+    except Exception as error:
+        return f"<callable not loadable: {type(error).__name__}>"
+
+
 class FailureView:
     """A stored failure, as text."""
 
@@ -269,6 +276,8 @@ class JobView:
         self.parent_id = None if parent is None else parent.id
         self.parts = ([JobView(part, self.now) for part in workflow.group_parts(job)]
                       if self.group_kind is not None else [])
+        postprocess = job.args[1] if self.group_kind is not None else None
+        self.postprocess = None if postprocess is None else _name_of_callable(postprocess)
         self.group_title = self.group_position = None
         group = getattr(job, "group", None)
         if group is not None:
