@@ -317,7 +317,7 @@ def test_failures_in_the_banner_escaping_refusal_and_dismissal(browser_page, sta
 LAYOUT_PAGES = (("overview", "/"), ("jobs", "/jobs"), ("group", "/jobs/{group}"),
                 ("part", "/jobs/{part}"), ("running", "/running"),
                 ("workers", "/workers"), ("schedules", "/schedules"),
-                ("filtered", "/jobs?state=failure"))
+                ("filtered", "/jobs?state=failure"), ("login", "/login"))
 
 
 def measure(page):
@@ -354,6 +354,9 @@ def test_groups_and_the_layout_at_phone_and_desktop_widths(browser_page, start_s
     for text in ("a long argument " * 20, "another failure " * 10):
         zasync.wait_for(stack.put(web_jobs.fail, text), timeout=TIMEOUT)
     assert group.failed
+    running = stack.put(web_jobs.crawl, 2000, 0.05)     # runs while the pages are measured
+    wait_until(lambda: (get_json(f"{stack.base}/api/jobs/{running.id}") or {}).get("status")
+               == "active", f"job {running.id} starting")
 
     # the group's page: its parts with links, status and progress; a part
     # links back to its group
@@ -398,3 +401,6 @@ def test_groups_and_the_layout_at_phone_and_desktop_widths(browser_page, start_s
         assert found[390, name]["rowDisplay"] == "block"
         assert not found[390, name]["headShown"]
     assert page.dialogs == []
+    with stack.db.transaction() as conn:
+        zasync.get_queues(conn).find_job(running.id).cancel()
+    assert zasync.wait_for(running, timeout=TIMEOUT).cancelled
