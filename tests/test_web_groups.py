@@ -3,7 +3,8 @@ status and progress under a readable name; a part links to its group; a
 failed job shows how far it got, not 100 %.  WebTest against `make_app`
 on a FileStorage database, jobs run by an in-process dispatcher."""
 
-import re
+import threading
+import time
 
 import pytest
 import webtest
@@ -62,6 +63,7 @@ def test_group_page_lists_parts_with_links_status_and_progress(app, db, dispatch
     percents = [row.select_one(".percent").get_text(strip=True) for row in rows]
     assert percents == ["100.0 %", "50.0 %", "100.0 %"]
     assert "ValueError: no" in rows[1].get_text()
+    assert page.html.select_one(".parts-done").get_text(strip=True).startswith("3 of 3 done")
 
     # the part's page links back to its group
     part_page = app.get(f"/jobs/{parts[1].id}")
@@ -121,3 +123,28 @@ def test_a_group_with_a_postprocess_names_it(app, db, dispatcher):
     page = app.get(f"/jobs/{group.id}")
     assert "web_jobs.add_results" in page.html.select_one("section.group-parts").get_text()
     assert "_parallel_step" not in page.text
+
+
+def test_a_waiting_group_shows_its_parts_moving(app, db, dispatcher, request):
+    gate = f"gate-{request.node.name}"
+    parts = [zasync.Job(web_jobs.add, 1, 2), zasync.Job(web_jobs.hold, gate, 0.25, "a quarter")]
+    group = put(db, zasync.parallel(*parts))
+    try:
+        zasync.wait_for(parts[0], timeout=TIMEOUT)
+
+        def held():
+            row = app.get(f"/jobs/{group.id}").html.select_one(
+                f'table.parts tr[data-job="{parts[1].id}"]')
+            return row if "25.0 %" in row.get_text() else None
+        deadline = time.monotonic() + TIMEOUT
+        while (row := held()) is None:
+            assert time.monotonic() < deadline, "the held part never reported its progress"
+            time.sleep(0.05)
+        assert "a quarter" in row.get_text()
+        assert row.select_one(".badge").get_text(strip=True) == "active"
+        page = app.get(f"/jobs/{group.id}")
+        assert page.html.select_one(".job-status .badge").get_text(strip=True) == "active"
+        assert page.html.select_one(".parts-done").get_text(strip=True).startswith("1 of 2 done")
+    finally:
+        web_jobs.gates.setdefault(gate, threading.Event()).set()
+    assert zasync.wait_for(group, timeout=TIMEOUT).result == [3, gate]

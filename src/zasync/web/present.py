@@ -276,6 +276,7 @@ class JobView:
         self.parent_id = None if parent is None else parent.id
         self.parts = ([JobView(part, self.now) for part in workflow.group_parts(job)]
                       if self.group_kind is not None else [])
+        self.parts_done = sum(1 for part in self.parts if part.status in (CALLBACKS, COMPLETED))
         postprocess = job.args[1] if self.group_kind is not None else None
         self.postprocess = None if postprocess is None else _name_of_callable(postprocess)
         self.group_title = self.group_position = None
