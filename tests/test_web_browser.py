@@ -310,3 +310,97 @@ def test_failures_in_the_banner_escaping_refusal_and_dismissal(browser_page, sta
     assert page.evaluate("() => window.notReloaded") is True
     assert "second <i>failure</i>" in page.inner_text("#banner .failure-text")
     assert page.dialogs == []
+
+
+#: The pages measured at each width, as (name, path); {group} and {part}
+#: are filled in.
+LAYOUT_PAGES = (("overview", "/"), ("jobs", "/jobs"), ("group", "/jobs/{group}"),
+                ("part", "/jobs/{part}"), ("running", "/running"),
+                ("workers", "/workers"), ("schedules", "/schedules"),
+                ("filtered", "/jobs?state=failure"), ("login", "/login"))
+
+
+def measure(page):
+    """Widths the layout test asserts on, measured in the page."""
+    return page.evaluate(
+        """() => {
+            const shown = (el) => el && getComputedStyle(el).display !== 'none'
+                                  && el.getBoundingClientRect().width > 0;
+            const nav = [...document.querySelectorAll('header.top nav a')];
+            const row = document.querySelector('table.jobs tbody tr');
+            return {
+                scroll: document.documentElement.scrollWidth,
+                navRight: Math.max(...nav.map((a) => a.getBoundingClientRect().right)),
+                navRows: new Set(nav.map((a) => Math.round(a.getBoundingClientRect().top))).size,
+                failuresShown: shown(document.querySelector('#banner .failures')),
+                countsShown: shown(document.querySelector('#banner .counts')),
+                bannerHeight: (document.querySelector('#banner') || {offsetHeight: 0}).offsetHeight,
+                rowDisplay: row ? getComputedStyle(row).display : null,
+                headShown: shown(document.querySelector('table.jobs thead')),
+            };
+        }""")
+
+
+@pytest.mark.slow(reason="starts Chromium, a worker and `zasync web` processes, runs a "
+                         "group, and screenshots eight pages at two widths")
+def test_groups_and_the_layout_at_phone_and_desktop_widths(browser_page, start_stack, tmp_path):
+    stack = start_stack(web_imports_jobs=True)
+    page = browser_page
+    parts = [zasync.Job(web_jobs.add, 1, 2), zasync.Job(web_jobs.fail, "part <b>two</b> failed"),
+             zasync.Job(web_jobs.crawl, 2, 0.01)]
+    with stack.db.transaction() as conn:
+        group = zasync.get_queue(conn).put(zasync.parallel(*parts))
+    group = zasync.wait_for(group, timeout=TIMEOUT)
+    for text in ("a long argument " * 20, "another failure " * 10):
+        zasync.wait_for(stack.put(web_jobs.fail, text), timeout=TIMEOUT)
+    assert group.failed
+    running = stack.put(web_jobs.crawl, 2000, 0.05)     # runs while the pages are measured
+    wait_until(lambda: (get_json(f"{stack.base}/api/jobs/{running.id}") or {}).get("status")
+               == "active", f"job {running.id} starting")
+
+    # the group's page: its parts with links, status and progress; a part
+    # links back to its group
+    page.goto(f"{stack.base}/jobs/{group.id}")
+    assert page.inner_text("h1") == "parallel group of 3: add, fail, crawl"
+    rows = page.locator("table.parts tbody tr")
+    assert rows.count() == 3
+    assert [rows.nth(i).get_attribute("data-job") for i in range(3)] == [p.id for p in parts]
+    assert "failure" in rows.nth(1).locator(".badge").inner_text()
+    assert rows.nth(1).locator(".percent").inner_text() == "0.0 %"
+    page.click(f'table.parts tr[data-job="{parts[1].id}"] a.callable')
+    page.wait_for_selector("dd.group a")
+    assert page.url.endswith(f"/jobs/{parts[1].id}")
+    assert "part 2 of 3" in page.inner_text("dd.group")
+    page.click("dd.group a")
+    page.wait_for_selector("table.parts")
+    assert page.url.endswith(f"/jobs/{group.id}")
+
+    found = {}
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 860})
+        for name, path in LAYOUT_PAGES:
+            page.goto(stack.base + path.format(group=group.id, part=parts[1].id))
+            page.wait_for_selector("main h1")
+            found[width, name] = measure(page)
+            page.screenshot(path=str(tmp_path / f"{name}-{width}.png"), full_page=True)
+            # no horizontal scroll, and the nav inside the screen, at both widths
+            assert found[width, name]["scroll"] <= width, (width, name, found[width, name])
+            assert found[width, name]["navRight"] <= width, (width, name, found[width, name])
+
+    for name, _ in LAYOUT_PAGES:
+        wide, narrow = found[1280, name], found[390, name]
+        # the banner: its failures listed when wide, only its counts on a phone
+        assert wide["countsShown"] and narrow["countsShown"]
+        assert wide["failuresShown"] and not narrow["failuresShown"], name
+        assert narrow["bannerHeight"] < wide["bannerHeight"] / 2, name
+        assert wide["navRows"] == 1, name
+    # on a phone the jobs' rows are cards, without a header row
+    for name in ("jobs", "group", "filtered"):
+        assert found[1280, name]["rowDisplay"] == "table-row"
+        assert found[1280, name]["headShown"]
+        assert found[390, name]["rowDisplay"] == "block"
+        assert not found[390, name]["headShown"]
+    assert page.dialogs == []
+    with stack.db.transaction() as conn:
+        zasync.get_queues(conn).find_job(running.id).cancel()
+    assert zasync.wait_for(running, timeout=TIMEOUT).cancelled

@@ -212,6 +212,9 @@ class IJob(Interface):
         "The jobs an active job waits for, without holding a worker, since "
         "its callable returned a job (or a group's step waits for parts); "
         "else an empty list.")
+    group = Attribute(
+        "For a part of a `serial` or `parallel` group, the group's job; "
+        "else None.")
 
     def __call__():
         """Run the callable now, in the caller's transaction, record its

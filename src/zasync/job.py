@@ -168,6 +168,7 @@ class Job(persistent.Persistent):
     _waiting = False
     _resuming = False
     _arrived = ()        # ids of the awaited jobs that resumed it so far
+    _group = None        # for a part of a serial or parallel group, the group
 
     def __init__(self, callable, *args, **kwargs):
         if isinstance(callable, Job):
@@ -273,6 +274,11 @@ class Job(persistent.Persistent):
     def parent(self):
         """For a callback, the job whose result it receives."""
         return self._parent
+
+    @property
+    def group(self):
+        """For a part of a serial or parallel group, the group's job."""
+        return self._group
 
     @property
     def callbacks(self):

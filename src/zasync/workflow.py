@@ -189,18 +189,35 @@ def serial(*jobs, postprocess=None):
     """A job that runs `jobs` (jobs or storable callables) one after another
     in its own queue, each put when the one before completed; see the API
     documentation."""
-    from zasync.job import Job
-    return Job(_serial_step, _check_parts("serial", jobs),
-               _check_postprocess("serial", postprocess))
+    return _group(_serial_step, "serial", jobs, postprocess)
 
 
 def parallel(*jobs, postprocess=None):
     """A job that puts `jobs` (jobs or storable callables) in its own queue
     all at once, run by whichever workers are free; see the API
     documentation."""
+    return _group(_parallel_step, "parallel", jobs, postprocess)
+
+
+def _group(step, kind, jobs, postprocess):
+    """The group's job; each part records it (`IJob.group`), so that the
+    web view links a part to its group without searching the queue."""
     from zasync.job import Job
-    return Job(_parallel_step, _check_parts("parallel", jobs),
-               _check_postprocess("parallel", postprocess))
+    parts = _check_parts(kind, jobs)
+    group = Job(step, parts, _check_postprocess(kind, postprocess))
+    for part in parts:
+        part._group = group
+    return group
+
+
+def group_kind(job):
+    """'serial' or 'parallel' for a group's job, else None."""
+    return {_serial_step: "serial", _parallel_step: "parallel"}.get(job.callable)
+
+
+def group_parts(job):
+    """A group's parts, in order (empty for any other job)."""
+    return tuple(job.args[0]) if group_kind(job) is not None else ()
 
 
 def _check_parts(kind, parts):

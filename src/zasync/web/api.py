@@ -2,8 +2,9 @@
 
 Jobs have both vocabularies: ``status`` (the job's: new, pending, assigned,
 active, callbacks, completed) and ``state`` (pending, started, success,
-failure), with ``message``, ``progress`` in [0, 1], times in ISO 8601 and
-``duration`` in seconds.  Schedules (``/api/schedules``) have their
+failure), with ``message``, ``progress`` in [0, 1] (for a failed job, how
+far it got before it failed), times in ISO 8601 and ``duration`` in
+seconds.  Schedules (``/api/schedules``) have their
 ``every`` in seconds or their ``cron``, ``next_at`` and ``next_job``,
 ``last_at``, ``last_job`` and ``last_outcome``, ``runs`` and ``skipped``.
 Actions (on a job, or ``POST /api/schedules/NAME/remove[?queue=Q]``)
@@ -34,6 +35,7 @@ ENDPOINTS = (
      "?queue=, ?callable=; ?page= and ?per_page=."),
     ("GET", "/api/jobs/{id}",
      "One job: arguments, status history, progress, annotations, attempts, "
+     "its group's parts (group) or the group it is a part of (group_id), "
      "result or failure with its traceback."),
     ("POST", "/api/jobs/{id}/{action}",
      "Act on a job: " + ", ".join(ACTIONS) + "; needs a credential."),

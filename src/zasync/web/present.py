@@ -9,6 +9,7 @@ import datetime
 import math
 import reprlib
 
+from zasync import storable, workflow
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, Cancelled)
 
@@ -127,6 +128,52 @@ def _name_of(job):
         return f"<callable not loadable: {type(error).__name__}>"
 
 
+def _kind_of(job):
+    """'serial' or 'parallel' for a group's job, else None."""
+    try:
+        return workflow.group_kind(job)
+    except Exception:       # a callable that cannot be loaded or compared
+        return None
+
+
+def _short_name(job):
+    """A part's name in its group's title: the callable's last name."""
+    kind = _kind_of(job)
+    if kind is not None:
+        return f"{kind} group"
+    return _name_of(job).rsplit(".", 1)[-1]
+
+
+#: How many parts a group's title names.
+NAMED_PARTS = 3
+
+
+def group_title(job, kind):
+    """'parallel group of 5: add, add, send, …': what a group's page and
+    list row say instead of its private step function.  Loads at most
+    `NAMED_PARTS` parts."""
+    parts = job.args[0]
+    names = [_short_name(part) for part in parts[:NAMED_PARTS]]
+    more = ", …" if len(parts) > NAMED_PARTS else ""
+    return f"{kind} group of {len(parts)}: {', '.join(names)}{more}"
+
+
+def _reached(job, failure):
+    """How far the job got: its progress, except that a failed job (which
+    completes at 1) shows what it had reported before it failed, so that a
+    failure or a cancellation never looks like finished work."""
+    if failure is None:
+        return fraction(job.progress)
+    return fraction(getattr(job.annotations, "progress", 0.0))
+
+
+def _name_of_callable(value):
+    try:
+        return storable.describe(value)
+    except Exception as error:
+        return f"<callable not loadable: {type(error).__name__}>"
+
+
 class FailureView:
     """A stored failure, as text."""
 
@@ -176,7 +223,12 @@ class JobView:
         self.status = job.status
         self.state = job.simple_status
         self.queue = job.queue_name
-        self.callable = _name_of(job)
+        self.callable_name = _name_of(job)
+        self.group_kind = _kind_of(job)
+        self.callable = (self.callable_name if self.group_kind is None
+                         else group_title(job, self.group_kind))
+        group = getattr(job, "group", None)
+        self.group_id = None if group is None else group.id
         self.priority = job.priority
         self.created_at = job.created_at
         self.begin_after = job.begin_after
@@ -187,9 +239,9 @@ class JobView:
         self.dispatcher_id = job.dispatcher_id
         self.attempt_count = job.attempt_count
         self.dismissed = bool(job.dismissed)
-        self.progress = fraction(job.progress)
-        self.progress_message = clip(job.progress_message, LONG)
         failure = job.failure
+        self.progress = _reached(job, failure)
+        self.progress_message = clip(job.progress_message, LONG)
         self.failure = None if failure is None else FailureView(failure)
         self.cancelled = failure is not None and failure.check(Cancelled) is not None
         self.succeeded = self.status in (CALLBACKS, COMPLETED) and failure is None \
@@ -222,6 +274,20 @@ class JobView:
                              if policy is None else safe_repr(policy, SHORT))
         parent = job.parent
         self.parent_id = None if parent is None else parent.id
+        self.parts = ([JobView(part, self.now) for part in workflow.group_parts(job)]
+                      if self.group_kind is not None else [])
+        self.parts_done = sum(1 for part in self.parts if part.status in (CALLBACKS, COMPLETED))
+        postprocess = job.args[1] if self.group_kind is not None else None
+        self.postprocess = None if postprocess is None else _name_of_callable(postprocess)
+        self.group_title = self.group_position = None
+        group = getattr(job, "group", None)
+        if group is not None:
+            kind = _kind_of(group)
+            self.group_title = group_title(group, kind) if kind else _name_of(group)
+            siblings = workflow.group_parts(group)
+            self.group_position = next(
+                (number for number, part in enumerate(siblings, 1) if part is job), None)
+            self.group_size = len(siblings)
         return self
 
     # -- derived -------------------------------------------------------------
@@ -280,7 +346,7 @@ class JobView:
         data = {
             "id": self.id,
             "queue": self.queue,
-            "callable": self.callable,
+            "callable": self.callable_name,
             "status": self.status,
             "state": self.state,
             "message": self.message,
@@ -311,6 +377,9 @@ class JobView:
                 "quotas": self.quotas,
                 "retry_policy": self.retry_policy,
                 "parent_id": self.parent_id,
+                "group": None if self.group_kind is None else {
+                    "kind": self.group_kind, "parts": [part.id for part in self.parts]},
+                "group_id": self.group_id,
                 "status_history": [
                     {"status": status, "at": iso(when), "dispatcher_id": dispatcher_id}
                     for status, when, dispatcher_id in self.status_history],
