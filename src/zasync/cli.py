@@ -287,7 +287,7 @@ def demo(directory, threads, once, bind, no_web, log_level):
                    "needs --password.")
 @click.option("--password", default=None, envvar="ZASYNC_WEB_PASSWORD", metavar="PASSWORD",
               help="Password of --user.  [env: ZASYNC_WEB_PASSWORD]")
-@click.option("--refresh", default=3.0, show_default=True, metavar="SECONDS",
+@click.option("--refresh", default=1.0, show_default=True, metavar="SECONDS",
               type=click.FloatRange(min=0),
               help="How often open pages update themselves (0: never).")
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(min=1),
