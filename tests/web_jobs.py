@@ -44,3 +44,14 @@ def hold(name, fraction=0.5, message="halfway"):
     gate.wait(60)
     zasync.check_cancelled()
     return name
+
+
+def fail_once_then_crawl(marker, steps, pause):
+    """Fail the first time (creating the file `marker`), then crawl: a job
+    with an earlier attempt's traceback that then runs for a while."""
+    import os
+    if not os.path.exists(marker):
+        with open(marker, "w"):
+            pass
+        raise ValueError("first attempt fails on purpose")
+    return crawl(steps, pause)
