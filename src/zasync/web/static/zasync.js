@@ -22,7 +22,7 @@
 (function () {
   "use strict";
 
-  var STALE_MS = 10000;
+  var STALE_MS = 30000;
   var body = document.body;
   var seconds = parseFloat(body.getAttribute("data-refresh") || "0");
   var summaryUrl = body.getAttribute("data-summary-url");
