@@ -47,7 +47,9 @@ SERVING = ("alive", "late", "failing")
 def overview(ctx):
     found = sorted((WorkerView(record, ctx.now)
                     for record in ctx.container.dispatchers.values()), key=_worker_order)
-    served = {name for worker in found if worker.health in SERVING for name in worker.queues}
+    live = [worker for worker in found if worker.health in SERVING]
+    every = any(worker.serves_every_queue for worker in live)
+    served = {name for worker in live for name in worker.queues}
     queues = []
     for queue in ctx.container.values():
         succeeded, failed, complete = per_minute(queue, ctx.now)
@@ -58,7 +60,7 @@ def overview(ctx):
             "counts": counts,
             "chart": chart(succeeded, failed),
             "complete": complete,
-            "unserved": bool(counts["pending"]) and queue.name not in served,
+            "unserved": bool(counts["pending"]) and not every and queue.name not in served,
         })
     return _page(ctx, "overview.pt", "Overview", queues=queues, workers=found,
                  scan_limit=CHART_SCAN_LIMIT)

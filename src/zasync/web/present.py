@@ -485,6 +485,8 @@ class WorkerView:
         self.host = str(info.get("host") or "?")
         self.pid = info.get("pid")
         self.queues = [str(name) for name in info.get("queues") or ()]
+        # a record that does not say claims from every queue (as claim.py reads it)
+        self.serves_every_queue = "queues" not in info
         self.agents = [(str(a.get("name", "")), a.get("size", 0))
                        for a in info.get("agents") or () if isinstance(a, dict)]
         self.slots = sum(size for _, size in self.agents if isinstance(size, int))
