@@ -114,9 +114,14 @@ def test_a_long_value_is_cut_on_the_page_and_whole_behind_its_link(app, db):
     assert download.headers["Content-Disposition"] == \
         f'attachment; filename="{job_id}-args-0.txt"'
 
-    for path in ("args/2", "args/x", "kwargs/other", "result", "args", "annotations/nope"):
+    for path, says in (("args/2", "has no argument 2: expected 0 to 1"),
+                       ("args/x", "has no argument x"),
+                       ("kwargs/other", "has no keyword argument 'other'"),
+                       ("result", "has no result"),
+                       ("args", "add its index"),
+                       ("annotations/nope", "has no annotation 'nope'")):
         missing = app.get(f"/jobs/{job_id}/values/{path}", status=404)
-        assert "no" in missing.html.select_one("main").text
+        assert says in missing.html.select_one("main p").text, path
 
 
 def test_a_result_is_whole_behind_its_link(app, db):

@@ -97,6 +97,10 @@ def job_page(ctx, job_id):
     return _page(ctx, "job.pt", f"Job {view.id}", job=view)
 
 
+#: What one of a job's values of each kind is called.
+WORDS = {"args": "argument", "kwargs": "keyword argument", "annotations": "annotation"}
+
+
 def job_value(ctx, job_id, kind, name=None):
     """GET /jobs/ID/values/result, .../args/N, .../kwargs/NAME or
     .../annotations/KEY: the whole repr of one value as text, where the
@@ -108,16 +112,18 @@ def job_value(ctx, job_id, kind, name=None):
             raise NotFoundError(f"job {job_id} has no result")
         value = job.result
     elif name is None:
-        raise NotFoundError(f"no value: name the {kind[:-1] if kind != 'kwargs' else 'keyword'}")
+        raise NotFoundError(f"which of job {job_id}'s {kind}? add its "
+                            + ("index: 0, 1, ..." if kind == "args" else "name"))
     elif kind == "args":
         if not name.isdigit() or int(name) >= len(job.args):
-            raise NotFoundError(f"job {job_id} has no argument {name}: "
-                                f"expected 0 to {len(job.args) - 1}")
+            expected = (f"expected 0 to {len(job.args) - 1}" if job.args
+                        else "it has no positional arguments")
+            raise NotFoundError(f"job {job_id} has no argument {name}: {expected}")
         value = job.args[int(name)]
     else:
         mapping = job.kwargs if kind == "kwargs" else job.annotations
         if name not in mapping:
-            raise NotFoundError(f"job {job_id} has no {kind[:-1]} {name}")
+            raise NotFoundError(f"job {job_id} has no {WORDS[kind]} {name!r}")
         value = mapping[name]
     response = Response(body=full_repr(value).encode("utf-8"), charset="utf-8",
                         content_type="text/plain")

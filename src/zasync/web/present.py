@@ -299,6 +299,12 @@ class JobView:
         return self.duration
 
     @property
+    def running_since(self):
+        """When a running job started (its page counts the time since),
+        else None."""
+        return self.started_at if self.status in RUNNING else None
+
+    @property
     def queue_label(self):
         return "(default)" if self.queue == "" else (self.queue or "—")
 
