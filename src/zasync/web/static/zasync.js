@@ -146,7 +146,7 @@
     }
     fetch(summaryUrl, {
       credentials: "same-origin", cache: "no-store",
-      headers: {"Accept": "application/json", "If-None-Match": "serial-" + serial}
+      headers: {"Accept": "application/json", "If-None-Match": "\"serial-" + serial + "\""}
     }).then(function (response) {
       var date = Date.parse(response.headers.get("Date") || "");
       if (!isNaN(date)) {
