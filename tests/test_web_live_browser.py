@@ -41,7 +41,7 @@ WATCH = """() => {
 }"""
 
 SELECT_TRACEBACK = """() => {
-    const pre = document.querySelector('#attempt-1 pre.traceback');
+    const pre = document.querySelector('details.attempt pre.traceback');
     const range = document.createRange();
     range.selectNodeContents(pre);
     const selection = window.getSelection();
@@ -55,7 +55,7 @@ SELECTED = """() => {
     const node = selection.anchorNode;
     const element = node && (node.nodeType === 1 ? node : node.parentElement);
     return {text: selection.toString(),
-            inside: !!(element && element.closest('#attempt-1 pre.traceback'))};
+            inside: !!(element && element.closest('details.attempt pre.traceback'))};
 }"""
 
 
@@ -100,8 +100,8 @@ def test_updates_keep_what_the_reader_has_open_and_skip_unchanged_pages(
     page.wait_for_function(
         "() => document.querySelector('.job-status .badge').textContent.includes('active')"
         " && document.querySelector('.progress-line .percent').textContent !== '0.0 %'")
-    page.click("#attempt-1 summary")
-    assert page.evaluate("() => document.querySelector('#attempt-1').open") is True
+    page.click("details.attempt summary")
+    assert page.evaluate("() => document.querySelector('details.attempt').open") is True
     selected = page.evaluate(SELECT_TRACEBACK)
     assert "first attempt fails on purpose" in selected
     page.evaluate("() => window.scrollTo(0, document.body.scrollHeight)")
@@ -112,7 +112,7 @@ def test_updates_keep_what_the_reader_has_open_and_skip_unchanged_pages(
 
     # the running job's page changes under the reader several times
     page.wait_for_function("() => window.progressChanges.length >= 4")
-    assert page.evaluate("() => document.querySelector('#attempt-1').open") is True
+    assert page.evaluate("() => document.querySelector('details.attempt').open") is True
     assert page.evaluate(SELECTED) == {"text": selected, "inside": True}
     assert page.evaluate("() => window.scrollY") == scrolled
     shot(page, "live-open-attempt")
@@ -124,7 +124,7 @@ def test_updates_keep_what_the_reader_has_open_and_skip_unchanged_pages(
     changes = page.evaluate("() => window.progressChanges")
     gaps = [(b - a) / 1000 for a, b in zip([started] + changes, changes)]
     assert max(gaps) <= 2.0, gaps
-    assert page.evaluate("() => document.querySelector('#attempt-1').open") is True
+    assert page.evaluate("() => document.querySelector('details.attempt').open") is True
     assert page.evaluate(SELECTED) == {"text": selected, "inside": True}
     assert page.evaluate("() => window.notReloaded") is True
     assert page.inner_text("pre.value").strip() == "40"
