@@ -55,3 +55,12 @@ def half_then_fail(message):
 def add_results(parts):
     """A group's postprocess: the sum of its parts' results."""
     return sum(part.result for part in parts)
+def fail_once_then_crawl(marker, steps, pause):
+    """Fail the first time (creating the file `marker`), then crawl: a job
+    with an earlier attempt's traceback that then runs for a while."""
+    import os
+    if not os.path.exists(marker):
+        with open(marker, "w"):
+            pass
+        raise ValueError("first attempt fails on purpose")
+    return crawl(steps, pause)

@@ -287,9 +287,10 @@ def demo(directory, threads, once, bind, no_web, log_level):
                    "needs --password.")
 @click.option("--password", default=None, envvar="ZASYNC_WEB_PASSWORD", metavar="PASSWORD",
               help="Password of --user.  [env: ZASYNC_WEB_PASSWORD]")
-@click.option("--refresh", default=3.0, show_default=True, metavar="SECONDS",
+@click.option("--refresh", default=1.0, show_default=True, metavar="SECONDS",
               type=click.FloatRange(min=0),
-              help="How often open pages update themselves (0: never).")
+              help="How often open pages check for changes and update what "
+                   "changed in place (0: never).")
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(min=1),
               help="Threads answering requests.")
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
@@ -308,8 +309,9 @@ def web(target, bind, token, username, password, refresh, threads, allow_hosts, 
     jobs with their progress, each job (arguments, status history,
     progress, annotations, attempts, result, failure and traceback), the
     workers and the schedules of recurring jobs.  A banner on every page counts the running jobs and the
-    failures not yet dismissed; pages update themselves every --refresh
-    seconds.  JSON under /api/ (jobs, jobs/ID, queues, workers, schedules;
+    failures not yet dismissed; pages update what changed in place every
+    --refresh seconds, keeping open sections, selections and the scroll,
+    and a value too long for a page links to its whole repr as text.  JSON under /api/ (jobs, jobs/ID, queues, workers, schedules;
     /api/ itself lists them) and Prometheus metrics at /metrics.
 
     Actions (cancel, retry, dismiss, remove; removing a schedule) are POSTs

@@ -7,7 +7,7 @@ another application; ``zasync web --db URI`` serves it with waitress.
 from zasync.web.app import Application
 
 
-def make_app(db, token=None, username=None, password=None, refresh=3):
+def make_app(db, token=None, username=None, password=None, refresh=1):
     """The WSGI application showing the queues, jobs and workers of `db`.
 
     Actions (cancel, retry, dismiss, remove) need the credential: a `token`

@@ -45,7 +45,8 @@ ENDPOINTS = (
     ("POST", "/api/schedules/{name}/remove",
      "Remove a schedule (?queue= names its queue); needs a credential."),
     ("GET", "/api/summary",
-     "The banner's counts (running, failed) and the database's last transaction."),
+     "The banner's counts (running, failed) and the database's last transaction "
+     "(also its ETag: If-None-Match gets a 304 while nothing was committed)."),
     ("GET", "/metrics", "Prometheus metrics, in its text format."),
 )
 
@@ -83,7 +84,20 @@ def index(ctx):
 
 def summary(ctx):
     """What the pages poll: the banner's counts and the database's last
-    transaction id, which changes whenever anything was committed."""
+    transaction id, which changes whenever anything was committed.  That
+    id is also its ETag: a poll sending it back while nothing was
+    committed gets a 304 before anything is read."""
+    etag = "serial-" + ctx.serial
+    if etag in ctx.request.if_none_match:
+        response = Response(status=304)
+        response.etag = etag
+        return response
+    response = _summary(ctx)
+    response.etag = etag
+    return response
+
+
+def _summary(ctx):
     if not ctx.installed:
         return ctx.json({"installed": False, "serial": ctx.serial, "running": 0, "failed": 0})
     return ctx.json({"installed": True, "serial": ctx.serial,

@@ -8,6 +8,7 @@ template inserts job data with ``structure``); `webob.static` serves the
 CSS and JavaScript.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from zasync.database import close_connection, get_queues, open_connection
 from zasync.interfaces import ConfigurationError, NotInstalledError, ZasyncError
 from zasync.web.guard import CSRF_COOKIE, Guard
 from zasync.web.present import (
-    CONFIRM, LABELS, NOTICES, JobView, ago, clip, fmt_seconds, fmt_time)
+    CONFIRM, LABELS, NOTICES, JobView, ago, clip, fmt_seconds, fmt_time, time_tag)
 from zasync.web.survey import failed_jobs, held_jobs, running_count
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,15 @@ LOADER = PageTemplateLoader(TEMPLATES, auto_reload=False)
 
 #: What a job id may look like; anything else is a 404 before any lookup.
 JOB_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_.-]{0,99}")
+
+#: The text of the page's <time class="live-time"> elements (see
+#: `present.time_tag`), which the ETag leaves out: the script keeps it
+#: current, so a page whose only change is "5 s ago" is not sent again.
+LIVE_TIME = re.compile(r'(<time class="live-time"[^>]*>)[^<]*(</time>)')
+#: The database's transaction id in the page's <body>, which the ETag
+#: leaves out too: a commit (a worker's heartbeat) that changed nothing
+#: shown must not make the page count as changed.
+SERIAL = re.compile(r' data-serial="[0-9a-f]*"')
 
 #: Failed jobs listed by name in the banner.
 BANNER_FAILED = 5
@@ -157,6 +167,11 @@ class Context:
     def job_url(self, job_id):
         return self.url("/jobs/" + urllib.parse.quote(job_id, safe=""))
 
+    def value_url(self, job_id, kind, name=None):
+        """Where the whole repr of one of a job's values is served."""
+        path = f"{self.job_url(job_id)}/values/{kind}"
+        return path if name is None else path + "/" + urllib.parse.quote(str(name), safe="")
+
     def schedule_url(self, schedule):
         return self.url("/schedules/" + urllib.parse.quote(schedule.name, safe=""))
 
@@ -182,11 +197,18 @@ class Context:
         tools = dict(view=self, layout=self.app.templates["layout.pt"],
                      macros=self.app.templates["macros.pt"], fmt_time=fmt_time,
                      ago=ago, fmt_seconds=fmt_seconds, clip=clip, labels=LABELS,
-                     confirm=CONFIRM, back=None, login=False)
+                     confirm=CONFIRM, back=None, login=False,
+                     ago_tag=lambda when: time_tag(when, self.now),
+                     since_tag=lambda when: time_tag(when, self.now, since=True))
         tools.update(namespace)
         body = page(**tools)
         response = Response(body=body.encode("utf-8"), status=status,
                             content_type="text/html", charset="utf-8")
+        if status == 200 and self.request.method in ("GET", "HEAD"):
+            response.etag = page_etag(body)
+            if response.etag in self.request.if_none_match:
+                response = Response(status=304)
+                response.etag = page_etag(body)
         self.finish(response)
         return response
 
@@ -213,6 +235,14 @@ class Context:
         return response
 
 
+def page_etag(body):
+    """The ETag of a rendered page: a digest of what it shows, less the
+    relative times the script keeps current itself and the transaction
+    id it was read at."""
+    shown = SERIAL.sub("", LIVE_TIME.sub(r"\1\2", body))
+    return hashlib.blake2b(shown.encode("utf-8"), digest_size=12).hexdigest()
+
+
 def safe_next(value, default="/"):
     """A `next` path inside the application, or `default`: never another
     site (//host, scheme:) nor control characters."""
@@ -234,7 +264,7 @@ class Route:
 class Application:
     """The WSGI application of `make_app`."""
 
-    def __init__(self, db, token=None, username=None, password=None, refresh=3):
+    def __init__(self, db, token=None, username=None, password=None, refresh=1):
         if not hasattr(db, "open") or not hasattr(db, "lastTransaction"):
             raise ConfigurationError(f"db={db!r}: expected a ZODB database (zasync.open_db)")
         if isinstance(refresh, bool) or not isinstance(refresh, (int, float)) or refresh < 0:

@@ -1,9 +1,13 @@
 """The HTML pages and the forms they post."""
 
+import re
+
+from webob import Response
+
 from zasync.web.actions import ACTIONS, ActionError, perform, unschedule
 from zasync.web.app import NotFoundError, Route, safe_next
 from zasync.web.guard import CSRF_FIELD, SESSION_COOKIE, SESSION_SECONDS
-from zasync.web.present import HEALTHS, RUNNING, JobView, WorkerView
+from zasync.web.present import HEALTHS, RUNNING, JobView, WorkerView, full_repr
 from zasync.web.survey import (
     CHART_SCAN_LIMIT, SCAN_LIMIT, STATES, FilterError, Filters, chart, list_jobs, per_minute,
     queue_counts, schedule_views)
@@ -16,6 +20,8 @@ def routes():
         Route(("GET",), r"/", overview),
         Route(("GET",), r"/jobs", jobs),
         Route(("GET",), r"/jobs/" + ID, job_page),
+        Route(("GET",), r"/jobs/" + ID + r"/values/(?P<kind>result|args|kwargs|annotations)"
+                                          r"(?:/(?P<name>[^/]+))?", job_value),
         Route(("POST",), r"/jobs/" + ID + r"/(?P<action>[a-z]+)", act),
         Route(("GET",), r"/running", running),
         Route(("GET",), r"/workers", workers),
@@ -34,19 +40,28 @@ def _worker_order(worker):
     return (HEALTHS.index(worker.health), -worker.last_ping.timestamp(), worker.id)
 
 
+#: Healths of a worker that still claims jobs.
+SERVING = ("alive", "late", "failing")
+
+
 def overview(ctx):
+    found = sorted((WorkerView(record, ctx.now)
+                    for record in ctx.container.dispatchers.values()), key=_worker_order)
+    live = [worker for worker in found if worker.health in SERVING]
+    every = any(worker.serves_every_queue for worker in live)
+    served = {name for worker in live for name in worker.queues}
     queues = []
     for queue in ctx.container.values():
         succeeded, failed, complete = per_minute(queue, ctx.now)
+        counts = queue_counts(queue, ctx.held)
         queues.append({
             "name": queue.name,
             "label": "(default)" if queue.name == "" else queue.name,
-            "counts": queue_counts(queue, ctx.held),
+            "counts": counts,
             "chart": chart(succeeded, failed),
             "complete": complete,
+            "unserved": bool(counts["pending"]) and not every and queue.name not in served,
         })
-    found = sorted((WorkerView(record, ctx.now)
-                    for record in ctx.container.dispatchers.values()), key=_worker_order)
     return _page(ctx, "overview.pt", "Overview", queues=queues, workers=found,
                  scan_limit=CHART_SCAN_LIMIT)
 
@@ -80,6 +95,43 @@ def running(ctx):
 def job_page(ctx, job_id):
     view = JobView(ctx.find_job(job_id), ctx.now).load_detail()
     return _page(ctx, "job.pt", f"Job {view.id}", job=view)
+
+
+#: What one of a job's values of each kind is called.
+WORDS = {"args": "argument", "kwargs": "keyword argument", "annotations": "annotation"}
+
+
+def job_value(ctx, job_id, kind, name=None):
+    """GET /jobs/ID/values/result, .../args/N, .../kwargs/NAME or
+    .../annotations/KEY: the whole repr of one value as text, where the
+    job's page shows its first characters only."""
+    job = ctx.find_job(job_id)
+    if kind == "result":
+        if name is not None or job.failure is not None or job.status not in (
+                "callbacks", "completed"):
+            raise NotFoundError(f"job {job_id} has no result")
+        value = job.result
+    elif name is None:
+        raise NotFoundError(f"which of job {job_id}'s {kind}? add its "
+                            + ("index: 0, 1, ..." if kind == "args" else "name"))
+    elif kind == "args":
+        if not name.isdigit() or int(name) >= len(job.args):
+            expected = (f"expected 0 to {len(job.args) - 1}" if job.args
+                        else "it has no positional arguments")
+            raise NotFoundError(f"job {job_id} has no argument {name}: {expected}")
+        value = job.args[int(name)]
+    else:
+        mapping = job.kwargs if kind == "kwargs" else job.annotations
+        if name not in mapping:
+            raise NotFoundError(f"job {job_id} has no {WORDS[kind]} {name!r}")
+        value = mapping[name]
+    response = Response(body=full_repr(value).encode("utf-8"), charset="utf-8",
+                        content_type="text/plain")
+    if ctx.request.GET.get("download"):
+        label = re.sub(r"[^0-9A-Za-z_.-]", "_", name or "")[:60]
+        response.content_disposition = (
+            f'attachment; filename="{job_id}-{kind}{"-" + label if label else ""}.txt"')
+    return response
 
 
 def workers(ctx):

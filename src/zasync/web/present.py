@@ -6,6 +6,7 @@ Nothing here writes to the database or calls what a job holds, except the
 """
 
 import datetime
+import html
 import math
 import reprlib
 
@@ -66,6 +67,29 @@ def safe_repr(value, limit=LONG):
     return text
 
 
+def full_repr(value):
+    """repr(value) whole, however long; never raises."""
+    try:
+        return repr(value)
+    except Exception as error:
+        return f"<unrepresentable {type(value).__name__}: {type(error).__name__}>"
+
+
+class Value:
+    """A value's repr for a page: `text` bounded, `whole` its length, and
+    `clipped` when the page shows less than all of it (a link then serves
+    the rest)."""
+
+    def __init__(self, value, limit=LONG):
+        self.text = safe_repr(value, limit)
+        whole = full_repr(value)
+        self.length = len(whole)
+        self.clipped = self.text != whole
+
+    def __str__(self):
+        return self.text
+
+
 def clip(text, limit):
     if text is None:
         return None
@@ -108,6 +132,27 @@ def ago(when, now):
         return "now"
     text = fmt_seconds(abs(delta)) if abs(delta) >= 10 else f"{abs(delta):.0f} s"
     return f"{text} ago" if delta > 0 else f"in {text}"
+
+
+class Html(str):
+    """Markup made here (never from job data unescaped), which Chameleon
+    inserts as it is: see its ``__html__`` protocol."""
+
+    def __html__(self):
+        return self
+
+
+def time_tag(when, now, since=False):
+    """A <time> the page's script keeps current: '5 s ago' / 'in 3 min'
+    (or, with `since`, the time elapsed since `when`: '42 s').  The text
+    is right when rendered; the ETag ignores it (see `etag_body`), so a
+    page does not count as changed because a second went by."""
+    if when is None:
+        return ""
+    text = fmt_seconds(max(0.0, (now - when).total_seconds())) if since else ago(when, now)
+    mode = "since" if since else "ago"
+    return Html(f'<time class="live-time" data-mode="{mode}" '
+                f'datetime="{html.escape(when.isoformat())}">{html.escape(text)}</time>')
 
 
 def fraction(value):
@@ -257,14 +302,15 @@ class JobView:
 
     def load_detail(self):
         job = self._job
-        self.args = [safe_repr(arg) for arg in job.args]
-        self.kwargs = [(str(name), safe_repr(value)) for name, value in job.kwargs.items()]
+        self.args = [Value(arg) for arg in job.args]
+        self.kwargs = [(str(name), Value(value)) for name, value in job.kwargs.items()]
         self.status_history = [
             (status, when, dispatcher_id) for status, when, dispatcher_id in job.status_history]
         self.attempts = [FailureView(failure) for failure in job.attempts]
         self.annotations = [
-            (key if isinstance(key, str) else safe_repr(key, SHORT), safe_repr(value))
+            (key if isinstance(key, str) else safe_repr(key, SHORT), Value(value))
             for key, value in job.annotations.items()]
+        self.result_value = Value(job.result) if self.succeeded else None
         self.callbacks = [CallbackView(cb) for cb in job.callbacks]
         self.waiting_for = [awaited.id for awaited in job.waiting_for]
         self.timeout = job.timeout
@@ -319,6 +365,12 @@ class JobView:
         return self.duration
 
     @property
+    def running_since(self):
+        """When a running job started (its page counts the time since),
+        else None."""
+        return self.started_at if self.status in RUNNING else None
+
+    @property
     def queue_label(self):
         return "(default)" if self.queue == "" else (self.queue or "—")
 
@@ -370,8 +422,8 @@ class JobView:
         if detail:
             self.load_detail()
             data.update({
-                "args": self.args,
-                "kwargs": dict(self.kwargs),
+                "args": [str(arg) for arg in self.args],
+                "kwargs": {name: str(value) for name, value in self.kwargs},
                 "begin_by": None if self.begin_by is None else self.begin_by.total_seconds(),
                 "timeout": self.timeout,
                 "quotas": self.quotas,
@@ -384,7 +436,7 @@ class JobView:
                     {"status": status, "at": iso(when), "dispatcher_id": dispatcher_id}
                     for status, when, dispatcher_id in self.status_history],
                 "attempts": [failure.as_json() for failure in self.attempts],
-                "annotations": dict(self.annotations),
+                "annotations": {key: str(value) for key, value in self.annotations},
                 "callbacks": [cb.as_json() for cb in self.callbacks],
                 "waiting_for": self.waiting_for,
             })
@@ -508,6 +560,8 @@ class WorkerView:
         self.host = str(info.get("host") or "?")
         self.pid = info.get("pid")
         self.queues = [str(name) for name in info.get("queues") or ()]
+        # a record that does not say claims from every queue (as claim.py reads it)
+        self.serves_every_queue = "queues" not in info
         self.agents = [(str(a.get("name", "")), a.get("size", 0))
                        for a in info.get("agents") or () if isinstance(a, dict)]
         self.slots = sum(size for _, size in self.agents if isinstance(size, int))

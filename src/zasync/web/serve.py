@@ -77,7 +77,7 @@ class _Stop(ZasyncError):
 
 
 def make_server(db, bind="127.0.0.1:8080", token=None, username=None, password=None,
-                refresh=3, threads=4, allow_hosts=()):
+                refresh=1, threads=4, allow_hosts=()):
     """Make the waitress server of the web view of `db`, listening but not
     yet serving (``server.run()`` serves, ``server.close()`` ends it);
     return it and a line saying where it listens.  Raises OSError when it
@@ -111,7 +111,7 @@ def make_server(db, bind="127.0.0.1:8080", token=None, username=None, password=N
 
 
 def serve(db, bind="127.0.0.1:8080", token=None, username=None, password=None,
-          refresh=3, threads=4, allow_hosts=(), announce=print):
+          refresh=1, threads=4, allow_hosts=(), announce=print):
     """Serve the web view of `db` until SIGTERM or SIGINT (or, in another
     thread than the main one, until the server is closed); see
     `make_server`.  `announce` receives one line saying where it listens."""
