@@ -1,0 +1,187 @@
+"""Finding the jobs of a listing from the queues' own indexes, without
+reading every job.
+
+A listing is the ids of the jobs that match, newest created first (ids
+sort by creation time), then one page of them loaded.  The ids come from
+what the queues keep anyway: the id index and the merging sets no claim
+has filed yet (every job), the pending trees and inbox lanes (pending
+jobs), the dispatchers' records (jobs held by workers), the history
+(completed jobs), and the history's word and callable indexes (text and
+callable search; see `zasync.history`).  So every job is reachable, and a
+page costs a pass over ids rather than loading jobs.
+
+Pending and held jobs are not in the word index (it is written as jobs are
+filed, after they complete): a search finds them by their callable's name,
+read from the jobs themselves.
+
+Filters that no index answers (state success or failure, failures
+dismissed or not, one of the held statuses) are checked on the jobs, which
+stops after `scan_limit` of them.  Everything here only reads; it is the
+one place besides `survey._newest_first` that reads queue internals, and
+answers None for another IQueue, whose listing is scanned.
+"""
+
+import re
+
+from zasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING
+from zasync.words import words
+
+#: Words of one search that are looked up.
+TERM_LIMIT = 10
+
+_TERM = re.compile(r"(\w+)(\*?)")
+
+
+def terms(text):
+    """[(word, prefix)] of a search's text: its words, lower-cased, each
+    matching a whole word, or any word it starts if followed by ``*``."""
+    found = []
+    for word, star in _TERM.findall(text.lower()):
+        for part in words(word):
+            if (part, bool(star)) not in found:
+                found.append((part, bool(star)))
+    return found[:TERM_LIMIT]
+
+
+def _supported(queue):
+    return all(hasattr(queue, name) for name in ("_index", "_inbox", "_pending_lanes"))\
+        and getattr(getattr(queue, "history", None), "_by_end", None) is not None
+
+
+def _all_ids(queue):
+    index = queue._index
+    ids = list(index.keys())
+    extra = [job_id for lane in queue._inbox for job_id in lane.ids()]
+    extra += queue.history._done.ids()
+    extra = [job_id for job_id in set(extra) if job_id not in index]
+    return ids, extra
+
+
+def _pending_ids(queue):
+    ids = [key[2] for tree in queue._pending_lanes() for key in tree.keys()]
+    ids += [job_id for lane in queue._inbox for job_id in lane.ids()]
+    taken_out = queue._taken_out
+    if taken_out:
+        gone = set(taken_out.ids())
+        ids = [job_id for job_id in ids if job_id not in gone]
+    return ids
+
+
+def _completed_ids(queue):
+    filed, fresh = queue.history.filed_ids()
+    return [key[1] for key in filed] + fresh
+
+
+def _live_jobs(queue, held):
+    """The queue's pending jobs and those its workers hold."""
+    yield from queue
+    for job, _ in held:
+        if job.queue_name == queue.name:
+            yield job
+
+
+def _text_matches(queue, held, found_terms):
+    """Ids of the queue's jobs with every term: filed jobs from the word
+    index, live jobs by their callable's name."""
+    matched = None
+    for word, prefix in found_terms:
+        ids = queue.history.ids_with_word(word, prefix)
+        matched = ids if matched is None else matched & ids
+        if not matched:
+            break
+    matched = matched or set()
+    for job in _live_jobs(queue, held):
+        try:
+            name_words = words(job.callable_name)
+        except Exception:
+            continue
+        if all(any(w.startswith(word) if prefix else w == word for w in name_words)
+               for word, prefix in found_terms):
+            matched.add(job.id)
+    return matched
+
+
+def _callable_matches(queue, held, part):
+    matched = queue.history.ids_by_callable(part)
+    part = part.lower()
+    for job in _live_jobs(queue, held):
+        try:
+            if part in job.callable_name.lower():
+                matched.add(job.id)
+        except Exception:
+            continue
+    return matched
+
+
+class Found:
+    """The ids of a listing, newest first, and the check still to make
+    on each job (None if the indexes answered every filter)."""
+
+    def __init__(self, ids, check):
+        self.ids = ids
+        self.check = check
+
+
+def find_ids(queues, filters, held):
+    """A `Found` for `filters` over `queues`, or None if a queue is not
+    a `zasync.Queue` or a filter has no index (status 'new')."""
+    if not all(_supported(queue) for queue in queues):
+        return None
+    status, state = filters.status, filters.state
+    if status == NEW or filters.dismissed is not None:
+        return None      # no index; failures not dismissed have their own path
+    residual = []
+    if status in (ASSIGNED, ACTIVE, CALLBACKS):
+        residual.append(lambda job: job.status == status)
+    if state in ("success", "failure"):
+        residual.append(lambda job: job.simple_status == state)
+    if (status, state) in ((PENDING, None), (None, "pending"), (PENDING, "pending")):
+        source = "pending"
+    elif status in (ASSIGNED, ACTIVE, CALLBACKS) or state == "started":
+        if status is not None and state not in (None, "started"):
+            return Found([], None)
+        source = "held"
+    elif status == COMPLETED or state in ("success", "failure"):
+        if state in ("pending", "started"):
+            return Found([], None)
+        source = "completed"
+    elif status is None and state is None:
+        source = "all"
+    else:
+        return Found([], None)    # contradicting status and state
+
+    ids = []
+    extra = []
+    for queue in queues:
+        queue_held = [pair for pair in held if pair[0].queue_name == queue.name]
+        own = []
+        if source == "all":
+            own, fresh = _all_ids(queue)
+        elif source == "pending":
+            fresh = _pending_ids(queue)
+        elif source == "held":
+            fresh = [job.id for job, _ in queue_held]
+        else:
+            fresh = _completed_ids(queue)
+        wanted = None
+        if filters.q:
+            wanted = _text_matches(queue, queue_held, terms(filters.q))
+        if filters.callable:
+            by_name = _callable_matches(queue, queue_held, filters.callable)
+            wanted = by_name if wanted is None else wanted & by_name
+        if wanted is not None:
+            # keep the source's ids among the matches
+            own = [job_id for job_id in own if job_id in wanted]
+            fresh = [job_id for job_id in fresh if job_id in wanted]
+        ids.extend(own)
+        extra.extend(fresh)
+    if extra or len(queues) > 1:
+        ids.extend(extra)
+        ids = sorted(set(ids), reverse=True)
+    else:
+        ids.reverse()
+    check = None
+    if residual:
+        def check(job):
+            return all(test(job) for test in residual)
+    return Found(ids, check)
