@@ -56,12 +56,13 @@ def words(text):
     return list(found)
 
 
-def job_words(job):
+def job_words(job, callable_name=None):
     """The words a search finds the completed `job` by (a tuple, sorted),
-    read through its public attributes; never raises."""
+    read through its public attributes (`callable_name` if the caller has
+    it already); never raises."""
     parts = []
     try:
-        parts.append(job.callable_name)
+        parts.append(job.callable_name if callable_name is None else callable_name)
         parts.extend(_text(arg) for arg in job.args)
         for name, value in job.kwargs.items():
             parts.append(str(name))
