@@ -10,7 +10,9 @@ a day), the rest completed by claims and completions made in this process
 (a twentieth of them failed), filed into the history by the keeper's
 claims as workers' would be.  Then every query kind is asked through the
 WSGI application (WebTest, no network) `--repeat` times after one warm-up,
-and the median milliseconds printed.
+and the median milliseconds printed: with `zasync.open_db`'s connection
+cache (10,000 objects), and with `zasync web`'s (--cache-size, 60,000),
+which holds the indexes a listing reads from one request to the next.
 
 Last, the cost of filing: `--filing` jobs completed one per transaction
 (the job's own transaction: `history.add`, which now reads the job's words
@@ -98,8 +100,8 @@ def timed(app, url, repeat):
     return statistics.median(times), reply
 
 
-def queries(path, repeat):
-    db = zasync.open_db(path)
+def queries(path, repeat, cache_size):
+    db = zasync.open_db(path, cache_size=cache_size)
     app = webtest.TestApp(make_app(db))
     total = app.get("/api/jobs", {"per_page": 50}).json["total"]
     last = -(-total // 50)
@@ -117,7 +119,8 @@ def queries(path, repeat):
         ("job-id box", None),
     ]
     any_id = app.get("/api/jobs", {"page": last}).json["jobs"][-1]["id"]
-    print(f"{total:,} jobs; median of {repeat} requests after one warm-up, ms:")
+    print(f"{total:,} jobs, connection cache {cache_size:,} objects; "
+          f"median of {repeat} requests after one warm-up, ms:")
     worst = 0
     for name, url in kinds:
         if url is None:
@@ -193,7 +196,12 @@ def main():
     parser.add_argument("--path", default=None,
                         help="the database to build or reuse (default: in $TMPDIR)")
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--cache-size", dest="cache_sizes", type=int, action="append",
+                        help="connection cache sizes to measure the queries with "
+                             "(repeat the option; default: 10,000, open_db's, and "
+                             "60,000, zasync web's)")
     options = parser.parse_args()
+    options.cache_sizes = options.cache_sizes or [10_000, 60_000]
     folder = os.path.join(tempfile.gettempdir(), "zasync-bench-web-search")
     os.makedirs(folder, exist_ok=True)
     path = options.path or os.path.join(folder, f"{options.jobs}.fs")
@@ -203,7 +211,8 @@ def main():
                 os.remove(path + suffix)
         say(f"building {options.jobs:,} jobs in {path}")
         build(path, options.jobs)
-    queries(path, options.repeat)
+    for cache_size in options.cache_sizes:
+        queries(path, options.repeat, cache_size)
     results = {}
     for with_search in (False, True, False, True):
         results.setdefault(with_search, []).append(

@@ -73,16 +73,23 @@ def _completed_ids(queue):
 
 
 def _live_jobs(queue, held):
-    """The queue's pending jobs and those its workers hold."""
-    yield from queue
+    """The queue's pending jobs (in no order; some, taken out since the
+    last claim, no longer pending) and those its workers hold; none if
+    `held` is None (a listing of completed jobs)."""
+    if held is None:
+        return
+    for tree in queue._pending_lanes():
+        yield from tree.values()
+    for lane in queue._inbox:
+        yield from lane
     for job, _ in held:
         if job.queue_name == queue.name:
             yield job
 
 
 def _text_matches(queue, held, found_terms):
-    """Ids of the queue's jobs with every term: filed jobs from the word
-    index, live jobs by their callable's name."""
+    """(filed, live): ids of the queue's jobs with every term, filed jobs
+    from the word index, live ones by their callable's name."""
     matched = None
     for word, prefix in found_terms:
         ids = queue.history.ids_with_word(word, prefix)
@@ -90,6 +97,7 @@ def _text_matches(queue, held, found_terms):
         if not matched:
             break
     matched = matched or set()
+    live = set()
     for job in _live_jobs(queue, held):
         try:
             name_words = words(job.callable_name)
@@ -97,20 +105,36 @@ def _text_matches(queue, held, found_terms):
             continue
         if all(any(w.startswith(word) if prefix else w == word for w in name_words)
                for word, prefix in found_terms):
-            matched.add(job.id)
-    return matched
+            live.add(job.id)
+    return matched, live
 
 
 def _callable_matches(queue, held, part):
-    matched = queue.history.ids_by_callable(part)
+    """(filed, live) ids of the queue's jobs whose callable's name
+    contains `part`."""
+    filed = queue.history.ids_by_callable(part)
     part = part.lower()
+    live = set()
     for job in _live_jobs(queue, held):
         try:
             if part in job.callable_name.lower():
-                matched.add(job.id)
+                live.add(job.id)
         except Exception:
             continue
-    return matched
+    return filed, live
+
+
+def _matches(queue, held, filters):
+    """(filed, live) ids that the search and callable filters keep, or
+    None without either."""
+    found = None
+    if filters.q:
+        found = _text_matches(queue, held, terms(filters.q))
+    if filters.callable:
+        by_name = _callable_matches(queue, held, filters.callable)
+        found = by_name if found is None else (
+            found[0] & by_name[0], found[1] & by_name[1])
+    return found
 
 
 class Found:
@@ -155,7 +179,19 @@ def find_ids(queues, filters, held):
     for queue in queues:
         queue_held = [pair for pair in held if pair[0].queue_name == queue.name]
         own = []
-        if source == "all":
+        wanted = _matches(queue, None if source == "completed" else queue_held, filters)
+        if wanted is not None:
+            # the matches are fewer than the source's jobs: start from them
+            filed, live = wanted
+            if source == "all":
+                fresh = list(filed | live)
+            elif source == "completed":
+                fresh = list(filed)
+            elif source == "pending":
+                fresh = [job_id for job_id in _pending_ids(queue) if job_id in live]
+            else:
+                fresh = [job.id for job, _ in queue_held if job.id in live]
+        elif source == "all":
             own, fresh = _all_ids(queue)
         elif source == "pending":
             fresh = _pending_ids(queue)
@@ -163,16 +199,6 @@ def find_ids(queues, filters, held):
             fresh = [job.id for job, _ in queue_held]
         else:
             fresh = _completed_ids(queue)
-        wanted = None
-        if filters.q:
-            wanted = _text_matches(queue, queue_held, terms(filters.q))
-        if filters.callable:
-            by_name = _callable_matches(queue, queue_held, filters.callable)
-            wanted = by_name if wanted is None else wanted & by_name
-        if wanted is not None:
-            # keep the source's ids among the matches
-            own = [job_id for job_id in own if job_id in wanted]
-            fresh = [job_id for job_id in fresh if job_id in wanted]
         ids.extend(own)
         extra.extend(fresh)
     if extra or len(queues) > 1:
