@@ -21,6 +21,8 @@ one place besides `survey._newest_first` that reads queue internals, and
 answers None for another IQueue, whose listing is scanned.
 """
 
+import heapq
+import itertools
 import re
 
 from zasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING
@@ -48,9 +50,9 @@ def _supported(queue):
         and getattr(getattr(queue, "history", None), "_by_end", None) is not None
 
 
-def _all_ids(queue):
+def _all_ids(queue, index_keys=True):
     index = queue._index
-    ids = list(index.keys())
+    ids = list(index.keys()) if index_keys else []
     extra = [job_id for lane in queue._inbox for job_id in lane.ids()]
     extra += queue.history._done.ids()
     extra = [job_id for job_id in set(extra) if job_id not in index]
@@ -145,6 +147,71 @@ class Found:
         self.ids = ids
         self.check = check
 
+    @property
+    def total(self):
+        return len(self.ids)
+
+    def window(self, skip, count):
+        return self.ids[skip:skip + count]
+
+
+def _before(job_id):
+    """A bound just below `job_id`: above every id that sorts before it
+    (ids are short and never hold the last character)."""
+    last = ord(job_id[-1])
+    return job_id[:-1] + (chr(last - 1) + _LAST if last else "")
+
+
+_LAST = "\U0010ffff"
+
+
+def _descending(tree):
+    """The keys of `tree`, largest first, lazily: each a `maxKey` below the
+    one before, reading only the buckets it reaches (BTrees iterate
+    lazily only forwards; `reversed` reads every bucket first)."""
+    try:
+        key = tree.maxKey()
+    except ValueError:
+        return
+    while True:
+        yield key
+        try:
+            key = tree.maxKey(_before(key))
+        except ValueError:
+            return
+
+
+class Everything:
+    """Every job of one queue, newest first, read lazily from the id
+    index's end nearer the page, counted from the queue's counters: the
+    first and the last pages read a few buckets of the index, not all."""
+
+    check = None
+
+    def __init__(self, queue, held):
+        self._index = queue._index
+        _, fresh = _all_ids(queue, index_keys=False)
+        self._fresh = sorted(fresh)
+        own_held = sum(1 for job, _ in held if job.queue_name == queue.name)
+        # pending (in the trees and the inbox), held, and completed
+        self.total = len(queue) + own_held + len(queue.history)
+
+    @property
+    def ids(self):
+        return list(self.window(0, self.total))
+
+    def window(self, skip, count):
+        fresh = self._fresh
+        if skip * 2 <= self.total:
+            found = heapq.merge(_descending(self._index), reversed(fresh), reverse=True)
+            return list(itertools.islice(found, skip, skip + count))
+        start = self.total - skip - count   # counted from the oldest
+        if start < 0:
+            count += start
+            start = 0
+        found = heapq.merge(iter(self._index.keys()), fresh)
+        return list(itertools.islice(found, start, start + count))[::-1]
+
 
 def find_ids(queues, filters, held):
     """A `Found` for `filters` over `queues`, or None if a queue is not
@@ -174,6 +241,8 @@ def find_ids(queues, filters, held):
     else:
         return Found([], None)    # contradicting status and state
 
+    if source == "all" and len(queues) == 1 and not (filters.q or filters.callable):
+        return Everything(queues[0], held)
     ids = []
     extra = []
     for queue in queues:

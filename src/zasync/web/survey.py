@@ -262,9 +262,9 @@ def list_jobs(container, filters, scan_limit=SCAN_LIMIT, held=None):
     queues = container.values() if filters.queue is None else [container[filters.queue]]
     found = find_ids(queues, filters, held_jobs(container) if held is None else held)
     if found is not None and found.check is None:
-        total = len(found.ids)
+        total = found.total
         page = [job for job in (container.find_job(job_id) for job_id
-                                in found.ids[skip:skip + filters.per_page])
+                                in found.window(skip, filters.per_page))
                 if job is not None]
         return page, skip + filters.per_page < total, True, total
     if found is not None:
