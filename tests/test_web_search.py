@@ -213,3 +213,13 @@ def test_filing_and_indexing_merge_with_jobs_completing_at_once(db):
         for tm, conn in zip(managers, conns):
             tm.abort()
             conn.close()
+
+
+def test_the_web_command_takes_a_cache_size(tmp_path):
+    from click.testing import CliRunner
+    from zasync.cli import main
+    result = CliRunner().invoke(main, ["web", "--db", str(tmp_path / "Data.fs"),
+                                       "--cache-size", "5"])
+    assert result.exit_code == 2
+    assert "--cache-size" in result.output and "5 is not in the range" in result.output
+    assert "--cache-size" in CliRunner().invoke(main, ["web", "--help"]).output
