@@ -115,6 +115,8 @@ def test_every_job_is_reachable_and_the_last_page_is_linked(db):
     assert [row["data-job"] for row in last.html.select("tr[data-job]")] == \
         oldest_first[:2][::-1]
     assert app.get("/api/jobs", {"per_page": 5, "page": 3}).json["total"] == 12
+    past = app.get("/api/jobs", {"per_page": 5, "page": 401}).json
+    assert (past["jobs"], past["has_next"], past["total"]) == ([], False, 12)
 
 
 def test_paging_is_answered_from_the_indexes_not_a_scan(db):

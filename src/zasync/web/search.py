@@ -199,7 +199,10 @@ def _descending(tree):
 class Everything:
     """Every job of one queue, newest first, read lazily from the id
     index's end nearer the page, counted from the queue's counters: the
-    first and the last pages read a few buckets of the index, not all."""
+    first and the last pages read a few buckets of the index, not all.
+    (A job cancelled or removed since the last claim is counted as
+    pending or completed and still in the index: until that claim, the
+    pages counted from the oldest may be one job off.)"""
 
     check = None
 
@@ -224,6 +227,8 @@ class Everything:
         if start < 0:
             count += start
             start = 0
+        if count <= 0:
+            return []     # past the last page
         found = heapq.merge(iter(self._index.keys()), fresh)
         return list(itertools.islice(found, start, start + count))[::-1]
 
