@@ -189,6 +189,9 @@ def filing(folder, jobs, with_search):
         conn.close()
         written = os.path.getsize(path) - size_before
         db.close()
+        for suffix in ("", ".index", ".lock", ".tmp"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
     finally:
         History.add, History._index_words, history_module.job_words = saved
     return add_s / jobs * 1e6, archive_s / jobs * 1e6, written / jobs
