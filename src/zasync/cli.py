@@ -293,6 +293,10 @@ def demo(directory, threads, once, bind, no_web, log_level):
                    "changed in place (0: never).")
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(min=1),
               help="Threads answering requests.")
+@click.option("--cache-size", default=60_000, show_default=True, type=click.IntRange(min=100),
+              help="Objects each request thread's connection keeps in memory.  Lists "
+                   "and searches read the queues' indexes: with too small a cache they "
+                   "are read again at every request (100,000 jobs: 60,000).")
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
               help="A host name the view answers to besides loopback names (e.g. "
                    "a proxy's); repeat for several.  On loopback, requests for "
@@ -300,12 +304,16 @@ def demo(directory, threads, once, bind, no_web, log_level):
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(LOG_LEVELS, case_sensitive=False),
               help="Level of the log written to stderr.")
-def web(target, bind, token, username, password, refresh, threads, allow_hosts, log_level):
+def web(target, bind, token, username, password, refresh, threads, cache_size, allow_hosts,
+        log_level):
     """Serve the web view and JSON API until SIGTERM or SIGINT.
 
     Pages: the overview (per queue: pending, active, failed and completed
     jobs, and a chart of the last hour; the workers and their health), the
-    jobs (filtered by status, state, queue and callable name), the running
+    jobs (all of them, a page at a time; filtered by status, state, queue
+    and callable name; searched by the words of their callables,
+    arguments, results and failures; a box on every page goes to a job by
+    its id), the running
     jobs with their progress, each job (arguments, status history,
     progress, annotations, attempts, result, failure and traceback), the
     workers and the schedules of recurring jobs.  A banner on every page counts the running jobs and the
@@ -343,6 +351,7 @@ def web(target, bind, token, username, password, refresh, threads, allow_hosts, 
         raise click.BadParameter(str(error), param_hint="'--bind'") from None
     _configure_logging(log_level)
     db = _open_database(target, "'--db'")
+    db.setCacheSize(cache_size)
     try:
         serve(db, bind, token=token, username=username, password=password,
               refresh=refresh, threads=threads, allow_hosts=allow_hosts,

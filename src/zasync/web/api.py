@@ -32,7 +32,9 @@ ENDPOINTS = (
     ("GET", "/api/", "This list of the API's endpoints."),
     ("GET", "/api/jobs",
      "Jobs, newest first, a page at a time; filtered by ?status=, ?state=, "
-     "?queue=, ?callable=; ?page= and ?per_page=."),
+     "?queue=, ?callable=, ?q= (words of the callable, arguments, result or "
+     "failure; word* for a prefix); ?page= and ?per_page=; 'total' counts the "
+     "matches (null where a filter is checked job by job)."),
     ("GET", "/api/jobs/{id}",
      "One job: arguments, status history, progress, annotations, attempts, "
      "its group's parts (group) or the group it is a part of (group_id), "
@@ -111,11 +113,11 @@ def jobs(ctx):
         filters = Filters(ctx.request.GET, container.keys())
     except FilterError as error:
         return fail(ctx, 400, str(error))
-    found, has_next, complete = list_jobs(container, filters)
+    found, has_next, complete, total = list_jobs(container, filters, held=ctx.held)
     return ctx.json({
         "jobs": [JobView(found_job, ctx.now).as_json() for found_job in found],
         "page": filters.page, "per_page": filters.per_page,
-        "has_next": has_next, "complete": complete,
+        "has_next": has_next, "complete": complete, "total": total,
     })
 
 

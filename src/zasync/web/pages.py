@@ -22,6 +22,7 @@ def routes():
         Route(("GET",), r"/jobs/" + ID, job_page),
         Route(("GET",), r"/jobs/" + ID + r"/values/(?P<kind>result|args|kwargs|annotations)"
                                           r"(?:/(?P<name>[^/]+))?", job_value),
+        Route(("GET",), r"/go", go_to_job),
         Route(("POST",), r"/jobs/" + ID + r"/(?P<action>[a-z]+)", act),
         Route(("GET",), r"/running", running),
         Route(("GET",), r"/workers", workers),
@@ -75,10 +76,12 @@ def jobs(ctx):
         return ctx.render("message.pt", status=400, title="Bad filter",
                           heading="This filter is not understood", message=str(error),
                           back=ctx.url("/jobs"))
-    found, has_next, complete = list_jobs(container, filters)
+    found, has_next, complete, total = list_jobs(container, filters, held=ctx.held)
+    last = None if total is None else max(1, -(-total // filters.per_page))
     return _page(ctx, "jobs.pt", "Jobs", filters=filters,
                  jobs=[JobView(job, ctx.now) for job in found],
                  has_next=has_next, complete=complete, statuses=STATUSES,
+                 total=total, last=last,
                  scan_limit=SCAN_LIMIT,
                  states=STATES, queue_names=names)
 
@@ -132,6 +135,24 @@ def job_value(ctx, job_id, kind, name=None):
         response.content_disposition = (
             f'attachment; filename="{job_id}-{kind}{"-" + label if label else ""}.txt"')
     return response
+def go_to_job(ctx):
+    """GET /go?id=ID from the job-id box of every page: the job's page,
+    or a page saying there is no such job."""
+    job_id = (ctx.request.GET.get("id") or "").strip()
+    if not job_id:
+        return ctx.redirect("/jobs")
+    try:
+        job = ctx.find_job(job_id)
+    except NotFoundError:
+        shown = job_id if len(job_id) <= 80 else job_id[:79] + "…"
+        return ctx.render("message.pt", status=404, title="No such job",
+                          heading="No such job",
+                          message=f"No job has the id {shown!r}: it may have been "
+                                  f"removed, or pruned from the history after its "
+                                  f"retention. To search jobs by words, use the "
+                                  f"Jobs page's search.",
+                          back=ctx.url("/jobs"))
+    return ctx.redirect("/jobs/" + job.id)
 
 
 def workers(ctx):

@@ -13,6 +13,8 @@ import heapq
 
 from zasync.interfaces import COMPLETED, STATUSES, ConfigurationError
 from zasync.web.present import HELD, RUNNING, ScheduleView
+from zasync.web.search import find_ids, terms
+from zasync.words import job_words
 
 STATES = ("pending", "started", "success", "failure")
 
@@ -20,7 +22,8 @@ STATES = ("pending", "started", "success", "failure")
 CHART_MINUTES = 60
 #: The chart stops after reading this many completed jobs of one queue.
 CHART_SCAN_LIMIT = 5000
-#: A listing stops after reading this many jobs.
+#: A listing that checks its filters on the jobs themselves (those no
+#: index answers, see `zasync.web.search`) stops after reading this many.
 SCAN_LIMIT = 20_000
 #: Jobs on one page of a listing.
 PER_PAGE = 50
@@ -143,6 +146,9 @@ class Filters:
                 f"queue={queue!r}: no such queue; expected one of "
                 + ", ".join(repr(name) for name in queue_names) + " or '*' for all")
         self.callable = (params.get("callable") or "").strip()[:200]
+        self.q = (params.get("q") or "").strip()[:200]
+        if self.q and not terms(self.q):
+            raise FilterError(f"q={self.q!r}: expected words (letters or digits) to search for")
         self.page = _number(params, "page", 1, 1, 1_000_000)
         self.per_page = _number(params, "per_page", PER_PAGE, 1, MAX_PER_PAGE)
 
@@ -152,6 +158,7 @@ class Filters:
                  "dismissed": None if self.dismissed is None else (
                      "yes" if self.dismissed else "no"),
                  "queue": self.queue, "callable": self.callable or None,
+                 "q": self.q or None,
                  "page": self.page if self.page != 1 else None,
                  "per_page": self.per_page if self.per_page != PER_PAGE else None}
         found.update(changes)
@@ -160,7 +167,8 @@ class Filters:
     @property
     def active(self):
         return any(value is not None for value in (
-            self.status, self.state, self.dismissed, self.queue)) or bool(self.callable)
+            self.status, self.state, self.dismissed, self.queue)) \
+            or bool(self.callable) or bool(self.q)
 
     def accepts(self, job):
         if self.status is not None and job.status != self.status:
@@ -177,6 +185,11 @@ class Filters:
                 return False
             if self.callable.lower() not in name.lower():
                 return False
+        if self.q:
+            found = job_words(job)
+            for word, prefix in terms(self.q):
+                if not any(w.startswith(word) if prefix else w == word for w in found):
+                    return False
         return True
 
 
@@ -240,22 +253,39 @@ def _candidates(container, filters):
                        key=lambda job: job.id, reverse=True)
 
 
-def list_jobs(container, filters, scan_limit=SCAN_LIMIT):
-    """(jobs of the page, has_next, complete): newest first; `complete` is
-    False if the search stopped after `scan_limit` jobs."""
+def list_jobs(container, filters, scan_limit=SCAN_LIMIT, held=None):
+    """(jobs of the page, has_next, complete, total): newest first;
+    `complete` is False if the search stopped after `scan_limit` jobs;
+    `total` is the number of jobs that match, or None where the filters
+    were checked job by job (see `zasync.web.search`)."""
     skip = (filters.page - 1) * filters.per_page
+    queues = container.values() if filters.queue is None else [container[filters.queue]]
+    found = find_ids(queues, filters, held_jobs(container) if held is None else held)
+    if found is not None and found.check is None:
+        total = found.total
+        page = [job for job in (container.find_job(job_id) for job_id
+                                in found.window(skip, filters.per_page))
+                if job is not None]
+        return page, skip + filters.per_page < total, True, total
+    if found is not None:
+        candidates = (job for job in (container.find_job(job_id) for job_id in found.ids)
+                      if job is not None and found.check(job))
+        accepts = None
+    else:
+        candidates = _candidates(container, filters)
+        accepts = filters.accepts
     page = []
     scanned = 0
-    for job in _candidates(container, filters):
+    for job in candidates:
         scanned += 1
         if scanned > scan_limit:
-            return page, False, False
-        if not filters.accepts(job):
+            return page, False, False, None
+        if accepts is not None and not accepts(job):
             continue
         if skip:
             skip -= 1
             continue
         if len(page) == filters.per_page:
-            return page, True, True
+            return page, True, True, None
         page.append(job)
-    return page, False, True
+    return page, False, True, None
