@@ -64,6 +64,9 @@ def parse_args(argv=None):
                    help="run the workers in this namespace on 127.0.0.1 instead, "
                         "with no namespace, bridge or relay: what those cost")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder and logs")
+    p.add_argument("--log-level", default="WARNING",
+                   help="the workers' --log-level (default %(default)s; DEBUG logs "
+                        "each claim that conflicted)")
     p.add_argument("--json", metavar="PATH", help="also write every figure to PATH")
     args = p.parse_args(argv)
     try:
@@ -153,7 +156,7 @@ def one_run(args, scratch, hosts, relay, kind, workers, label):
             launcher = [] if args.direct else ["ip", "netns", "exec", hosts.names[k]]
             argv = [*launcher, sys.executable, "-m", "zasync",
                     "worker", "--db", backend.worker_uri, "--threads", str(args.threads),
-                    "--log-level", "WARNING", "--id", f"{label}-h{k}"]
+                    "--log-level", args.log_level, "--id", f"{label}-h{k}"]
             procs.append(scratch.spawn(f"worker on h{k} ({label})", argv, log))
 
         def alive():
@@ -193,7 +196,7 @@ def print_table(args, results):
              else "on a host of its own")
     print(f"\nWorkers on several hosts: {args.jobs} {job} jobs, each worker process "
           f"{where} with {args.threads} threads; medians of "
-          f"{args.repeats} runs (each run's figures in brackets)\n")
+          f"{args.repeats} runs (each run's figures below)\n")
     header = f"{'workers':>8} |" + "".join(
         f" {kind + ' ' + title:>22} |" for kind in args.storages for _, title in keys[:2])
     print(header)
