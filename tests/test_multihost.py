@@ -40,24 +40,71 @@ OUTAGE = 20.0
 JOBS = 30
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 
-_why_not = check_permitted()
-if _why_not is not None and os.environ.get("ZASYNC_REQUIRE_NETNS") == "1":
-    pytestmark = pytest.mark.usefixtures("_netns_required")
-else:
-    pytestmark = pytest.mark.skipif(
-        _why_not is not None,
-        reason=f"{_why_not}; set ZASYNC_REQUIRE_NETNS=1 to fail instead")
-
-
-@pytest.fixture
-def _netns_required():
-    pytest.fail(f"{_why_not}; ZASYNC_REQUIRE_NETNS=1 requires network namespaces")
-
-
 @pytest.fixture
 def hosts():
+    """HOSTS hosts; skipped (or failed, with ZASYNC_REQUIRE_NETNS=1) where
+    network namespaces cannot be made, saying why."""
+    why_not = check_permitted()
+    if why_not is not None:
+        if os.environ.get("ZASYNC_REQUIRE_NETNS") == "1":
+            pytest.fail(f"{why_not}; ZASYNC_REQUIRE_NETNS=1 requires network namespaces")
+        pytest.skip(f"{why_not}; set ZASYNC_REQUIRE_NETNS=1 to fail instead")
     with Hosts(HOSTS) as made:
         yield made
+
+
+# -- the relay, which needs no namespace -------------------------------------------
+
+@pytest.fixture
+def echo_server():
+    """A TCP server on loopback that sends back what it receives, upper-cased."""
+    import socketserver
+    import threading
+
+    class Upper(socketserver.StreamRequestHandler):
+        def handle(self):
+            for line in self.rfile:
+                self.wfile.write(line.upper())
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Upper)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def test_the_relay_carries_both_ways_and_on_several_connections(echo_server):
+    import socket
+    with Relay("127.0.0.1", *echo_server) as relay:
+        assert relay.port != echo_server[1]
+        conns = [socket.create_connection(("127.0.0.1", relay.port), timeout=10)
+                 for _ in range(2)]
+        try:
+            big = b"x" * 200_000 + b"\n"
+            for number, conn in enumerate(conns):
+                conn.sendall(b"hello %d\n" % number)
+            for number, conn in enumerate(conns):
+                assert conn.makefile("rb").readline() == b"HELLO %d\n" % number
+            conns[0].sendall(big)
+            reader, received = conns[0].makefile("rb"), b""
+            while not received.endswith(b"\n"):
+                received += reader.readline()
+            assert received == big.upper()
+        finally:
+            for conn in conns:
+                conn.close()
+        pid = relay.process.pid
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)                          # ended and reaped by stop()
+
+
+def test_hosts_refuse_a_count_that_is_not_a_number_of_hosts():
+    for wrong in (0, -1, "3", 2.0):
+        with pytest.raises(ValueError, match=f"count={wrong!r}: expected a number of hosts"):
+            Hosts(wrong)
 
 
 def _pg_admin(*statements):
