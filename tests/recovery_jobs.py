@@ -285,10 +285,13 @@ class WorkerProcess:
     under `folder`, its id kept in ``NAME.uuid`` there (written before it
     starts, so the test knows the id; a restart with the same name reuses
     it), started in a process group of its own so that the children of a
-    process agent can be ended with it, by its pid."""
+    process agent can be ended with it, by its pid.  `launcher` is put
+    before the command (``ip netns exec NAME``, which execs it: the pid
+    stays the worker's own)."""
 
     def __init__(self, folder, name, uri, *options, threads=2, ping=0.5,
-                 death=3.0, poll=0.1, prefetch=0, uuid_file=None, dispatcher_id=None):
+                 death=3.0, poll=0.1, prefetch=0, uuid_file=None, dispatcher_id=None,
+                 launcher=()):
         self.folder = str(folder)
         self.name = name
         self.uuid_file = uuid_file or os.path.join(self.folder, f"{name}.uuid")
@@ -304,7 +307,7 @@ class WorkerProcess:
         self.id = dispatcher_id
         self.log_path = os.path.join(self.folder, f"{name}.log")
         self.command = [
-            sys.executable, "-m", "zasync", "worker", "--db", uri,
+            *launcher, sys.executable, "-m", "zasync", "worker", "--db", uri,
             "--threads", str(threads), "--ping-interval", str(ping),
             "--death-interval", str(death), "--poll-interval", str(poll),
             "--prefetch", str(prefetch), *id_options, *options]
