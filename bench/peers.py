@@ -10,6 +10,7 @@ plus a link to our bench_zasync.py, and run_all.sh runs from there.
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 
@@ -21,6 +22,11 @@ LINE = re.compile(r"^(\w+) enqueue_per_s=(\S+) e2e_per_s=(\S+) "
 #: Run 2 of ../shared/bench/peers/README.md, quoted by issue 3; used for the
 #: ratios when the peers are not run (--peers not given).
 REFERENCE = {"huey": 1612.0, "celery": 426.0}
+#: The Redis modes run_all.sh knows, and the BENCH_REDIS_DURABLE of each:
+#: "plain" keeps nothing on disk (issue 3's comparison), "durable" fsyncs
+#: its append-only file on every write, as a ZODB commit is fsync'd
+#: (issue 19's comparison at equal durability).
+REDIS_MODES = {"plain": "0", "durable": "1"}
 
 
 def peers_dir():
@@ -79,23 +85,50 @@ def parse(text):
     return found
 
 
+def free_port():
+    """A loopback port nobody listens on now, for our own Redis: run_all.sh
+    uses whatever Redis already answers on its port, durable or not, so a
+    shared default port could measure the wrong mode."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def run(scratch, cfg):
-    """Run run_all.sh for cfg.peer_systems; return (parsed lines, raw text)."""
+    """Run run_all.sh once per Redis mode of cfg.redis_modes; return
+    ({mode: parsed lines}, {mode: raw text}).
+
+    zasync's own bench_zasync.py uses no Redis, so it runs in the first
+    mode only: running it again would only measure the same thing twice.
+    """
     folder = peers_dir()
     if not os.path.exists(os.path.join(folder, "run_all.sh")):
         raise RuntimeError(f"no run_all.sh in {folder} (set PEERS_DIR)")
     ensure_venv(folder)
     script = mirror(folder, scratch.folder("peers"))
-    results = os.path.join(cfg.results_dir, "peers")
+    parsed, texts = {}, {}
+    for index, mode in enumerate(cfg.redis_modes):
+        systems = cfg.peer_systems.split()
+        if index:
+            systems = [s for s in systems if s != "zasync"]
+        if systems:
+            parsed[mode], texts[mode] = _run_mode(script, folder, cfg, mode, " ".join(systems))
+    return parsed, texts
+
+
+def _run_mode(script, folder, cfg, mode, systems):
+    results = os.path.join(cfg.results_dir, "peers", mode)
     os.makedirs(results, exist_ok=True)
-    env = dict(os.environ, BENCH_SYSTEMS=cfg.peer_systems, BENCH_RESULTS_DIR=results,
-               BENCH_JOBS=str(cfg.jobs), BENCH_LAT_JOBS=str(cfg.lat_jobs))
+    env = dict(os.environ, BENCH_SYSTEMS=systems, BENCH_RESULTS_DIR=results,
+               BENCH_JOBS=str(cfg.jobs), BENCH_LAT_JOBS=str(cfg.lat_jobs),
+               BENCH_REDIS_DURABLE=REDIS_MODES[mode], BENCH_REDIS_PORT=str(free_port()))
     # run_all.sh's budget per system is a safety net (120 s by default);
     # on a loaded machine zasync over ZEO can need more, and its end (a
     # SIGTERM to the bench's whole process group, ZEO server included)
     # leaves no result at all.
     env.setdefault("BENCH_TIMEOUT_S", str(cfg.peer_timeout))
-    say(f"peers: BENCH_SYSTEMS='{cfg.peer_systems}' {folder}/run_all.sh "
+    say(f"peers, Redis {mode}: BENCH_SYSTEMS='{systems}' "
+        f"BENCH_REDIS_DURABLE={REDIS_MODES[mode]} {folder}/run_all.sh "
         f"(run from a mirror; results in {results})")
     proc = subprocess.Popen(["bash", script], env=env, stdout=subprocess.PIPE,
                             stderr=sys.stderr, text=True, start_new_session=True)
@@ -113,14 +146,16 @@ def run(scratch, cfg):
                 proc.wait()
         raise
     if proc.returncode:
-        say(f"run_all.sh exited with status {proc.returncode}")
+        say(f"run_all.sh (Redis {mode}) exited with status {proc.returncode}")
     return parse(out), out
 
 
-def reference_or_measured(peers, system):
-    """(e2e, source) for a peer: this run's figure if measured, else the
-    reference one."""
-    measured = (peers or {}).get(system, {}).get("e2e_per_s")
+def reference_or_measured(peers, system, mode="plain"):
+    """(e2e, source) for a peer: this run's figure on Redis `mode` if
+    measured, else (plain Redis only) the reference one, else (None, why)."""
+    measured = (peers or {}).get(mode, {}).get(system, {}).get("e2e_per_s")
     if measured:
         return measured, "this run"
-    return REFERENCE[system], "reference run 2 of the peers' README, not this run"
+    if mode == "plain" and system in REFERENCE:
+        return REFERENCE[system], "reference run 2 of the peers' README, not this run"
+    return None, f"not measured in this run on {mode} Redis"

@@ -60,6 +60,10 @@ def parse_args(argv=None):
                         "and compare; without it the ratios use the peers' reference figures")
     p.add_argument("--peer-systems", default=os.environ.get("BENCH_SYSTEMS", peers.DEFAULT_SYSTEMS),
                    help="systems for run_all.sh (default: %(default)s)")
+    p.add_argument("--redis-modes", default=",".join(peers.REDIS_MODES), metavar="LIST",
+                   help="Redis modes the peers run on, one run_all.sh each, of "
+                        + ",".join(peers.REDIS_MODES) + " (default: both, printed side by "
+                        "side: 'durable' fsyncs every write as ZODB does)")
     p.add_argument("--peer-timeout", type=int, default=300, metavar="SECONDS",
                    help="run_all.sh's time budget per system, BENCH_TIMEOUT_S, unless set "
                         "(default %(default)s; theirs is 120)")
@@ -120,6 +124,11 @@ def parse_args(argv=None):
                  "scale_jobs", "scale_small", "scale_ops", "scale_rounds", "scale_batch"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be 1 or more")
+    redis_modes = [m.strip() for m in args.redis_modes.split(",") if m.strip()]
+    if not redis_modes or set(redis_modes) - set(peers.REDIS_MODES):
+        p.error(f"--redis-modes: {args.redis_modes!r}: expected some of "
+                f"{','.join(peers.REDIS_MODES)}")
+    args.redis_modes = redis_modes
     args.sections = only
     args.modes = modes
     args.dispatcher_kw = dict(args.dispatcher_kw)

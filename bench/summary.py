@@ -9,6 +9,13 @@ TARGET_E2E = 1.0          # x Huey in-process on FileStorage, x Celery over ZEO 
 TARGET_SCALE = 0.7        # large backlog / small backlog
 TARGET_P50_FS_MS = 5.0
 TARGET_P50_ZEO_MS = 20.0
+# Issue 19: at equal durability (peers on Redis fsyncing every write).
+TARGET_FS_HUEY_DURABLE = 1.5      # in-process FileStorage e2e x Huey
+TARGET_ZEO_CELERY_DURABLE = 1.5   # ZEO 2 workers e2e x Celery
+TARGET_ZEO_DRAMATIQ_DURABLE = 1.0  # ZEO 2 workers e2e x Dramatiq
+TARGET_OF_FLOOR = 0.8             # e2e x the storage's floor
+TARGET_ENQUEUE_OF_RAW = 0.9       # enqueue x the storage's raw commit rate
+TARGET_DRAIN_OF_FLOOR = 0.5       # in-process drain x the FileStorage floor's drain
 
 PEER_LINE_NAMES = {"inprocess": "zasync_fs_inprocess", "zeo1": "zasync_zeo_1worker",
                    "zeo2": "zasync_zeo_2workers"}
@@ -105,17 +112,40 @@ def _scale(lines, s):
 
 def _peer_lines(lines, results):
     runs = results.get("e2e") or {}
-    found = results.get("peers")
+    found = results.get("peers") or {}
     lines.append("side by side, the peers' result-line format"
-                 + (" (peers measured in this run by their run_all.sh)" if found else
-                    " (peers not run: add --peers)"))
+                 + (" (peers measured in this run by their run_all.sh, Redis "
+                    + " and ".join(found) + ")" if found else " (peers not run: add --peers)"))
     for mode, r in runs.items():
         lines.append(f"  {PEER_LINE_NAMES[mode]} enqueue_per_s={num(r['enqueue_per_s'])} "
                      f"e2e_per_s={num(r['e2e_per_s'])} p50_latency_ms={num(r['p50_latency_ms'], '.2f')} "
                      f"p95_latency_ms={num(r['p95_latency_ms'], '.2f')}")
-    for system, figures in (found or {}).items():
-        suffix = "   <- bench_zasync.py under benchlib (ZEO, 1 worker)" if system == "zasync" else ""
-        lines.append(f"  {figures['line']}{suffix}")
+    for redis_mode, systems in found.items():
+        for system, figures in systems.items():
+            suffix = ("   <- bench_zasync.py under benchlib (ZEO, 1 worker)"
+                      if system == "zasync" else f"   <- Redis {redis_mode}")
+            lines.append(f"  {figures['line']}{suffix}")
+    if found:
+        _peer_table(lines, found)
+
+
+def _peer_table(lines, found):
+    """The peers on each Redis mode in columns, one row per system."""
+    modes = list(found)
+    systems = list(dict.fromkeys(s for m in modes for s in found[m]))
+    width = 33
+    lines.append(f"  {'':16}" + "".join(f" {('Redis ' + m):-^{width}}" for m in modes))
+    lines.append(f"  {'':16}" + f" {'enqueue/s':>9} {'e2e/s':>6} {'p50 ms':>7} {'p95 ms':>7}" * len(modes))
+    for system in systems:
+        row = f"  {system:16}"
+        for m in modes:
+            f = found[m].get(system)
+            if f is None:
+                row += f" {'':>9} {'':>6} {'':>7} {'':>7}"
+            else:
+                row += (f" {num(f['enqueue_per_s']):>9} {num(f['e2e_per_s']):>6} "
+                        f"{num(f['p50_latency_ms'], '.2f'):>7} {num(f['p95_latency_ms'], '.2f'):>7}")
+        lines.append(row)
 
 
 def _floor(lines, r, peer, peer_name, floor):
@@ -191,6 +221,51 @@ def _ratios(lines, results, jobs):
                              f"e2e {r['e2e_per_s'] / raw[key]:.2f}x, drain {r['drain_per_s'] / raw[key]:.2f}x")
 
 
+def _ratio_line(lines, text, mine, other, target):
+    if mine is None or not other:
+        lines.append(f"  {text}: {num(mine)} / {num(other)} (not measured in this run)")
+        return
+    ratio = mine / other
+    lines.append(f"  {text}: {num(mine)} / {num(other)} = {ratio:.2f} "
+                 f"(target >= {target}: {verdict(ratio >= target)})")
+
+
+def _durable_ratios(lines, results):
+    """Issue 19's ratios: the peers on durable Redis, and the storage's
+    own floor and raw commit rate, all from this run."""
+    runs = results.get("e2e") or {}
+    raw = results.get("raw") or {}
+    found = results.get("peers") or {}
+    lines.append("issue 19's ratios and targets (at equal durability: peers on Redis "
+                 "fsyncing every write"
+                 + ("" if "durable" in found else "; durable Redis not run: add --peers") + ")")
+    if "inprocess" in runs:
+        r = runs["inprocess"]
+        huey, _ = reference_or_measured(found, "huey", "durable")
+        _ratio_line(lines, "in-process FileStorage e2e / Huey (durable) e2e", r["e2e_per_s"],
+                    huey, TARGET_FS_HUEY_DURABLE)
+        _ratio_line(lines, "in-process FileStorage e2e / FileStorage floor e2e", r["e2e_per_s"],
+                    raw.get("floor_fs_e2e_per_s"), TARGET_OF_FLOOR)
+        _ratio_line(lines, "in-process enqueue / FileStorage raw commits", r["enqueue_per_s"],
+                    raw.get("raw_fs_commits_per_s"), TARGET_ENQUEUE_OF_RAW)
+        _ratio_line(lines, "in-process drain / FileStorage floor drain", r["drain_per_s"],
+                    raw.get("floor_fs_drain_per_s"), TARGET_DRAIN_OF_FLOOR)
+    if "zeo2" in runs:
+        r = runs["zeo2"]
+        for system, target in (("celery", TARGET_ZEO_CELERY_DURABLE),
+                               ("dramatiq", TARGET_ZEO_DRAMATIQ_DURABLE)):
+            peer, _ = reference_or_measured(found, system, "durable")
+            _ratio_line(lines, f"ZEO 2 worker processes e2e / {system.capitalize()} (durable) e2e",
+                        r["e2e_per_s"], peer, target)
+        _ratio_line(lines, "ZEO 2 worker processes e2e / ZEO floor e2e", r["e2e_per_s"],
+                    raw.get("floor_zeo_e2e_per_s"), TARGET_OF_FLOOR)
+    for mode in ("zeo1", "zeo2"):
+        if mode in runs:
+            _ratio_line(lines, f"{mode} enqueue / ZEO raw commits", runs[mode]["enqueue_per_s"],
+                        raw.get("raw_zeo_commits_per_s"), TARGET_ENQUEUE_OF_RAW)
+            break
+
+
 def report(facts, results, cfg):
     rule = "=" * 100
     lines = [rule, f"zasync bench  {facts['started_at']}  {facts['host']}",
@@ -204,6 +279,7 @@ def report(facts, results, cfg):
     if results.get("e2e") or results.get("peers"):
         _peer_lines(lines, results)
     _ratios(lines, results, cfg.jobs)
+    _durable_ratios(lines, results)
     if "error" in results:
         lines.append(f"ERROR: {results['error']} (figures above are those measured before it)")
     load = " -> ".join("/".join(f"{x:.1f}" for x in facts[k])

@@ -155,9 +155,13 @@ def _hand(runner, tm, succeeded):
                           for each in succeeded):
         return False
     handed = []
+    last = succeeded[-1]
     for each in succeeded:
+        # Woken by the last only: a dispatcher woken by the first would
+        # commit it alone, and the rest in the next transaction.
         if not runner.dispatcher.hand_result(each.oid, each.job_id, each.value,
-                                             each.began, each.started):
+                                             each.began, each.started,
+                                             wake=each is last):
             break       # the dispatcher stopped: the rest commit here
         handed.append(each)
     if len(handed) == len(succeeded):

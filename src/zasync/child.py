@@ -35,7 +35,7 @@ class _ChildDispatcher:
         self._tm = transaction.TransactionManager()
         self._conn = open_connection(db, self._tm)
 
-    def hand_result(self, *args):
+    def hand_result(self, *args, **kwargs):
         return False            # no group commit here: commit it ourselves
 
     def note_started(self, *args):
