@@ -24,6 +24,9 @@ from zasync.runner import JobRunner
 
 logger = logging.getLogger(__name__)
 
+#: Seconds between two logs (with traceback) of one recurring claim failure.
+CLAIM_LOG_INTERVAL = 60.0
+
 _local_dispatchers = weakref.WeakSet()
 _local_lock = threading.Lock()
 
@@ -113,6 +116,7 @@ class Dispatcher:
         self._close_hook = None
         self.claim_conflicts = 0
         self._claim_error = None        # (message, monotonic time) recorded
+        self._logged_claim_errors = {}  # failure -> monotonic time logged
 
     def __repr__(self):
         return f"<zasync.Dispatcher {self.id} {'running' if self.running else 'stopped'}>"
@@ -343,23 +347,35 @@ class Dispatcher:
     def _loop(self):
         while not self._stopping.is_set():
             self._wakeup.clear()
+            # Claiming and the heartbeat fail apart: a dispatcher whose
+            # claims fail still lives (and recovers dead siblings' jobs),
+            # and must not be declared dead and see its running jobs run
+            # a second time.
             try:
                 again, next_due = self._cycle()
                 if self._claim_error is not None:
                     self._record_claim_error(None)
-                self._maybe_ping()
+                    self._logged_claim_errors.clear()
             except Exception as error:
-                logger.exception("dispatcher %s: claim failed", self.id)
+                self._log_claim_failure(error)
                 self._tm.abort()
+                first = self._claim_error is None
                 self._record_claim_error(error)
                 again, next_due = False, None
                 # A claim whose commit failed without a conflict (the ZEO
                 # server went away while it committed) may have committed
                 # all the same: its jobs are then held by no thread.  The
-                # next cycle's heartbeat hands them on, not one
-                # ping_interval later.
-                self._last_ping = 0.0
+                # heartbeat below hands them on, not one ping_interval
+                # later (once: a claim that keeps failing must not make a
+                # heartbeat write at every poll).
+                if first:
+                    self._last_ping = 0.0
                 self._stopping.wait(min(1.0, self.poll_interval))
+            try:
+                self._maybe_ping()
+            except Exception as error:
+                self._tm.abort()
+                self._log_claim_failure(error, "heartbeat failed")
             if not again:
                 wait = self.poll_interval
                 # A job due later than now: wake up for it.  One due now that
@@ -369,6 +385,23 @@ class Dispatcher:
                     wait = min(wait, next_due)
                 self._wakeup.wait(wait)
         self._tm.abort()
+
+    def _log_claim_failure(self, error, what="claim failed"):
+        """Log a failed claim (or heartbeat) with its traceback once a
+        `CLAIM_LOG_INTERVAL` per distinct failure, a line at debug level
+        otherwise: a claim retried every poll must not flood the log."""
+        key = (what, type(error).__name__, str(error)[:200])
+        now = time.monotonic()
+        last = self._logged_claim_errors.get(key)
+        if last is not None and now - last < CLAIM_LOG_INTERVAL:
+            logger.debug("dispatcher %s: %s again: %s: %s", self.id, what,
+                         type(error).__name__, error)
+            return
+        if len(self._logged_claim_errors) > 100:
+            self._logged_claim_errors.clear()
+        self._logged_claim_errors[key] = now
+        logger.error("dispatcher %s: %s (said once a %g s while it fails so)",
+                     self.id, what, CLAIM_LOG_INTERVAL, exc_info=error)
 
     def hand_result(self, oid, job_id, value, began, started=None):
         """Take the result of a job that wrote nothing else, to commit it
