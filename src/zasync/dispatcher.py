@@ -115,6 +115,8 @@ class Dispatcher:
         self._accepting = False
         self._close_hook = None
         self.claim_conflicts = 0
+        self.claim_failures = 0         # claims failed, or jobs handed back
+        self._job_problem = None        # see note_job_problem
         self._claim_error = None        # (message, monotonic time) recorded
         self._logged_claim_errors = {}  # failure -> monotonic time logged
 
@@ -353,10 +355,16 @@ class Dispatcher:
             # a second time.
             try:
                 again, next_due = self._cycle()
-                if self._claim_error is not None:
+                problem = self._job_problem
+                if problem is not None:
+                    # claims work, but this process cannot load the jobs
+                    # they hand it (see `JobRunner._hand_back`)
+                    self._record_claim_error(problem)
+                elif self._claim_error is not None:
                     self._record_claim_error(None)
                     self._logged_claim_errors.clear()
             except Exception as error:
+                self.claim_failures += 1
                 self._log_claim_failure(error)
                 self._tm.abort()
                 first = self._claim_error is None
@@ -402,6 +410,21 @@ class Dispatcher:
         self._logged_claim_errors[key] = now
         logger.error("dispatcher %s: %s (said once a %g s while it fails so)",
                      self.id, what, CLAIM_LOG_INTERVAL, exc_info=error)
+
+    def note_job_problem(self, error):
+        """Say (from an agent's thread) that a claimed job could not be
+        loaded for a reason of this worker's own (a database it did not
+        open), or, with None, that a job loaded: the next cycle records it
+        in the dispatcher's record as a claim error, or clears it."""
+        if error is None:
+            if self._job_problem is not None:
+                self._job_problem = None
+                self._wakeup.set()
+            return
+        self.claim_failures += 1
+        self._log_claim_failure(error, "a claimed job cannot be loaded here; handed back")
+        self._job_problem = error
+        self._wakeup.set()
 
     def hand_result(self, oid, job_id, value, began, started=None):
         """Take the result of a job that wrote nothing else, to commit it

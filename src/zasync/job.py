@@ -396,6 +396,9 @@ class Job(persistent.Persistent):
         try:
             callable, args, kwargs = self.callable, self.args, self.kwargs
         except Exception as error:  # e.g. a method of an object it cannot load
+            from zasync.multidb import missing_database
+            if missing_database(error) is not None:
+                raise   # the worker's problem (a database it did not open)
             where = (f"on worker {self.dispatcher_id}" if self.dispatcher_id
                      else "in this process")
             raise MissingCodeError(
