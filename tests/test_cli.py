@@ -438,7 +438,9 @@ def test_a_worker_that_cannot_import_a_job_says_so_and_runs_the_others(
     assert "claim failed" not in text and "Traceback" not in text, text
     lines = [line for line in text.splitlines() if greet_id in line]
     assert len(lines) == 1, text              # said once, not at every claim
-    for part in ("myjobs.greet", "No module named 'myjobs'", "stays pending",
+    # Its attempt failed, naming what is missing; it is retried later (by
+    # this worker or one that can import it), not at every claim.
+    for part in ("cannot import myjobs.greet", "No module named 'myjobs'", "retrying in",
                  "PYTHONPATH", str(elsewhere)):
         assert part in lines[0], part
     assert '"status": "pending"' in status.stdout

@@ -780,8 +780,7 @@ def test_metrics_escape_label_values(db):
 
 def test_jobs_whose_code_cannot_be_imported(tmp_path, monkeypatch):
     """The view reads such jobs (ZODB shows their callables and arguments as
-    broken objects); an action that must store the job again says why it
-    cannot, instead of failing with a traceback."""
+    broken objects), and its actions work on them."""
     folder = tmp_path / "code"
     folder.mkdir()
     (folder / "vanishing_jobs.py").write_text(
@@ -807,10 +806,11 @@ def test_jobs_whose_code_cannot_be_imported(tmp_path, monkeypatch):
         assert data["failure"]["message"] == "boom"
         page = app.get(f"/jobs/{job_id}")
         assert "vanishing_jobs.boom" in page.html.select_one("h1").text
-        reply = app.post(f"/api/jobs/{job_id}/dismiss", headers=bearer(), status=500)
-        assert reply.json["result"] == "fail"
-        assert "where the jobs' code can be imported" in reply.json["message"]
-        assert look(db, job_id, "dismissed") is False
+        # The action writes the job's record alone, which holds no code
+        # (its call is a record of its own): it works here too.
+        reply = app.post(f"/api/jobs/{job_id}/dismiss", headers=bearer())
+        assert reply.json["result"] == "ok"
+        assert look(db, job_id, "dismissed") is True
     finally:
         db.close()
 

@@ -159,7 +159,9 @@ def test_without_the_workaround_puts_after_a_restart_fail(
         return ZODB.DB(ZEO.ClientStorage.ClientStorage(zeo_server.address))
 
     failed, put = produce_across_a_restart(zeo_server, open_client, folder, tmp_path, "kill")
-    assert len(failed) >= PUTS // 5, failed
+    # (A put takes three new oids -- the job, its live state and its call
+    # record -- so fewer puts than oids fetched ahead collide.)
+    assert len(failed) >= PUTS // 8, failed
     assert all("ConflictError" in error or "same oid" in error for error in failed)
 
 

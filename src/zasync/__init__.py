@@ -15,7 +15,7 @@ from zasync.interfaces import (
     AlreadyCompletedError, AlreadyQueuedError, Cancelled, ConfigurationError,
     DatabaseUnavailableError,
     DuplicateScheduleError, GroupFailedError, InterruptedJobError, JobStateError,
-    JobTimeoutError, NaiveDatetimeError, NotInJobError, NotInstalledError,
+    JobTimeoutError, MissingCodeError, NaiveDatetimeError, NotInJobError, NotInstalledError,
     NotPendingError, UnknownQueueError, UnknownScheduleError, UnstorableError,
     UnstorableResultError, WaitTimeoutError, ZasyncError)
 from zasync.job import Job
@@ -32,7 +32,8 @@ __all__ = [
     "ZasyncError", "AlreadyCompletedError", "AlreadyQueuedError", "Cancelled",
     "DatabaseUnavailableError",
     "ConfigurationError", "DuplicateScheduleError", "GroupFailedError",
-    "InterruptedJobError", "JobStateError", "JobTimeoutError", "NaiveDatetimeError",
+    "InterruptedJobError", "JobStateError", "JobTimeoutError", "MissingCodeError",
+    "NaiveDatetimeError",
     "NotInJobError",
     "NotInstalledError", "NotPendingError", "UnknownQueueError",
     "UnknownScheduleError", "UnstorableError", "UnstorableResultError",

@@ -83,8 +83,10 @@ def run_batch(runner, tm, conn, tasks):
     tm.begin()
     jobs = {oid: conn.get(oid) for oid, _ in tasks}
     prefetch(conn, list(jobs.values()))
-    # Each job's live state says whether it was cancelled before it ran.
-    prefetch(conn, [job._live for job in jobs.values()])
+    # Each job's live state says whether it was cancelled before it ran,
+    # and its call record what to run.
+    prefetch(conn, [job._live for job in jobs.values()]
+             + [job._call for job in jobs.values() if job._call is not None])
     alone, ran = [], []
     take = _taking(tasks)
     while True:

@@ -35,8 +35,13 @@ class _ChildDispatcher:
         self._tm = transaction.TransactionManager()
         self._conn = open_connection(db, self._tm)
 
+    poll_interval = 0.5
+
     def hand_result(self, *args, **kwargs):
         return False            # no group commit here: commit it ourselves
+
+    def note_job_problem(self, error):
+        pass                    # the job handed back says so to the next claim
 
     def note_started(self, *args):
         pass                    # the outcome's transaction records the start

@@ -284,11 +284,15 @@ class Claiming:
         # only for a retried job.)
         prefetch(self._p_jar, [job for _, job in picked])
         for key, job in picked:
-            missing = unimportable(job) if job._status == PENDING else None
+            # A job stored before its call had a record of its own holds
+            # its callable: writing it (as assigning does) would fail the
+            # whole claim's commit, again at every claim, if this process
+            # cannot import the callable.  Leave it pending for a worker
+            # that can.  (Newer jobs are written without loading their
+            # call, and a missing callable fails their attempt instead.)
+            missing = (unimportable(job) if job._status == PENDING and job._call is None
+                       else None)
             if missing is not None:
-                # Writing the job (as assigning it does) would fail the
-                # whole claim's commit, again at every claim: leave it
-                # pending for a worker that can import its callable.
                 _say_unimportable(dispatcher_id, job, missing)
                 if self.quotas:
                     self._release_quotas(job)

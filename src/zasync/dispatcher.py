@@ -24,6 +24,9 @@ from zasync.runner import JobRunner
 
 logger = logging.getLogger(__name__)
 
+#: Seconds between two logs (with traceback) of one recurring claim failure.
+CLAIM_LOG_INTERVAL = 60.0
+
 _local_dispatchers = weakref.WeakSet()
 _local_lock = threading.Lock()
 
@@ -117,7 +120,10 @@ class Dispatcher:
         self._accepting = False
         self._close_hook = None
         self.claim_conflicts = 0
+        self.claim_failures = 0         # claims failed, or jobs handed back
+        self._job_problem = None        # see note_job_problem
         self._claim_error = None        # (message, monotonic time) recorded
+        self._logged_claim_errors = {}  # failure -> monotonic time logged
 
     def __repr__(self):
         return f"<zasync.Dispatcher {self.id} {'running' if self.running else 'stopped'}>"
@@ -348,23 +354,41 @@ class Dispatcher:
     def _loop(self):
         while not self._stopping.is_set():
             self._wakeup.clear()
+            # Claiming and the heartbeat fail apart: a dispatcher whose
+            # claims fail still lives (and recovers dead siblings' jobs),
+            # and must not be declared dead and see its running jobs run
+            # a second time.
             try:
                 again, next_due = self._cycle()
-                if self._claim_error is not None:
+                problem = self._job_problem
+                if problem is not None:
+                    # claims work, but this process cannot load the jobs
+                    # they hand it (see `JobRunner._hand_back`)
+                    self._record_claim_error(problem)
+                elif self._claim_error is not None:
                     self._record_claim_error(None)
-                self._maybe_ping()
+                    self._logged_claim_errors.clear()
             except Exception as error:
-                logger.exception("dispatcher %s: claim failed", self.id)
+                self.claim_failures += 1
+                self._log_claim_failure(error)
                 self._tm.abort()
+                first = self._claim_error is None
                 self._record_claim_error(error)
                 again, next_due = False, None
                 # A claim whose commit failed without a conflict (the ZEO
                 # server went away while it committed) may have committed
                 # all the same: its jobs are then held by no thread.  The
-                # next cycle's heartbeat hands them on, not one
-                # ping_interval later.
-                self._last_ping = 0.0
+                # heartbeat below hands them on, not one ping_interval
+                # later (once: a claim that keeps failing must not make a
+                # heartbeat write at every poll).
+                if first:
+                    self._last_ping = 0.0
                 self._stopping.wait(min(1.0, self.poll_interval))
+            try:
+                self._maybe_ping()
+            except Exception as error:
+                self._tm.abort()
+                self._log_claim_failure(error, "heartbeat failed")
             if not again:
                 wait = self.poll_interval
                 # A job due later than now: wake up for it.  One due now that
@@ -393,6 +417,38 @@ class Dispatcher:
             left = deadline - time.monotonic()
             if left <= 0 or not self._wakeup.wait(left):
                 return
+
+    def _log_claim_failure(self, error, what="claim failed"):
+        """Log a failed claim (or heartbeat) with its traceback once a
+        `CLAIM_LOG_INTERVAL` per distinct failure, a line at debug level
+        otherwise: a claim retried every poll must not flood the log."""
+        key = (what, type(error).__name__, str(error)[:200])
+        now = time.monotonic()
+        last = self._logged_claim_errors.get(key)
+        if last is not None and now - last < CLAIM_LOG_INTERVAL:
+            logger.debug("dispatcher %s: %s again: %s: %s", self.id, what,
+                         type(error).__name__, error)
+            return
+        if len(self._logged_claim_errors) > 100:
+            self._logged_claim_errors.clear()
+        self._logged_claim_errors[key] = now
+        logger.error("dispatcher %s: %s (said once a %g s while it fails so)",
+                     self.id, what, CLAIM_LOG_INTERVAL, exc_info=error)
+
+    def note_job_problem(self, error):
+        """Say (from an agent's thread) that a claimed job could not be
+        loaded for a reason of this worker's own (a database it did not
+        open), or, with None, that a job loaded: the next cycle records it
+        in the dispatcher's record as a claim error, or clears it."""
+        if error is None:
+            if self._job_problem is not None:
+                self._job_problem = None
+                self._wakeup.set()
+            return
+        self.claim_failures += 1
+        self._log_claim_failure(error, "a claimed job cannot be loaded here; handed back")
+        self._job_problem = error
+        self._wakeup.set()
 
     def hand_result(self, oid, job_id, value, began, started=None, wake=True):
         """Take the result of a job that wrote nothing else, to commit it

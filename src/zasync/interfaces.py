@@ -129,6 +129,14 @@ class InterruptedJobError(ZasyncError):
     whose retry policy gave up."""
 
 
+class MissingCodeError(ZasyncError):
+    """Raised (and recorded as the job's failure) when a worker cannot
+    import the callable of a job, or the class of one of its arguments: it
+    loads only as ZODB's placeholder for missing code.  The default retry
+    policy tries again after a growing delay, as a later deploy may bring
+    the code."""
+
+
 class UnstorableResultError(ZasyncError):
     """Recorded as the failure of a job whose result cannot be stored."""
 

@@ -17,12 +17,13 @@ import persistent.mapping
 from ZODB.POSException import ConflictError
 from zope.interface import implementer
 
+from zasync import call as calls
 from zasync import clock, context, events, local, storable, workflow
 from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, STATUSES,
     AlreadyCompletedError, Cancelled, ConfigurationError, IJob,
-    JobStateError, SIMPLE_FAILURE, SIMPLE_PENDING, SIMPLE_STARTED,
+    JobStateError, MissingCodeError, SIMPLE_FAILURE, SIMPLE_PENDING, SIMPLE_STARTED,
     SIMPLE_SUCCESS, UnstorableResultError)
 from zasync.key import release_key
 from zasync.retry import RetryTransient
@@ -133,8 +134,13 @@ class LiveState(persistent.mapping.PersistentMapping):
 class Job(persistent.Persistent):
     """See `IJob`."""
 
-    _result = None
+    _result = None       # the value, or a `zasync.call.Result` holding it
     _failure = None
+    # What it calls: a `zasync.call.Call`, written once.  None in a job
+    # stored before calls had a record of their own, whose callable, args
+    # and kwargs are in its own state (read by the properties below).
+    _call = None
+    _callable_name = None
     _queue = None
     _parent = None
     _on = None           # callbacks: 'success', 'failure' or None for both
@@ -179,9 +185,8 @@ class Job(persistent.Persistent):
                 f"put it (queue.put(job)) or return it from a job to wait for it")
         check_call(callable, args, kwargs)
         self.id = new_job_id()
-        self.callable = callable
-        self.args = tuple(args)
-        self.kwargs = dict(kwargs)
+        self._call = calls.Call(callable, args, kwargs)
+        self._callable_name = storable.describe(callable)
         self.created_at = clock.now()
         self._status = NEW
         self._history = ((NEW, self._created_at_us, None),)
@@ -224,13 +229,35 @@ class Job(persistent.Persistent):
     def status(self, value):
         self._status = value
 
+    def _inline(self, name, default):
+        # (`__dict__` is read after `_call`, which loaded the job's state)
+        return self.__dict__.get(name, default)
+
+    @property
+    def callable(self):
+        """What the job calls (loading its `Call` record)."""
+        call = self._call
+        return self._inline("callable", None) if call is None else call.callable
+
+    @property
+    def args(self):
+        call = self._call
+        return self._inline("args", ()) if call is None else call.args
+
+    @property
+    def kwargs(self):
+        call = self._call
+        return self._inline("kwargs", {}) if call is None else call.kwargs
+
     @property
     def callable_name(self):
-        return storable.describe(self.callable)
+        # kept in the job's record: naming the job loads no `Call`
+        name = self._callable_name
+        return storable.describe(self.callable) if name is None else name
 
     @property
     def result(self):
-        return self._result
+        return calls.unwrap_result(self._result)
 
     @property
     def failure(self):
@@ -369,9 +396,27 @@ class Job(persistent.Persistent):
             return None
         return live.started_at
 
+    def _loaded_call(self):
+        """(callable, args, kwargs), or `MissingCodeError` if this process
+        lacks their code (ZODB loaded a placeholder instead)."""
+        try:
+            callable, args, kwargs = self.callable, self.args, self.kwargs
+        except Exception as error:  # e.g. a method of an object it cannot load
+            from zasync.multidb import missing_database
+            if missing_database(error) is not None:
+                raise   # the worker's problem (a database it did not open)
+            where = (f"on worker {self.dispatcher_id}" if self.dispatcher_id
+                     else "in this process")
+            raise MissingCodeError(
+                f"cannot load the call of job {self.id} ({self.callable_name}) "
+                f"{where}: {type(error).__name__}: {error}") from error
+        calls.check_loadable(callable, args, kwargs, self.callable_name,
+                             self.dispatcher_id)
+        return callable, args, kwargs
+
     def _invoke(self, *extra):
         """Call the callable; callbacks get the parent's outcome in `extra`."""
-        call, args, kwargs = context.prepared_call(self.callable, self.args, self.kwargs)
+        call, args, kwargs = context.prepared_call(*self._loaded_call())
         return call(*extra, *args, **kwargs)
 
     def _complete(self, result=None, failure=None, dispatcher_id=None):
@@ -382,7 +427,7 @@ class Job(persistent.Persistent):
             except Exception as error:
                 failure = Failure.from_exception(UnstorableResultError(str(error)))
                 result = None
-        self._result = result
+        self._result = calls.wrap_result(result)
         self._failure = failure
         if self._wait_mode is not None or self._resuming:
             self._waiting_for, self._wait_mode, self._arrived = (), None, ()
@@ -413,7 +458,7 @@ class Job(persistent.Persistent):
         self.attempts = self.attempts + (failure,)
 
     def _outcome(self):
-        return self._failure if self._failure is not None else self._result
+        return self._failure if self._failure is not None else self.result
 
     def _finish_callbacks(self, dispatcher_id=None):
         """Mark a job whose callbacks have all run as completed."""

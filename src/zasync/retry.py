@@ -10,7 +10,7 @@ import datetime
 
 from zope.interface import implementer
 
-from zasync.interfaces import ConfigurationError, IRetryPolicy
+from zasync.interfaces import ConfigurationError, IRetryPolicy, MissingCodeError
 
 try:  # ZEO is a dependency, but the policy must not need a ZEO client
     from ZEO.Exceptions import ClientDisconnected
@@ -45,15 +45,21 @@ class RetryTransient:
 
     ConflictError and other `transaction.interfaces.TransientError`s are
     retried at once; a ZEO disconnection is retried after a growing delay
-    (`disconnect_delay`, doubled each attempt, at most `max_delay`).  After
-    `attempts` attempts in all, or at once for any other exception, the job
-    fails.  A job whose worker died is retried `interrupted_attempts` times.
+    (`disconnect_delay`, doubled each attempt, at most `max_delay`), and so
+    is a job whose code the worker lacks (`MissingCodeError`, from
+    `missing_code_delay`: 10, 20, 40, 60 s by default), which a later deploy,
+    or another worker, may bring.  After `attempts` attempts in all, or at
+    once for any other exception, the job fails.  A job whose worker died is
+    retried `interrupted_attempts` times.
     """
 
+    missing_code_delay = 10.0     # (for policies stored before it existed)
+
     def __init__(self, attempts=5, disconnect_delay=1.0, max_delay=60.0,
-                 interrupted_attempts=3):
+                 interrupted_attempts=3, missing_code_delay=10.0):
         self.attempts = _check_attempts(attempts)
         self.disconnect_delay = _seconds(disconnect_delay, "disconnect_delay")
+        self.missing_code_delay = _seconds(missing_code_delay, "missing_code_delay")
         self.max_delay = _seconds(max_delay, "max_delay")
         self.interrupted_attempts = _check_attempts(
             interrupted_attempts, "interrupted_attempts")
@@ -68,6 +74,8 @@ class RetryTransient:
             return None
         if ClientDisconnected and isinstance(error, ClientDisconnected):
             return self._backoff(self.disconnect_delay, attempt)
+        if isinstance(error, MissingCodeError):
+            return self._backoff(self.missing_code_delay, attempt)
         if isinstance(error, transaction.interfaces.TransientError):
             return ZERO
         return None
@@ -86,8 +94,8 @@ class Backoff(RetryTransient):
 
     Attempt n (the first is 1) that raised one of `exceptions` is followed
     by attempt n + 1 after `initial * factor ** (n - 1)` seconds, at most
-    `max_delay`, until `attempts` attempts in all.  Transient errors are
-    retried as by `RetryTransient`.
+    `max_delay`, until `attempts` attempts in all.  Transient errors and
+    missing code are retried as by `RetryTransient`.
     """
 
     def __init__(self, exceptions=(Exception,), attempts=5, initial=1.0,
@@ -113,7 +121,7 @@ class Backoff(RetryTransient):
         if attempt >= self.attempts:
             return None
         if isinstance(error, self.exceptions) and not isinstance(
-                error, transaction.interfaces.TransientError):
+                error, (transaction.interfaces.TransientError, MissingCodeError)):
             return datetime.timedelta(seconds=min(
                 self.initial * self.factor ** (attempt - 1), self.max_delay))
         return super().retry_after(job, error, attempt)

@@ -30,10 +30,13 @@ from zasync.interfaces import (
     UnstorableError,
     UnstorableResultError)
 from zasync.job import DEFAULT_RETRY_POLICY
+from zasync.multidb import missing_database
 
 logger = logging.getLogger(__name__)
 
 _BOOKKEEPING_ATTEMPTS = 10
+#: Seconds before a job handed back (see `JobRunner._hand_back`) is due again.
+HAND_BACK_DELAY = 1.0
 ZERO = datetime.timedelta(0)
 
 
@@ -242,6 +245,7 @@ class JobRunner:
         with local.running(job, self.dispatcher.progress_writer(job._live._p_oid, deadline)):
             with context.applied(job):
                 value = awaited if awaited is not None else job._invoke()
+                self.dispatcher.note_job_problem(None)     # its job loaded
                 kind, value = workflow.settle(job, value, workflow.put_awaited)
         if deadline is not None and time.monotonic() > deadline:
             raise _timed_out(job)
@@ -285,6 +289,8 @@ class JobRunner:
             "retried): %s", self.dispatcher_id, job_id, name, took, value)
 
     def _after_error(self, tm, conn, oid, job_id, error, began, started=None):
+        if missing_database(error) is not None:
+            return self._hand_back(tm, conn, oid, job_id, error)
         failure = Failure.from_exception(error)
         tm.begin()
         job = conn.get(oid)
@@ -338,6 +344,25 @@ class JobRunner:
             events.notify_after_commit(tm.get(), events.JobRetried(job, failure))
         _bookkeeping(tm, "reschedule", job_id, reschedule)
         return "rescheduled"
+
+    def _hand_back(self, tm, conn, oid, job_id, error):
+        """Give back a job this worker cannot load because it refers to a
+        database the process did not open: the worker's problem, not the
+        job's.  It goes back to its queue, its attempt not counted, for a
+        worker that opened every database (or this one, once it did), and
+        the dispatcher says in its record why it cannot work."""
+        def give_back():
+            job = conn.get(oid)
+            if not self._ours(job):
+                return
+            if job._status == ACTIVE and job.attempt_count and not job._wait_mode:
+                job.attempt_count -= 1      # the claim counted it
+            job._queue._requeue(job, clock.now() + datetime.timedelta(
+                seconds=max(HAND_BACK_DELAY, self.dispatcher.poll_interval)))
+            self._release(conn, job)
+        _bookkeeping(tm, "hand back", job_id, give_back)
+        self.dispatcher.note_job_problem(error)
+        return "handed back"
 
     def _fail(self, tm, conn, oid, job_id, failure, started=None, before=None):
         def fail():
