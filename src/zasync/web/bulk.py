@@ -51,11 +51,12 @@ def check_action(action):
                                f"{', '.join(BULK_ACTIONS)}")
 
 
-def matching(container, filters, action, limit=BULK_LIMIT, scan_limit=SCAN_LIMIT):
+def matching(container, filters, action, limit=None, scan_limit=SCAN_LIMIT):
     """(jobs, more): the jobs that `filters` accept and `action` applies
     to, newest first, at most `limit`; `more` is True if others match
     beyond the limit (or beyond the `scan_limit` jobs read)."""
     check_action(action)
+    limit = BULK_LIMIT if limit is None else limit
     found = []
     scanned = 0
     # the same jobs as the listing shows (see `survey.list_jobs`): from
@@ -81,13 +82,14 @@ def matching(container, filters, action, limit=BULK_LIMIT, scan_limit=SCAN_LIMIT
     return found, False
 
 
-def perform_bulk(db, action, job_ids, batch=BATCH):
+def perform_bulk(db, action, job_ids, batch=None):
     """Do `action` to each of `job_ids`, `batch` jobs per transaction;
     return {"done": [ids], "skipped": [ids]} (skipped: not found, or no
     longer in a state the action applies to).  A batch that cannot be
     committed raises `ActionError`, whose `done` attribute lists the ids
     of the batches committed before it."""
     check_action(action)
+    batch = BATCH if batch is None else batch
     do = _DO[action]
     done, skipped = [], []
     for start in range(0, len(job_ids), batch):
