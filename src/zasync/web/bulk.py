@@ -301,7 +301,7 @@ def bulk_api(ctx, action):
         "result": "ok", "action": action, "done": result["done"],
         "skipped": result["skipped"], "count": count, "more": more,
         "limit": BULK_LIMIT,
-        "message": f"{action}: {count} jobs done, {len(result['skipped'])} skipped"
+        "message": f"{action}: {count} done, {len(result['skipped'])} skipped"
                    + (f"; more match beyond the limit of {BULK_LIMIT}: repeat"
                       if more else ""),
     })

@@ -2,7 +2,9 @@
 CSRF tokens.
 
 Reading is open to whoever reaches the server (it binds to loopback unless
-told otherwise); every action is a POST that needs the credential:
+told otherwise), unless the application requires the login for reading
+too (``require_login``); every action is a POST that needs the credential
+(and the pages show action buttons only to whoever has it):
 
 - ``Authorization: Bearer TOKEN`` (with a token configured) or HTTP basic
   (with a user and password configured), for scripts and the JSON API;
@@ -15,6 +17,10 @@ itself, so the JSON API asks a cookie session for the token too (as the
 ``X-CSRF-Token`` header), and refuses a basic-authenticated request that a
 browser sent from another origin.  A bearer token is never sent by a
 browser on its own, so it needs neither.
+
+Wrong credentials (an Authorization header, the login form) are logged
+with the client's address and counted by a `Throttle`: a client that gave
+too many lately is answered 429 before its credential is looked at.
 
 The secret is made when the application is: sessions end when the server
 restarts.  Rejected: putting the credential itself in the cookie (a leaked
