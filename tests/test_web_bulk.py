@@ -343,3 +343,25 @@ def test_web_command_require_login_needs_a_credential():
     result = CliRunner().invoke(main, ["web", "--db", "memory://", "--require-login"])
     assert result.exit_code == 2
     assert "--require-login needs a credential" in result.output
+
+
+def test_all_matching_a_search_takes_the_jobs_the_list_shows(app, db, failures):
+    login(app)
+    page = app.get("/jobs", {"q": "plain"})
+    shown = {tr["data-job"] for tr in page.html.select("tr[data-job]")}
+    assert shown == set(failures.plain)
+    form = bulk_form(page)
+    form["action"] = "dismiss"
+    confirm = form.submit("scope", value="all")
+    assert confirm.html.select_one(".bulk-count").text == "5"
+    confirm.forms["bulk-confirm"].submit()
+    assert dismissed(db, failures.plain) == [True] * 5
+    assert dismissed(db, failures.html) == [False, False]
+
+
+def test_the_cancelled_filter_lists_only_cancellations(app, failures):
+    page = app.get("/jobs", {"cancelled": "yes"})
+    assert {tr["data-job"] for tr in page.html.select("tr[data-job]")} \
+        == set(failures.cancelled)
+    page = app.get("/jobs", {"cancelled": "no", "state": "failure"})
+    assert len(page.html.select("tr[data-job]")) == 7
