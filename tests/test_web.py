@@ -139,6 +139,12 @@ def basic(user, password):
     return {"Authorization": f"Basic {text}"}
 
 
+def csrf(app):
+    """The CSRF token of this browser's forms, from the login page (the
+    one form a visitor sees before logging in)."""
+    return app.get("/login").html.select_one('input[name="csrf_token"]')["value"]
+
+
 def login(app, token=TOKEN, next_path="/"):
     page = app.get("/login", params={"next": next_path})
     form = page.forms["login-form"]
@@ -266,6 +272,10 @@ def test_running_page_shows_progress_and_message(app, scene):
     assert card.select_one(".fill")["style"] == "width: 50.0%"
     assert card.select_one("p.message").text == "halfway"
     assert "web_jobs.hold" in card.text
+    assert card.select("form") == []        # no action buttons before logging in
+    login(app)
+    card = app.get("/running").html.select_one(
+        f'article.running-job[data-job="{scene.running}"]')
     assert [f.get("action") for f in card.select("form")] == [
         f"/jobs/{scene.running}/cancel"]
 
@@ -282,6 +292,9 @@ def test_job_page_shows_call_history_failure_and_traceback(app, scene):
     assert history[:5] == ["new", "pending", "assigned", "active", "completed"]
     worker_cells = [row.select("td")[3].text for row in page.html.select("section table tbody tr")]
     assert scene.dispatcher.id in worker_cells
+    assert page.html.select(".job-status form button") == []
+    login(app)
+    page = app.get(f"/jobs/{scene.failed}")
     buttons = [b.text for b in page.html.select(".job-status form button")]
     assert buttons == ["Retry", "Dismiss"]
 
@@ -498,7 +511,8 @@ def test_api_cancel_remove_retry_dismiss(app, db, scene):
     assert reply.json == {"task_id": scene.failed, "result": "ok",
                           "message": f"job {scene.failed} dismissed"}
     assert look(db, scene.failed, "dismissed") is True
-    assert app.get("/api/summary").json["failed"] == 2   # the two cancelled jobs
+    summary = app.get("/api/summary").json      # cancellations are not failures
+    assert summary["failed"] == 0 and summary["cancelled"] == 2
 
     reply = app.post(f"/api/jobs/{scene.failed}/retry", headers=bearer())
     assert reply.json["result"] == "ok"
@@ -547,7 +561,7 @@ def test_api_actions_with_the_login_cookie_need_the_csrf_header(app, db, scene):
     assert login(app).status_int == 303
     reply = app.post(f"/api/jobs/{scene.pending}/cancel", status=403)
     assert "X-CSRF-Token" in reply.json["message"]
-    token = app.get("/").html.select_one('input[name="csrf_token"]')["value"]
+    token = csrf(app)
     reply = app.post(f"/api/jobs/{scene.pending}/cancel", headers={"X-CSRF-Token": token})
     assert reply.json["result"] == "ok"
 
@@ -562,9 +576,18 @@ def test_api_actions_disabled_without_a_credential(db, scene):
 
 def test_form_action_refused_until_logged_in_then_done(app, db, scene):
     page = app.get(f"/jobs/{scene.pending}")
-    refused = page.forms[1].submit(status=403)      # forms[0] is the banner's dismiss
+    assert page.html.select("form.action") == []     # no buttons before logging in
+    assert page.html.select("#banner form") == []
+    # a form from a page opened in a session that has since ended
+    here = f"/jobs/{scene.pending}"
+    refused = app.post(here + "/cancel", {"csrf_token": csrf(app), "next": here},
+                       status=403)
     assert "Log in first" in refused.text
     assert look(db, scene.pending, "status") == "pending"
+    # every "Log in" link returns to the page, never to a GET of the action
+    links = [a["href"] for a in refused.html.select("a") if a.text.strip() == "Log in"]
+    assert len(links) == 2
+    assert set(links) == {f"/login?next=%2Fjobs%2F{scene.pending}"}
 
     assert login(app, token="wrong").status_int == 403
     logged_in = login(app, next_path=f"/jobs/{scene.pending}")
@@ -584,14 +607,14 @@ def test_form_actions_need_the_login_and_the_csrf_token(app, db, scene, action, 
     job_id = getattr(scene, job_attr)
     before = state_of(db, job_id)
     url = f"/jobs/{job_id}/{action}"
-    token = app.get("/").html.select_one('input[name="csrf_token"]')["value"]
+    token = csrf(app)
     assert "Log in first" in app.post(url, {"csrf_token": token}, status=403).text
     login(app)
     assert "expired" in app.post(url, status=403).text
     assert "expired" in app.post(url, {"csrf_token": "forged"}, status=403).text
     # a token from another browser (another CSRF cookie) does not serve
     other = webtest.TestApp(app.app)
-    other_token = other.get("/").html.select_one('input[name="csrf_token"]')["value"]
+    other_token = csrf(other)
     app.post(url, {"csrf_token": other_token}, status=403)
     assert state_of(db, job_id) == before
     reply = app.post(url, {"csrf_token": token})
@@ -623,7 +646,7 @@ def test_an_action_is_retried_on_conflict(app, db, scene, monkeypatch):
 
 
 def test_form_action_with_bearer_still_needs_csrf_and_next_stays_local(app, db, scene):
-    token = app.get("/").html.select_one('input[name="csrf_token"]')["value"]
+    token = csrf(app)
     reply = app.post(f"/jobs/{scene.failed}/dismiss",
                      {"csrf_token": token, "next": "//evil.example/x"}, headers=bearer())
     assert reply.location.endswith(f"/jobs/{scene.failed}?done=dismiss&job={scene.failed}")
@@ -634,7 +657,7 @@ def test_form_action_with_bearer_still_needs_csrf_and_next_stays_local(app, db, 
 
 def test_form_remove_goes_back_to_the_list_and_wrong_state_is_409(app, db, scene):
     login(app)
-    token = app.get("/").html.select_one('input[name="csrf_token"]')["value"]
+    token = csrf(app)
     reply = app.post(f"/jobs/{scene.mail}/remove",
                      {"csrf_token": token, "next": f"/jobs/{scene.mail}"})
     assert reply.location.endswith(f"/jobs?done=remove&job={scene.mail}")
@@ -650,7 +673,7 @@ def test_logout_ends_the_session(app, db, scene):
     page = page.forms[[k for k, f in page.forms.items() if f.action.endswith("/logout")][0]
                       ].submit().follow()
     assert "Log in" in page.html.select_one(".session").text
-    token = page.html.select_one('input[name="csrf_token"]')["value"]
+    token = csrf(app)
     app.post(f"/jobs/{scene.pending}/cancel", {"csrf_token": token}, status=403)
 
 
@@ -716,7 +739,7 @@ def test_mounted_under_a_prefix(db, scene):
     page = app.get("/ops/jobs")
     assert page.html.select_one("nav a")["href"] == "/ops/"
     assert page.html.select_one('link[rel="stylesheet"]')["href"] == "/ops/static/zasync.css"
-    assert "Path=/ops" in page.headers["Set-Cookie"]
+    assert "Path=/ops" in app.get("/ops/login").headers["Set-Cookie"]
     assert "data-live" in app.get("/ops/static/zasync.js").text
     form = app.get("/ops/login", {"next": "/jobs"}).forms["login-form"]
     assert form.action == "/ops/login"

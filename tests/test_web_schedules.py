@@ -114,7 +114,9 @@ def test_api_remove_disabled_without_a_credential(db, schedules):
 
 def test_form_remove_needs_the_login_and_the_csrf_token(app, db, schedules):
     url = "/schedules/hourly%20add/remove"
-    token = app.get("/schedules").html.select_one('input[name="csrf_token"]')["value"]
+    page = app.get("/schedules")
+    assert not [f for f in page.forms.values() if f.action.endswith("/remove")]
+    token = app.get("/login").html.select_one('input[name="csrf_token"]')["value"]
     assert "Log in first" in app.post(url, {"csrf_token": token}, status=403).text
     login(app)
     assert "expired" in app.post(url, status=403).text

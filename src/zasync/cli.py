@@ -301,11 +301,14 @@ def demo(directory, threads, once, bind, no_web, log_level):
               help="A host name the view answers to besides loopback names (e.g. "
                    "a proxy's); repeat for several.  On loopback, requests for "
                    "other names are refused, against DNS rebinding.")
+@click.option("--require-login", is_flag=True,
+              help="Reading needs the credential too: pages ask visitors to log in, "
+                   "the JSON API and /metrics answer 401 without it.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(LOG_LEVELS, case_sensitive=False),
               help="Level of the log written to stderr.")
 def web(target, bind, token, username, password, refresh, threads, cache_size, allow_hosts,
-        log_level):
+        require_login, log_level):
     """Serve the web view and JSON API until SIGTERM or SIGINT.
 
     Pages: the overview (per queue: pending, active, failed and completed
@@ -316,26 +319,36 @@ def web(target, bind, token, username, password, refresh, threads, cache_size, a
     its id), the running
     jobs with their progress, each job (arguments, status history,
     progress, annotations, attempts, result, failure and traceback), the
-    workers and the schedules of recurring jobs.  A banner on every page counts the running jobs and the
-    failures not yet dismissed; pages update what changed in place every
+    workers and the schedules of recurring jobs.  A banner on every page
+    counts the running jobs, the failures not yet dismissed and the
+    cancellations apart; pages update what changed in place every
     --refresh seconds, keeping open sections, selections and the scroll,
     and a value too long for a page links to its whole repr as text.  JSON under /api/ (jobs, jobs/ID, queues, workers, schedules;
     /api/ itself lists them) and Prometheus metrics at /metrics.
 
-    Actions (cancel, retry, dismiss, remove; removing a schedule) are POSTs
-    that need a
-    credential: --token, or --user with --password.  Without one, the view
-    is read only and says so.  Anyone who reaches the address can read the
-    jobs, their arguments and tracebacks: keep --bind on loopback, or put
-    the view behind a proxy that checks who comes in.
+    Actions (cancel, retry, dismiss, remove; removing a schedule; dismiss,
+    retry or cancel of the checked jobs or of all matching a filter) are
+    POSTs that need a credential: --token, or --user with --password, and
+    are shown only once logged in.  Without one, the view is read only and
+    says so.  Wrong credentials are logged, and an address that gives
+    five within a minute is answered 429 for the rest of that minute.
+    Anyone who reaches the address can read the jobs, their arguments and
+    tracebacks, unless --require-login: keep --bind on loopback, or
+    require the login, or put the view behind a proxy that checks who
+    comes in.
 
     \b
     Examples:
       zasync web --db zeo://127.0.0.1:8100
       ZASYNC_WEB_TOKEN=s3cret zasync web --db zeo://127.0.0.1:8100
       zasync web --db var/Data.fs --bind 127.0.0.1:9000 --user admin --password s3cret
+      zasync web --db zeo://127.0.0.1:8100 --token s3cret --require-login
       curl -X POST -H 'Authorization: Bearer s3cret' \\
            http://127.0.0.1:8080/api/jobs/ID/retry
+      curl -X POST -H 'Authorization: Bearer s3cret' \\
+           -H 'Content-Type: application/json' \\
+           -d '{"all": true, "filter": {"state": "failure", "dismissed": "no"}}' \\
+           http://127.0.0.1:8080/api/bulk/dismiss
     """
     from zasync.web.serve import parse_bind, serve
     if token is not None and (username is not None or password is not None):
@@ -345,6 +358,9 @@ def web(target, bind, token, username, password, refresh, threads, cache_size, a
     if "" in (token, username, password):
         raise click.UsageError("an empty --token, --user or --password would let "
                                "anyone act: give a value or leave the option out")
+    if require_login and token is None and username is None:
+        raise click.UsageError("--require-login needs a credential to log in with: "
+                               "--token, or --user with --password")
     try:
         parse_bind(bind)
     except ZasyncError as error:
@@ -355,6 +371,7 @@ def web(target, bind, token, username, password, refresh, threads, cache_size, a
     try:
         serve(db, bind, token=token, username=username, password=password,
               refresh=refresh, threads=threads, allow_hosts=allow_hosts,
+              require_login=require_login,
               announce=lambda line: click.echo(line, err=True))
     except OSError as error:
         raise click.ClickException(f"cannot listen on {bind}: {error}") from None

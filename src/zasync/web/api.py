@@ -21,7 +21,7 @@ from zasync.web.app import JOB_ID, NotFoundError, Route
 from zasync.web.guard import BASIC, CSRF_FIELD, CSRF_HEADER, SESSION, same_origin
 from zasync.web.present import JobView, WorkerView
 from zasync.web.survey import (
-    FilterError, Filters, failed_jobs, list_jobs, per_minute, queue_counts,
+    FilterError, Filters, failed_jobs, failure_counts, list_jobs, per_minute, queue_counts,
     running_count, schedule_views)
 
 ID = r"(?P<job_id>[^/]+)"
@@ -41,13 +41,17 @@ ENDPOINTS = (
      "result or failure with its traceback."),
     ("POST", "/api/jobs/{id}/{action}",
      "Act on a job: " + ", ".join(ACTIONS) + "; needs a credential."),
+    ("POST", "/api/bulk/{action}",
+     "Dismiss, retry or cancel many jobs: {\"ids\": [...]}, or {\"all\": true, "
+     "\"filter\": {...}} for the jobs matching a filter (at most 1000); "
+     "\"dry_run\": true counts them only; needs a credential."),
     ("GET", "/api/queues", "Each queue's counts and its last hour, minute by minute."),
     ("GET", "/api/workers", "The workers (dispatchers), their load and health."),
     ("GET", "/api/schedules", "The schedules of recurring jobs."),
     ("POST", "/api/schedules/{name}/remove",
      "Remove a schedule (?queue= names its queue); needs a credential."),
     ("GET", "/api/summary",
-     "The banner's counts (running, failed) and the database's last transaction "
+     "The banner's counts (running, failed, cancelled) and the database's last transaction "
      "(also its ETag: If-None-Match gets a 304 while nothing was committed)."),
     ("GET", "/metrics", "Prometheus metrics, in its text format."),
 )
@@ -101,10 +105,12 @@ def summary(ctx):
 
 def _summary(ctx):
     if not ctx.installed:
-        return ctx.json({"installed": False, "serial": ctx.serial, "running": 0, "failed": 0})
+        return ctx.json({"installed": False, "serial": ctx.serial, "running": 0, "failed": 0,
+                         "cancelled": 0})
+    failed, cancelled = failure_counts(failed_jobs(ctx.container))
     return ctx.json({"installed": True, "serial": ctx.serial,
                      "running": running_count(ctx.held),
-                     "failed": len(failed_jobs(ctx.container))})
+                     "failed": failed, "cancelled": cancelled})
 
 
 def jobs(ctx):

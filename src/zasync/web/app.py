@@ -23,10 +23,10 @@ from webob.static import DirectoryApp
 from zasync import clock
 from zasync.database import close_connection, get_queues, open_connection
 from zasync.interfaces import ConfigurationError, NotInstalledError, ZasyncError
-from zasync.web.guard import CSRF_COOKIE, Guard
+from zasync.web.guard import CSRF_COOKIE, Guard, client_of
 from zasync.web.present import (
     CONFIRM, LABELS, NOTICES, JobView, ago, clip, fmt_seconds, fmt_time, time_tag)
-from zasync.web.survey import failed_jobs, held_jobs, running_count
+from zasync.web.survey import failed_jobs, failure_counts, held_jobs, running_count
 
 logger = logging.getLogger(__name__)
 
@@ -126,10 +126,13 @@ class Context:
         """Running jobs and failures not dismissed, for every page."""
         if self._banner is None:
             failed = failed_jobs(self.container)
+            real, cancelled = failure_counts(failed)
             self._banner = {
                 "running": running_count(self.held),
-                "failed": len(failed),
-                "failed_jobs": [JobView(job, self.now) for job in failed[:BANNER_FAILED]],
+                "failed": real,
+                "cancelled": cancelled,
+                "failed_jobs": [JobView(job, self.now) for job in failed
+                                if not job.cancelled][:BANNER_FAILED],
             }
         return self._banner
 
@@ -144,6 +147,17 @@ class Context:
     @property
     def actions_enabled(self):
         return self.guard.enabled
+
+    @property
+    def may_act(self):
+        """Whether to show action buttons: only to a visitor with the
+        credential (the others would only be refused)."""
+        return self.guard.enabled and bool(self.credential)
+
+    @property
+    def may_read(self):
+        """Whether this visitor may see jobs (see `Application.require_login`)."""
+        return not self.app.require_login or bool(self.credential)
 
     @property
     def csrf_token(self):
@@ -177,7 +191,12 @@ class Context:
 
     @property
     def here(self):
-        """This page, relative to the application, for a form's `next`."""
+        """This page, relative to the application, for a form's `next`
+        and the login link.  A page answering a POST stands for the page
+        the form was on (its `next`), never for the POST's own address,
+        which a GET would answer with 405."""
+        if self.request.method == "POST":
+            return safe_next(self.request.POST.get("next"), "/")
         query = self.request.query_string
         return self.request.path_info + ("?" + query if query else "")
 
@@ -190,7 +209,13 @@ class Context:
         if text is None:
             return None
         job = self.request.GET.get("job", "")
-        return text.format(job=job if JOB_ID.fullmatch(job) else "?")
+        count = self.request.GET.get("count", "")
+        skipped = self.request.GET.get("skipped", "")
+        text = text.format(job=job if JOB_ID.fullmatch(job) else "?",
+                           count=int(count) if count.isdigit() else "?")
+        if skipped.isdigit() and int(skipped):
+            text += f" {int(skipped)} skipped: no longer in a state for this."
+        return text
 
     def render(self, template, status=200, **namespace):
         page = self.app.templates[template]
@@ -254,17 +279,19 @@ def safe_next(value, default="/"):
 
 
 class Route:
-    def __init__(self, methods, pattern, handler, api=False):
+    def __init__(self, methods, pattern, handler, api=False, public=False):
         self.methods = methods
         self.pattern = re.compile(pattern)
         self.handler = handler
         self.api = api
+        self.public = public      # answered even to a visitor not logged in
 
 
 class Application:
     """The WSGI application of `make_app`."""
 
-    def __init__(self, db, token=None, username=None, password=None, refresh=1):
+    def __init__(self, db, token=None, username=None, password=None, refresh=1,
+                 require_login=False):
         if not hasattr(db, "open") or not hasattr(db, "lastTransaction"):
             raise ConfigurationError(f"db={db!r}: expected a ZODB database (zasync.open_db)")
         if isinstance(refresh, bool) or not isinstance(refresh, (int, float)) or refresh < 0:
@@ -272,11 +299,18 @@ class Application:
                 f"refresh={refresh!r}: expected seconds between updates (0 turns them off)")
         self.db = db
         self.guard = Guard(token, username, password)
+        if require_login and not self.guard.enabled:
+            raise ConfigurationError(
+                "require_login=True needs a credential to log in with: give a "
+                "token, or a username and password")
+        #: Reading needs the credential too: pages send visitors without
+        #: it to the login page, the API and metrics answer 401.
+        self.require_login = bool(require_login)
         self.refresh = refresh
         self.templates = LOADER
         self.static = DirectoryApp(STATIC)
-        from zasync.web import api, pages
-        self.routes = pages.routes() + api.routes()
+        from zasync.web import api, bulk, pages
+        self.routes = pages.routes() + api.routes() + bulk.routes()
 
     def __call__(self, environ, start_response):
         request = Request(environ)
@@ -299,6 +333,9 @@ class Application:
             if request.method not in ("GET", "HEAD"):
                 return Response(status=405, allow="GET, HEAD")
             return request.get_response(self.static)
+        throttled = _throttled(self.guard, request)
+        if throttled is not None:
+            return throttled
         allowed = set()
         for route in self.routes:
             match = route.pattern.fullmatch(path)
@@ -325,6 +362,10 @@ class Application:
         try:
             tm.begin()
             ctx = Context(self, request, conn, serial.hex() if serial else "0")
+            if not ctx.may_read:
+                ctx.refresh = 0        # a login page has nothing to update
+                if not route.public:
+                    return _login_required(ctx, route)
             try:
                 return route.handler(ctx, **arguments)
             except NotFoundError as error:
@@ -368,6 +409,50 @@ def _undecodable(request):
         return Context.json({"result": "fail", "message": message}, 400)
     return Response(status=400, content_type="text/plain", charset="utf-8",
                     body=f"400 Bad Request: {message}\n".encode("utf-8"))
+
+
+def _throttled(guard, request):
+    """A 429 response when the request tries a credential (an
+    Authorization header, or the login form) from a client that gave
+    wrong ones too often lately; else None.  A right credential is
+    refused too: the answer must not tell a guesser which one was right."""
+    tries = "Authorization" in request.headers or (
+        request.method == "POST" and request.path_info == "/login")
+    if not tries:
+        return None
+    wait = guard.throttle.wait(client_of(request))
+    if not wait:
+        return None
+    seconds = max(int(wait + 0.999), 1)
+    message = (f"too many wrong credentials from this address: try again in "
+               f"{seconds} s")
+    if request.path_info.startswith("/api/") or request.path_info == "/metrics":
+        response = Context.json({"result": "fail", "message": message}, 429)
+    else:
+        response = Response(status=429, content_type="text/plain", charset="utf-8",
+                            body=f"429 Too Many Requests: {message}\n".encode("utf-8"))
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+def _login_required(ctx, route):
+    """The answer to a visitor without the credential when reading needs
+    it: 401 from the API and metrics, the login page (by a redirect that
+    comes back here) from the pages."""
+    request = ctx.request
+    if route.api or request.path_info.startswith("/api/") \
+            or request.path_info == "/metrics":
+        scheme = "Bearer" if ctx.guard.kind == "token" else 'Basic realm="zasync"'
+        response = ctx.json({"result": "fail", "message":
+                             "reading needs the credential: give it in the "
+                             "Authorization header"}, 401)
+        response.headers["WWW-Authenticate"] = scheme
+        return response
+    if request.method in ("GET", "HEAD"):
+        return ctx.redirect("/login", next=ctx.here)
+    return ctx.render("message.pt", status=403, title="Refused", heading="Log in first",
+                      message="This server shows its jobs only to visitors with "
+                              "its credential.", login=True)
 
 
 def _not_found(ctx):

@@ -2,7 +2,9 @@
 CSRF tokens.
 
 Reading is open to whoever reaches the server (it binds to loopback unless
-told otherwise); every action is a POST that needs the credential:
+told otherwise), unless the application requires the login for reading
+too (``require_login``); every action is a POST that needs the credential
+(and the pages show action buttons only to whoever has it):
 
 - ``Authorization: Bearer TOKEN`` (with a token configured) or HTTP basic
   (with a user and password configured), for scripts and the JSON API;
@@ -16,6 +18,10 @@ itself, so the JSON API asks a cookie session for the token too (as the
 browser sent from another origin.  A bearer token is never sent by a
 browser on its own, so it needs neither.
 
+Wrong credentials (an Authorization header, the login form) are logged
+with the client's address and counted by a `Throttle`: a client that gave
+too many lately is answered 429 before its credential is looked at.
+
 The secret is made when the application is: sessions end when the server
 restarts.  Rejected: putting the credential itself in the cookie (a leaked
 cookie would leak the credential) and server-side session storage (one
@@ -24,12 +30,17 @@ more thing to keep, for a page that a handful of operators use).
 
 import base64
 import binascii
+import collections
 import hashlib
 import hmac
+import logging
 import secrets
+import threading
 import time
 
 from zasync.interfaces import ConfigurationError
+
+logger = logging.getLogger(__name__)
 
 SESSION_COOKIE = "zasync_session"
 CSRF_COOKIE = "zasync_csrf"
@@ -40,6 +51,75 @@ SESSION_SECONDS = 12 * 3600
 BEARER = "bearer"
 BASIC = "basic"
 SESSION = "session"
+
+#: A client that gave a wrong credential this many times within
+#: FAILURE_WINDOW seconds is answered 429 until the oldest of those
+#: failures is that old.
+FAILURE_LIMIT = 5
+FAILURE_WINDOW = 60.0
+#: Clients remembered at most (the oldest forgotten first), so that a
+#: flood from many addresses cannot grow the memory without bound.
+FAILURE_CLIENTS = 10_000
+
+
+def client_of(request):
+    """The address a request came from, as the throttle counts it."""
+    return request.remote_addr or "unknown"
+
+
+class Throttle:
+    """Failed credentials per client, and how long a client must wait.
+
+    Each failure is logged with the client's address.  Counted per
+    address: behind a proxy every visitor shares the proxy's address (and
+    its 429s), which is still better than an unbounded guessing rate.
+    Rejected: sleeping before each refusal, which would hold one of the
+    server's few threads per guess and slow every honest visitor too.
+    """
+
+    def __init__(self, limit=FAILURE_LIMIT, window=FAILURE_WINDOW, clock=time.monotonic,
+                 clients=FAILURE_CLIENTS):
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self.clients = clients
+        self._failures = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def _recent(self, client, now):
+        times = self._failures.get(client)
+        if times is None:
+            return None
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[client]
+            return None
+        return times
+
+    def wait(self, client):
+        """Seconds `client` must wait before its credential is looked at
+        again, or 0."""
+        with self._lock:
+            now = self.clock()
+            times = self._recent(client, now)
+            if times is None or len(times) < self.limit:
+                return 0
+            return max(times[-self.limit] + self.window - now, 0.001)
+
+    def failed(self, client, what):
+        """Record (and log) that `client` gave a wrong credential."""
+        with self._lock:
+            now = self.clock()
+            times = self._recent(client, now) or collections.deque(maxlen=self.limit)
+            times.append(now)
+            self._failures[client] = times
+            self._failures.move_to_end(client)
+            while len(self._failures) > self.clients:
+                self._failures.popitem(last=False)
+            count = len(times)
+        logger.warning("web: wrong credential from %s (%s); %d failure(s) in the last %g s",
+                       client, what, count, self.window)
 
 
 def _check_text(value, name):
@@ -64,6 +144,7 @@ class Guard:
             raise ConfigurationError(
                 "username and password go together: give both or neither")
         self._secret = secrets.token_bytes(32)
+        self.throttle = Throttle()
 
     @property
     def enabled(self):
@@ -131,6 +212,8 @@ class Guard:
         found = self.header_credential(request)
         if found is not None:
             return found
+        if request.headers.get("Authorization"):
+            self.throttle.failed(client_of(request), "Authorization header")
         if self.valid_session(request.cookies.get(SESSION_COOKIE)):
             return SESSION
         return None

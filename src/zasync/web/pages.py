@@ -6,7 +6,8 @@ from webob import Response
 
 from zasync.web.actions import ACTIONS, ActionError, perform, unschedule
 from zasync.web.app import NotFoundError, Route, safe_next
-from zasync.web.guard import CSRF_FIELD, SESSION_COOKIE, SESSION_SECONDS
+from zasync.web.bulk import BULK_ACTIONS, BULK_LIMIT
+from zasync.web.guard import CSRF_FIELD, SESSION_COOKIE, SESSION_SECONDS, client_of
 from zasync.web.present import HEALTHS, RUNNING, JobView, WorkerView, full_repr
 from zasync.web.survey import (
     CHART_SCAN_LIMIT, SCAN_LIMIT, STATES, FilterError, Filters, chart, list_jobs, per_minute,
@@ -28,7 +29,7 @@ def routes():
         Route(("GET",), r"/workers", workers),
         Route(("GET",), r"/schedules", schedules),
         Route(("POST",), r"/schedules/(?P<name>[^/]+)/remove", remove_schedule),
-        Route(("GET", "POST"), r"/login", login),
+        Route(("GET", "POST"), r"/login", login, public=True),
         Route(("POST",), r"/logout", logout),
     ]
 
@@ -83,7 +84,8 @@ def jobs(ctx):
                  has_next=has_next, complete=complete, statuses=STATUSES,
                  total=total, last=last,
                  scan_limit=SCAN_LIMIT,
-                 states=STATES, queue_names=names)
+                 states=STATES, queue_names=names,
+                 bulk_actions=BULK_ACTIONS, bulk_limit=BULK_LIMIT)
 
 
 def running(ctx):
@@ -246,6 +248,7 @@ def login(ctx):
         return _page(ctx, "login.pt", "Log in", next=next_path, status=403,
                      error="The form expired: try again.")
     if not guard.login(ctx.request.POST):
+        guard.throttle.failed(client_of(ctx.request), "login form")
         what = "token" if guard.kind == "token" else "user name or password"
         return _page(ctx, "login.pt", "Log in", next=next_path, status=403,
                      error=f"Wrong {what}.")

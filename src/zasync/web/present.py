@@ -37,6 +37,9 @@ NOTICES = {
     "dismiss": "Job {job}: failure dismissed.",
     "remove": "Job {job}: removed from its queue.",
     "unschedule": "Schedule removed; its pending run is cancelled.",
+    "bulk-dismiss": "{count} failures dismissed.",
+    "bulk-retry": "{count} failed jobs put back in their queues to run again.",
+    "bulk-cancel": "{count} jobs cancelled (running ones stop at their next progress report).",
     "login": "Logged in: actions are enabled.",
     "logout": "Logged out.",
 }

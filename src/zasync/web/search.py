@@ -246,6 +246,9 @@ def find_ids(queues, filters, held):
         residual.append(lambda job: job.status == status)
     if state in ("success", "failure"):
         residual.append(lambda job: job.simple_status == state)
+    cancelled = getattr(filters, "cancelled", None)
+    if cancelled is not None:     # no index: checked on each job
+        residual.append(lambda job: bool(job.cancelled) == cancelled)
     if (status, state) in ((PENDING, None), (None, "pending"), (PENDING, "pending")):
         source = "pending"
     elif status in (ASSIGNED, ACTIVE, CALLBACKS) or state == "started":

@@ -77,7 +77,7 @@ class _Stop(ZasyncError):
 
 
 def make_server(db, bind="127.0.0.1:8080", token=None, username=None, password=None,
-                refresh=1, threads=4, allow_hosts=()):
+                refresh=1, threads=4, allow_hosts=(), require_login=False):
     """Make the waitress server of the web view of `db`, listening but not
     yet serving (``server.run()`` serves, ``server.close()`` ends it);
     return it and a line saying where it listens.  Raises OSError when it
@@ -86,7 +86,8 @@ def make_server(db, bind="127.0.0.1:8080", token=None, username=None, password=N
     Bound to loopback, it answers only requests for a loopback name or one
     of `allow_hosts`; bound elsewhere, only for `allow_hosts` if given."""
     host, port = parse_bind(bind)
-    app = make_app(db, token=token, username=username, password=password, refresh=refresh)
+    app = make_app(db, token=token, username=username, password=password, refresh=refresh,
+                   require_login=require_login)
     guarded = app
     if is_loopback(host):
         guarded = HostCheck(app, LOOPBACK_NAMES + (host,) + tuple(allow_hosts))
@@ -103,21 +104,22 @@ def make_server(db, bind="127.0.0.1:8080", token=None, username=None, password=N
     actions = {"token": "with the token", "password": "with the user and password",
                None: "disabled (no credential)"}[app.guard.kind]
     line = (f"zasync web: serving http://{shown_host}:{shown_port}/ "
-            f"(actions {actions}; Ctrl-C to stop)")
-    if not is_loopback(host):
+            f"(actions {actions}{'; reading needs it too' if require_login else ''}; "
+            f"Ctrl-C to stop)")
+    if not is_loopback(host) and not require_login:
         logger.warning("web: listening on %s, not on loopback: whoever reaches it "
                        "can read the jobs, their arguments and tracebacks", host)
     return server, line
 
 
 def serve(db, bind="127.0.0.1:8080", token=None, username=None, password=None,
-          refresh=1, threads=4, allow_hosts=(), announce=print):
+          refresh=1, threads=4, allow_hosts=(), announce=print, require_login=False):
     """Serve the web view of `db` until SIGTERM or SIGINT (or, in another
     thread than the main one, until the server is closed); see
     `make_server`.  `announce` receives one line saying where it listens."""
     server, line = make_server(db, bind, token=token, username=username,
                                password=password, refresh=refresh, threads=threads,
-                               allow_hosts=allow_hosts)
+                               allow_hosts=allow_hosts, require_login=require_login)
     announce(line)
 
     def on_term(signum, frame):

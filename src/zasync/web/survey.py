@@ -46,6 +46,13 @@ def held_jobs(container):
         pair[0].started_at or pair[0].created_at, pair[0].id))
 
 
+def failure_counts(failed):
+    """(failures, cancellations) among `failed` jobs: a cancelled job
+    completes as failed, but the banner counts it apart."""
+    cancelled = sum(1 for job in failed if job.cancelled)
+    return len(failed) - cancelled, cancelled
+
+
 def failed_jobs(container, queue_name=None):
     """Failed jobs not dismissed, newest end first, of one queue or all."""
     queues = container.values() if queue_name is None else [container[queue_name]]
@@ -136,6 +143,8 @@ class Filters:
         self.state = _choice(params, "state", STATES)
         dismissed = _choice(params, "dismissed", ("yes", "no"))
         self.dismissed = None if dismissed is None else dismissed == "yes"
+        cancelled = _choice(params, "cancelled", ("yes", "no"))
+        self.cancelled = None if cancelled is None else cancelled == "yes"
         queue = params.get("queue")
         if queue is None or queue == "*":
             self.queue = None
@@ -157,6 +166,8 @@ class Filters:
         found = {"status": self.status, "state": self.state,
                  "dismissed": None if self.dismissed is None else (
                      "yes" if self.dismissed else "no"),
+                 "cancelled": None if self.cancelled is None else (
+                     "yes" if self.cancelled else "no"),
                  "queue": self.queue, "callable": self.callable or None,
                  "q": self.q or None,
                  "page": self.page if self.page != 1 else None,
@@ -167,7 +178,7 @@ class Filters:
     @property
     def active(self):
         return any(value is not None for value in (
-            self.status, self.state, self.dismissed, self.queue)) \
+            self.status, self.state, self.dismissed, self.cancelled, self.queue)) \
             or bool(self.callable) or bool(self.q)
 
     def accepts(self, job):
@@ -177,6 +188,8 @@ class Filters:
             return False
         if self.dismissed is not None and (
                 job.failure is None or bool(job.dismissed) != self.dismissed):
+            return False
+        if self.cancelled is not None and bool(job.cancelled) != self.cancelled:
             return False
         if self.callable:
             try:
