@@ -159,9 +159,11 @@ def test_without_the_workaround_puts_after_a_restart_fail(
         return ZODB.DB(ZEO.ClientStorage.ClientStorage(zeo_server.address))
 
     failed, put = produce_across_a_restart(zeo_server, open_client, folder, tmp_path, "kill")
-    # (A put takes three new oids -- the job, its live state and its call
-    # record -- so fewer puts than oids fetched ahead collide.)
-    assert len(failed) >= PUTS // 8, failed
+    # How many collide depends on how the producers' oids interleave (a
+    # put takes three new oids -- the job, its live state and its call
+    # record -- and a failed put moves its producer past the ids it
+    # took): from 1 to about 20 of 100 seen.  One is enough to show it.
+    assert len(failed) >= 1, failed
     assert all("ConflictError" in error or "same oid" in error for error in failed)
 
 
