@@ -10,7 +10,7 @@ import logging
 
 import pytest
 
-from zasync import dispatcher as dispatcher_module
+from zasync.worker import dispatcher as dispatcher_module
 
 
 def _running_dispatchers():

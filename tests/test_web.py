@@ -172,7 +172,7 @@ def test_parse_bind_and_loopback():
 
 
 def test_web_command_help_and_bad_options():
-    from zasync.cli import main
+    from zasync.cli.cli import main
     runner = CliRunner()
     result = runner.invoke(main, ["web", "--help"])
     assert result.exit_code == 0

@@ -139,7 +139,7 @@ class GroupFailedError(ZasyncError):
 
 class UnservedQueueWarning(ZasyncError, UserWarning):
     """Warned when a job is put into a queue that none of the queues this
-    process's start-up configuration serves (`zasync.subscriber.configure`,
+    process's start-up configuration serves (`zasync.integration.subscriber.configure`,
     the ZCML policies and directive): no dispatcher configured here will
     run it."""
 
@@ -491,7 +491,7 @@ class IDispatcher(Interface):
     def start():
         """Register in the database and start claiming.  From then on,
         closing the database (or another of its multi-database) stops the
-        dispatcher first (see `zasync.shutdown`)."""
+        dispatcher first (see `zasync.worker.shutdown`)."""
 
     def stop(timeout=None, hand_back=False):
         """Stop claiming, let running jobs finish (waiting up to `timeout`
@@ -561,7 +561,7 @@ class IDispatcherDied(IDispatcherEvent):
     and its jobs were recovered."""
 
 
-# -- job context (zasync.context) -------------------------------------------
+# -- job context (zasync.job.context) -------------------------------------------
 
 class IJobContext(Interface):
     """Something a job needs around its call: a Zope site, a security

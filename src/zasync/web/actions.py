@@ -12,7 +12,7 @@ import transaction
 import zodbpickle.pickle
 from ZODB.POSException import ConflictError
 
-from zasync.database import close_connection, get_queues, open_connection
+from zasync.queue.database import close_connection, get_queues, open_connection
 from zasync.interfaces import COMPLETED, PENDING, ZasyncError
 from zasync.web.present import CANCELLABLE
 

@@ -19,8 +19,8 @@ from chameleon import PageTemplateLoader
 from webob import Request, Response
 from webob.static import DirectoryApp
 
-from zasync import clock
-from zasync.database import close_connection, get_queues, open_connection
+from zasync.job import clock
+from zasync.queue.database import close_connection, get_queues, open_connection
 from zasync.interfaces import ConfigurationError, NotInstalledError, ZasyncError
 from zasync.web.guard import CSRF_COOKIE, Guard
 from zasync.web.present import (
