@@ -58,6 +58,9 @@ setup(
             "Zope[wsgi] >= 5.8",
             # the suite in parallel processes (README.rst: pytest -n auto)
             "pytest-xdist >= 3.0",
+            # the layout's contracts of setup.cfg, checked by
+            # tests/test_layout.py: layers and no import cycle
+            "import-linter >= 2.1",
             # RelStorage on the local PostgreSQL (tests/test_relstorage.py);
             # the binary psycopg2 needs no compiler or libpq headers.
             "RelStorage >= 3.5",

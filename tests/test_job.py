@@ -16,7 +16,8 @@ from zope.interface.verify import verifyObject
 import zasync
 from zasync.job.failure import Failure
 from zasync.interfaces import IJob
-from zasync.job.job import Job, check_fraction
+from zasync.job.job import Job
+from zasync.job.local import check_fraction
 
 import unit_jobs
 

@@ -17,7 +17,7 @@ import transaction
 import zope.event
 
 from zasync.job import clock, context, events
-from zasync.worker import dispatcher as dispatcher_module
+from zasync.queue import wake
 from zasync.queue.database import (
     close_connection, get_queues, install, open_connection, open_db, wait_for)
 from zasync.worker.dispatcher import Dispatcher
@@ -218,8 +218,7 @@ class eager:
         # A commit that put a job wakes this process's dispatchers after
         # its JobPut events were sent; eager mode is woken the same way, so
         # that it runs the job only once every subscriber has seen the put.
-        with dispatcher_module._local_lock:
-            dispatcher_module._local_dispatchers.add(self)
+        wake.register(self)
         return self
 
     def __exit__(self, *exc_info):
@@ -230,8 +229,7 @@ class eager:
         if not self._active:
             return True
         self._active = False
-        with dispatcher_module._local_lock:
-            dispatcher_module._local_dispatchers.discard(self)
+        wake.unregister(self)
         if self._on_event in zope.event.subscribers:
             zope.event.subscribers.remove(self._on_event)
         return True

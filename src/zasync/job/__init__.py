@@ -12,8 +12,8 @@ names stay importable from here.
 """
 
 from zasync.job.job import (
-    DEFAULT_RETRY_POLICY, Job, LiveState, check_call, check_fraction,
-    new_job_id)
+    DEFAULT_RETRY_POLICY, Job, LiveState, check_call, new_job_id)
+from zasync.job.local import check_fraction
 
 __all__ = [
     "DEFAULT_RETRY_POLICY", "Job", "LiveState", "check_call",

@@ -88,7 +88,7 @@ def put(queue, job, *args, contexts=None, **kwargs):
     its options go to `queue.put`, the others to the callable.  Return the
     job."""
     from zasync.job.job import Job
-    from zasync.queue.queue import split_put_arguments
+    from zasync.job.options import split_put_arguments
     options, kwargs = split_put_arguments(job, args, kwargs)
     if not IJob.providedBy(job):
         job = Job(job, *args, **kwargs)

@@ -7,7 +7,6 @@ that those short transactions never touch the object the job's own
 transaction writes at its end.
 """
 
-import math
 import random
 import threading
 import time
@@ -556,14 +555,4 @@ def check_call(callable, args, kwargs):
         storable.check_value(arg, f"argument {index} of {storable.describe(callable)}:")
     for name, arg in kwargs.items():
         storable.check_value(arg, f"argument {name!r} of {storable.describe(callable)}:")
-
-
-def check_fraction(fraction):
-    """Check a progress fraction and clamp it to [0, 1]."""
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-        raise ConfigurationError(
-            f"progress fraction {fraction!r}: expected a number from 0 to 1")
-    if math.isnan(fraction):
-        raise ConfigurationError("progress fraction is NaN: expected a number from 0 to 1")
-    return min(1.0, max(0.0, float(fraction)))
 

@@ -7,9 +7,10 @@ own for the time of that call.
 """
 
 import contextlib
+import math
 import threading
 
-from zasync.interfaces import Cancelled, NotInJobError
+from zasync.interfaces import Cancelled, ConfigurationError, NotInJobError
 
 _state = threading.local()
 
@@ -58,7 +59,6 @@ def progress(fraction, message=None):
     connections see it while the job runs.  Raises `Cancelled` if the job
     was asked to stop.
     """
-    from zasync.job.job import check_fraction
     run = _current_run("progress")
     fraction = check_fraction(fraction)
     if message is not None:
@@ -83,3 +83,14 @@ def check_cancelled():
         cancelled = run.writer(None, None)
     if cancelled:
         raise Cancelled(f"job {run.job.id} was cancelled while it ran")
+
+
+def check_fraction(fraction):
+    """Check a progress fraction and clamp it to [0, 1]."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise ConfigurationError(
+            f"progress fraction {fraction!r}: expected a number from 0 to 1")
+    if math.isnan(fraction):
+        raise ConfigurationError("progress fraction is NaN: expected a number from 0 to 1")
+    return min(1.0, max(0.0, float(fraction)))
+

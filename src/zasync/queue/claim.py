@@ -16,6 +16,7 @@ from zasync.job import clock, events
 from zasync.job.failure import Failure
 from zasync.interfaces import CALLBACKS, PENDING, JobTimeoutError
 from zasync.job.storable import unimportable
+from zasync.queue import wake
 
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def _say_unimportable(dispatcher_id, job, why):
         dispatcher_id, job.id, job.callable_name, why, os.getcwd())
 
 
-def _pending_key(job):
+def pending_key(job):
     return (-job.priority, job._begin_after_us, job.id)
 
 
@@ -83,12 +84,6 @@ def prefetch(jar, objects):
     ghosts = [ob._p_oid for ob in objects if ob._p_changed is None and ob._p_oid is not None]
     if len(ghosts) > 1:
         jar.prefetch(ghosts)
-
-
-def _wake_after_commit(committed):
-    if committed:
-        from zasync.worker.dispatcher import wake_local_dispatchers
-        wake_local_dispatchers()
 
 
 class Claiming:
@@ -181,7 +176,7 @@ class Claiming:
                 continue
             waits = here and job._status == PENDING
             tree = self._pending_lane(job_id)
-            if tree.get(key) is job and not (waits and key == _pending_key(job)):
+            if tree.get(key) is job and not (waits and key == pending_key(job)):
                 del tree[key]
                 self._pending_count.change(-1)
             if deadline is not None and self._deadlines.get(deadline) is job and not (
@@ -219,7 +214,7 @@ class Claiming:
                 if job.status == PENDING:
                     # counted once, should two lanes hold it (a cancelled
                     # job retried before a claim took it out of its lane)
-                    if self._pending_lane(job.id).insert(_pending_key(job), job):
+                    if self._pending_lane(job.id).insert(pending_key(job), job):
                         self._pending_count.change(1)
                     if job.begin_by is not None:
                         self._deadlines[(self._deadline(job), job.id)] = job
@@ -297,7 +292,7 @@ class Claiming:
             self._pending_count.change(-1)
             if job.begin_by is not None:
                 self._deadlines.pop((self._deadline(job), job.id), None)
-            if job._status != PENDING or job._queue is not self or key != _pending_key(job):
+            if job._status != PENDING or job._queue is not self or key != pending_key(job):
                 # Taken out (cancelled, removed) since it was filed here, by
                 # a transaction that did not write this tree; the cancel
                 # filed it where it belongs.  Drop the stale entry.
@@ -351,7 +346,7 @@ class Claiming:
         job.begin_after = begin_after
         job.dispatcher_id = None
         job._set_status(PENDING)
-        self._pending_lane(job.id)[_pending_key(job)] = job
+        self._pending_lane(job.id)[pending_key(job)] = job
         self._pending_count.change(1)
         deadline = None if job.begin_by is None else self._deadline(job)
         # A job that started before met its begin_by: one put back in its
@@ -360,4 +355,4 @@ class Claiming:
                 clock.now())):
             self._deadlines[(deadline, job.id)] = job
         txn = self._p_jar.transaction_manager.get()
-        txn.addAfterCommitHook(_wake_after_commit)
+        txn.addAfterCommitHook(wake.after_commit)

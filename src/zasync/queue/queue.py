@@ -33,7 +33,6 @@ What workers call (claiming, and the housekeeping claims do) is in
 
 import datetime
 import heapq
-import inspect
 import random
 import types
 
@@ -42,14 +41,18 @@ import persistent
 from BTrees.OOBTree import OOBTree
 from zope.interface import implementer
 
-from zasync.job import clock, events, storable
+from zasync.job import clock, events
 
 from zasync.queue import instance
-from zasync.queue.claim import Claiming, _pending_key, _wake_after_commit
+from zasync.queue import wake
+from zasync.queue.claim import Claiming, pending_key
 from zasync.job.context import captured_on_put
+# PUT_OPTIONS stays a name of this module, where it was defined before.
+from zasync.job.options import (  # noqa: F401
+    PUT_OPTIONS, check_priority, check_retry_policy, split_put_arguments)
 from zasync.interfaces import (
     CALLBACKS, NEW, PENDING, AlreadyQueuedError,
-    ConfigurationError, IJob, IQueue, IQueues, IRetryPolicy,
+    ConfigurationError, IJob, IQueue, IQueues,
     JobStateError, NotPendingError, UnknownQueueError)
 from zasync.queue.history import History
 from zasync.job.key import check_key, holder_of, key_index, release_key, take_key
@@ -71,23 +74,6 @@ _NO_SCHEDULES = types.MappingProxyType({})
 _AFTER_ALL = (float("inf"),)
 
 
-def check_priority(priority):
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise ConfigurationError(f"priority={priority!r}: expected an int")
-    return priority
-
-
-def check_retry_policy(retry_policy):
-    if retry_policy is not None:
-        if not IRetryPolicy.providedBy(retry_policy):
-            raise ConfigurationError(
-                f"retry_policy={retry_policy!r}: expected an IRetryPolicy "
-                f"such as zasync.RetryTransient() or zasync.Backoff(...)")
-        from zasync.job.storable import check_value
-        check_value(retry_policy, "retry policy")
-    return retry_policy
-
-
 def _check_timeout(timeout):
     if timeout is None:
         return None
@@ -97,59 +83,6 @@ def _check_timeout(timeout):
         raise ConfigurationError(
             f"timeout={timeout!r}: expected seconds (a number > 0) or a timedelta")
     return float(timeout)
-
-
-#: The keyword arguments `Queue.put` keeps for itself; it passes any other
-#: to the callable.  Rejected: options only through a separate call (or
-#: under prefixed names), which would break every caller that passes them
-#: to `put` today; instead a name that could be meant either way is
-#: refused (see `split_put_arguments`).
-PUT_OPTIONS = ("begin_after", "begin_by", "retry_policy", "priority", "quotas",
-               "timeout", "key")
-
-
-def split_put_arguments(job, args, kwargs):
-    """Split what `put(job, *args, **kwargs)` got into the queue's options
-    and the keyword arguments of the callable; return both dicts.
-
-    Refuses arguments for a job (they belong in its `Job(...)`), and an
-    option's name that the callable also takes as a parameter: whichever
-    was meant, the other would be silently wrong.
-    """
-    options = {name: kwargs.pop(name) for name in PUT_OPTIONS if name in kwargs}
-    if IJob.providedBy(job):
-        if args or kwargs:
-            given = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
-            kind = ("positional" if not kwargs else "keyword" if not args
-                    else "positional and keyword")
-            raise ConfigurationError(
-                f"put() got a job and {kind} arguments for its callable "
-                f"({', '.join(given)}): give arguments to Job() instead, as in "
-                f"queue.put(zasync.Job(f, {given[0]}))")
-        return options, kwargs
-    taken = sorted(set(options) & _parameter_names(job)) if options else ()
-    if taken:
-        name = storable.describe(job)
-        both = ", ".join(f"{n}=" for n in taken)
-        raise ConfigurationError(
-            f"put({name}, ..., {both}...) is ambiguous: {name} takes "
-            + " and ".join(repr(n) for n in taken)
-            + f" as an argument, and {both} is also an option of put.  Say which: "
-            f"queue.put(zasync.Job({name}, ..., {taken[0]}=...)) passes it to the "
-            f"callable, queue.put(zasync.Job({name}, ...), {taken[0]}=...) sets the "
-            f"queue's option")
-    return options, kwargs
-
-
-def _parameter_names(function):
-    """The names `function` takes as keyword arguments (not through
-    **kwargs); none if its signature cannot be read."""
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):
-        return set()
-    return {p.name for p in parameters
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 @implementer(IQueue)
@@ -251,7 +184,7 @@ class Queue(Claiming, persistent.Persistent):
         self._inbox[random.randrange(len(self._inbox))].add(job)
         txn = jar.transaction_manager.get()
         events.notify_after_commit(txn, events.JobPut(job))
-        txn.addAfterCommitHook(_wake_after_commit)
+        txn.addAfterCommitHook(wake.after_commit)
         return job
 
     def _check_quota_names(self, quotas):
@@ -369,9 +302,9 @@ class Queue(Claiming, persistent.Persistent):
             self._take_out_now(job)
             return
         deadline = None if job.begin_by is None else (self._deadline(job), job.id)
-        taken_out.add(job, note=(_pending_key(job), deadline))
+        taken_out.add(job, note=(pending_key(job), deadline))
         txn = self._p_jar.transaction_manager.get()
-        txn.addAfterCommitHook(_wake_after_commit)
+        txn.addAfterCommitHook(wake.after_commit)
 
     def _take_out_now(self, job):
         """Remove a pending job from wherever it waits (workers only, and
@@ -380,7 +313,7 @@ class Queue(Claiming, persistent.Persistent):
             if job.id in lane:
                 lane.discard(job.id)
                 return
-        key = _pending_key(job)
+        key = pending_key(job)
         lane = self._pending_lane(job.id)
         if key in lane:
             del lane[key]
@@ -399,7 +332,7 @@ class Queue(Claiming, persistent.Persistent):
                 self._inbox[random.randrange(len(self._inbox))].add(job)
             # else the claim that takes it out hands it to a thread
             txn = self._p_jar.transaction_manager.get()
-            txn.addAfterCommitHook(_wake_after_commit)
+            txn.addAfterCommitHook(wake.after_commit)
         else:
             self.history.add(job)
         if notify:
@@ -420,11 +353,11 @@ class Queue(Claiming, persistent.Persistent):
     def __iter__(self):
         waiting = sorted(
             (job for lane in self._inbox for job in lane if self._waits_here(job)),
-            key=_pending_key)
+            key=pending_key)
         filed = ((job for key, job in tree.items()
-                  if self._waits_here(job) and key == _pending_key(job))
+                  if self._waits_here(job) and key == pending_key(job))
                  for tree in self._pending_lanes())
-        return iter(heapq.merge(*filed, waiting, key=_pending_key))
+        return iter(heapq.merge(*filed, waiting, key=pending_key))
 
     def get(self, job_id, default=None):
         """See `IQueue`."""
@@ -477,7 +410,7 @@ class Queue(Claiming, persistent.Persistent):
         self._inbox[random.randrange(len(self._inbox))].add(job)
         txn = self._p_jar.transaction_manager.get()
         events.notify_after_commit(txn, events.JobPut(job))
-        txn.addAfterCommitHook(_wake_after_commit)
+        txn.addAfterCommitHook(wake.after_commit)
         return job
 
     def jobs(self):

@@ -34,7 +34,7 @@ from zasync.interfaces import (
     COMPLETED, Cancelled, ConfigurationError, DuplicateScheduleError, ISchedule,
     JobStateError, UnknownScheduleError)
 from zasync.job.job import Job, check_call
-from zasync.queue.queue import check_priority, check_retry_policy
+from zasync.job.options import check_priority, check_retry_policy
 
 logger = logging.getLogger(__name__)
 

@@ -153,7 +153,7 @@ def _call(runner, each):
 def _hand(runner, tm, succeeded):
     """Hand the results to the dispatcher if the batch wrote nothing else;
     return whether it took them all."""
-    if _runner._joined(tm) or any(each.outcome is not None or storable.holds_persistent(each.value)
+    if _runner.joined(tm) or any(each.outcome is not None or storable.holds_persistent(each.value)
                           for each in succeeded):
         return False
     handed = []

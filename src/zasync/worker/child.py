@@ -42,16 +42,16 @@ class _ChildDispatcher:
         pass                    # the outcome's transaction records the start
 
     def progress_writer(self, live_oid, deadline=None):
-        from zasync.worker.dispatcher import _write_progress
+        from zasync.worker.dispatcher import write_progress
         import time
 
         def write(fraction, message):
             if deadline is not None and time.monotonic() > deadline:
                 from zasync.job.local import current_job
-                from zasync.worker.runner import _timed_out
-                raise _timed_out(current_job())
+                from zasync.worker.runner import timed_out
+                raise timed_out(current_job())
             with self._lock:
-                return _write_progress(self._tm, self._conn, live_oid, fraction, message)
+                return write_progress(self._tm, self._conn, live_oid, fraction, message)
         return write
 
 

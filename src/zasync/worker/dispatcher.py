@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 import uuid
-import weakref
 
 import transaction
 from zope.interface import implementer
@@ -16,6 +15,7 @@ from zasync.job import clock, events
 
 from zasync.worker import recovery, shutdown, wakeup
 from zasync.worker.agent import Agent
+from zasync.queue import wake
 from zasync.queue.database import (
     close_connection, forget_oids_on_reconnect, open_connection)
 from zasync.interfaces import (
@@ -26,17 +26,11 @@ from zasync.worker.runner import JobRunner
 
 logger = logging.getLogger(__name__)
 
-_local_dispatchers = weakref.WeakSet()
-_local_lock = threading.Lock()
-
 
 def wake_local_dispatchers():
-    """Tell the dispatchers of this process to look for work now (called
-    after a commit that put a job)."""
-    with _local_lock:
-        dispatchers = list(_local_dispatchers)
-    for dispatcher in dispatchers:
-        dispatcher.wake()
+    """Tell the dispatchers of this process to look for work now (the
+    queue does so after a commit that put a job, see `zasync.queue.wake`)."""
+    wake.wake_all()
 
 
 def _positive(value, name):
@@ -157,8 +151,7 @@ class Dispatcher:
         self._thread = threading.Thread(
             target=self._loop, name=f"zasync-dispatcher-{self.id[:8]}", daemon=True)
         self._thread.start()
-        with _local_lock:
-            _local_dispatchers.add(self)
+        wake.register(self)
         self._close_hook = shutdown.before_close(self.db, self._stop_before_close)
         logger.info("dispatcher %s started: queues %s, agents %s", self.id,
                     ", ".join(map(repr, self.queue_names)),
@@ -256,8 +249,7 @@ class Dispatcher:
         self._thread = None
         wakeup.unwatch(self.db, self._watch)
         self._watch = None
-        with _local_lock:
-            _local_dispatchers.discard(self)
+        wake.unregister(self)
         waiting = [job_id for agent in self.agents for job_id in agent.drop_waiting()]
         deadline = None if timeout is None else time.monotonic() + timeout
         finished = True
@@ -641,8 +633,8 @@ class Dispatcher:
         def write(fraction, message):
             if deadline is not None and time.monotonic() > deadline:
                 from zasync.job.local import current_job
-                from zasync.worker.runner import _timed_out
-                raise _timed_out(current_job())
+                from zasync.worker.runner import timed_out
+                raise timed_out(current_job())
             with self._progress_lock:
                 tm, conn = self._progress_tm, self._progress_conn
                 if conn is None:
@@ -651,15 +643,15 @@ class Dispatcher:
                     tm = transaction.TransactionManager()
                     conn = open_connection(self.db, tm)
                     try:
-                        return _write_progress(tm, conn, live_oid, fraction, message)
+                        return write_progress(tm, conn, live_oid, fraction, message)
                     finally:
                         tm.abort()
                         close_connection(conn)
-                return _write_progress(tm, conn, live_oid, fraction, message)
+                return write_progress(tm, conn, live_oid, fraction, message)
         return write
 
 
-def _write_progress(tm, conn, live_oid, fraction, message):
+def write_progress(tm, conn, live_oid, fraction, message):
     """Commit a job's progress (a fraction of None only reads the cancel
     request); return whether cancellation was requested."""
     if fraction is None:

@@ -39,12 +39,12 @@ _BOOKKEEPING_ATTEMPTS = 10
 ZERO = datetime.timedelta(0)
 
 
-def _timed_out(job):
+def timed_out(job):
     return JobTimeoutError(
         f"job {job.id} ran longer than its time limit of {job.timeout:g} s")
 
 
-def _joined(tm):
+def joined(tm):
     """Whether the running transaction has anything to commit.
 
     ZODB connections join a transaction when an object is first changed,
@@ -213,7 +213,7 @@ class JobRunner:
             kind, value = self._execute(job, job_id, began, awaited)
             if kind != "value":
                 return self._wait_or_fail(tm, conn, job, kind, value, started, began)
-            if (not job._callbacks and not _joined(tm)
+            if (not job._callbacks and not joined(tm)
                     and not storable.holds_persistent(value)
                     and self.dispatcher.hand_result(oid, job_id, value, began, started)):
                 # Nothing but the result to store: the dispatcher commits it
@@ -246,7 +246,7 @@ class JobRunner:
                 value = awaited if awaited is not None else job._invoke()
                 kind, value = workflow.settle(job, value, workflow.put_awaited)
         if deadline is not None and time.monotonic() > deadline:
-            raise _timed_out(job)
+            raise timed_out(job)
         if kind == "value":
             try:
                 storable.check_value(value, f"the result of job {job_id}:")
