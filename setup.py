@@ -102,7 +102,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "zasync = zasync.cli.cli:main",
+            "zasync = zasync.cli:main",
         ],
     },
     classifiers=[

@@ -100,7 +100,7 @@ def test_pickle_naming_an_old_path_loads():
     """A database written before the move names its classes by the old
     module paths; they load as the classes of the new ones."""
     from zasync.job.failure import Failure
-    old = pickle.dumps(Failure.from_exception(ValueError("x"))).replace(
+    old = pickle.dumps(Failure.from_exception(ValueError("x")), protocol=0).replace(
         b"zasync.job.failure", b"zasync.failure")
     assert b"zasync.failure" in old
     assert isinstance(pickle.loads(old), Failure)

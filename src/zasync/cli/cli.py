@@ -169,17 +169,17 @@ def import_hint():
             f"import it stops at once")
 
 
-def _open_database(target, param_hint, wait=True):
+def open_database(target, param_hint, wait=True):
     """Open `target` (a path or URI, or a `zasync.queue.multidb.Databases`) and
     return the database that keeps the queues, or raise a `BadParameter`
     that says why it could not be opened.  Without `wait`, a ZEO server that
     does not answer at once is reported at once: a command an operator
     waits for does not wait for a server to start, a worker does."""
-    from zasync.queue.database import _zeo_address, _zeo_unanswered
+    from zasync.queue.database import zeo_address, zeo_unanswered
     uris = [target] if isinstance(target, str) else target.uris()
     for uri in [] if wait else uris:
-        address = _zeo_address(uri)
-        why = None if address is None else _zeo_unanswered(address)
+        address = zeo_address(uri)
+        why = None if address is None else zeo_unanswered(address)
         if why is not None:
             raise click.BadParameter(
                 f"no ZEO server answers at {address} ({why}): start the server, "
@@ -340,7 +340,7 @@ def web(target, bind, token, username, password, refresh, threads, allow_hosts, 
     except ZasyncError as error:
         raise click.BadParameter(str(error), param_hint="'--bind'") from None
     _configure_logging(log_level)
-    db = _open_database(target, "'--db'")
+    db = open_database(target, "'--db'")
     try:
         serve(db, bind, token=token, username=username, password=password,
               refresh=refresh, threads=threads, allow_hosts=allow_hosts,
@@ -484,7 +484,7 @@ def worker(target, threads, queue_names, install_missing, poll_interval, grace,
             logger.warning("worker: %s does not exist; creating a new, empty "
                            "database there", path)
     try:
-        db = _open_database(target, "'--db'")
+        db = open_database(target, "'--db'")
     except BaseException:
         if server is not None:
             server.stop()
@@ -667,7 +667,3 @@ def _serve(dispatcher, grace, id_hint):
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-# The operators' commands (status, jobs, job, put, cancel, ...) register here.
-from zasync.cli import commands  # noqa: E402,F401

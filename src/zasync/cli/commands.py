@@ -2,7 +2,7 @@
 `job`, `put`, `cancel`, `retry`, `dismiss`, `remove` and `wait` (and, from
 `zasync.cli.schedule_commands`, `schedules`, `schedule` and `unschedule`).
 
-They are registered on `zasync.cli.cli.main`, which imports this module last.
+They are registered on `zasync.cli.cli.main` when `zasync.cli` imports this module.
 Each opens the database named by ``--db`` (an existing one: they never
 create a database), does one short read or one transaction (retried on
 conflicts), and closes it again.  What they show is made by
@@ -34,7 +34,7 @@ from zasync.job import clock, storable
 
 from zasync.cli import report
 from zasync.cli.cli import (
-    CONTEXT_SETTINGS, _open_database, database_options, import_named, main)
+    CONTEXT_SETTINGS, open_database, database_options, import_named, main)
 from zasync.queue.database import (
     close_connection, close_databases, get_queues, open_connection)
 from zasync.job.job import Job
@@ -102,11 +102,11 @@ def _with_wait_timeout(target):
 
 
 @contextlib.contextmanager
-def _opened(target):
+def opened_database(target):
     """Open `target`; yield (transaction manager, connection); close both."""
     _check_exists(target)
     try:
-        db = _open_database(_with_wait_timeout(target), "'--db'", wait=False)
+        db = open_database(_with_wait_timeout(target), "'--db'", wait=False)
     except click.BadParameter as error:
         # name the URIs as the user gave them
         for uri in target.uris():
@@ -147,7 +147,7 @@ def _check_id(job_id):
     return job_id
 
 
-def _error(message, exit_code=1):
+def command_error(message, exit_code=1):
     """A one-line error: click prints "Error: MESSAGE" and exits with
     `exit_code`."""
     error = click.ClickException(message)
@@ -158,12 +158,12 @@ def _error(message, exit_code=1):
 def _find(conn, job_id, exit_code=1):
     job = get_queues(conn).find_job(job_id)
     if job is None:
-        raise _error(f"no job {job_id} in this database (it may have been removed, "
+        raise command_error(f"no job {job_id} in this database (it may have been removed, "
                      f"or pruned from the history)", exit_code)
     return job
 
 
-def _check_queue(container, name):
+def check_queue(container, name):
     if name not in container:
         raise click.BadParameter(
             f"no queue named {name!r}; expected one of "
@@ -171,7 +171,7 @@ def _check_queue(container, name):
     return container[name]
 
 
-def _echo_json(value):
+def echo_json(value):
     click.echo(json.dumps(value, indent=2))
 
 
@@ -195,12 +195,12 @@ def status(target, as_json):
       zasync status --db zeo://127.0.0.1:8100
       zasync status --db var/Data.fs --json
     """
-    with _opened(target) as (tm, conn):
+    with opened_database(target) as (tm, conn):
         container = get_queues(conn)
         queues = report.queue_counts(container)
         workers = report.worker_views(container)
     if as_json:
-        _echo_json({"database": str(target), "queues": queues,
+        echo_json({"database": str(target), "queues": queues,
                     "workers": [w.as_json() for w in workers]})
     else:
         out = report.console()
@@ -250,17 +250,17 @@ def jobs(target, wanted_status, queue_name, callable_name, limit, as_json):
     """
     if callable_name is not None:
         callable_name = callable_name.replace(":", ".")
-    with _opened(target) as (tm, conn):
+    with opened_database(target) as (tm, conn):
         container = get_queues(conn)
         names = container.keys() if queue_name is None else [queue_name]
         if queue_name is not None:
-            _check_queue(container, queue_name)
+            check_queue(container, queue_name)
         found = [job for name in names for job in container[name].jobs()
                  if _matches(job, wanted_status, callable_name)]
         found.sort(key=lambda job: (job.created_at, job.id), reverse=True)
         shown = found[:limit] if limit else found
         if as_json:
-            _echo_json({"jobs": [report.job_to_dict(job) for job in shown],
+            echo_json({"jobs": [report.job_to_dict(job) for job in shown],
                         "total": len(found)})
         else:
             with_queue = queue_name is None and len(container) > 1
@@ -287,10 +287,10 @@ def job(job_id, target, as_json):
       zasync job 0192f0c3a1b00a1b2c3d4 --db var/Data.fs --json
     """
     _check_id(job_id)
-    with _opened(target) as (tm, conn):
+    with opened_database(target) as (tm, conn):
         found = _find(conn, job_id)
         if as_json:
-            _echo_json(report.job_to_dict(found, detail=True))
+            echo_json(report.job_to_dict(found, detail=True))
             return
         report.print_job(report.console(), found)
 
@@ -340,7 +340,7 @@ def parse_arguments(texts):
     return args, kwargs
 
 
-def _import_callable(spec):
+def import_callable(spec):
     found = import_named(spec, "'MODULE:FUNCTION'", "myapp.jobs:send_report")
     try:
         storable.check_callable(found)
@@ -414,11 +414,11 @@ def put(spec, arguments, target, delay, at, queue_name, priority, key, as_json):
       zasync put myapp.jobs:send_report Q3 --key report-Q3 --db ...
       ID=$(zasync put zasync.cli.examples:add 2 3 --db var/Data.fs); zasync wait $ID --db ...
     """
-    function = _import_callable(spec)
+    function = import_callable(spec)
     args, kwargs = parse_arguments(arguments)
     begin_after = _begin_after(delay, at)
-    with _opened(target) as (tm, conn):
-        _check_queue(get_queues(conn), queue_name)
+    with opened_database(target) as (tm, conn):
+        check_queue(get_queues(conn), queue_name)
         for attempt in tm.attempts(ATTEMPTS):
             with attempt:
                 queue = get_queues(conn)[queue_name]
@@ -432,7 +432,7 @@ def put(spec, arguments, target, delay, at, queue_name, priority, key, as_json):
                 except ZasyncError as error:
                     raise click.UsageError(str(error)) from None
         if as_json:
-            _echo_json(report.job_to_dict(new, detail=True))
+            echo_json(report.job_to_dict(new, detail=True))
             return
         if held:
             click.echo(f"job {new.id} ({new.status}) already holds key {key!r}; "
@@ -457,7 +457,7 @@ def _act(target, job_id, as_json, action):
     _check_id(job_id)
 
     def run():
-        with _opened(target) as (tm, conn):
+        with opened_database(target) as (tm, conn):
             for attempt in tm.attempts(ATTEMPTS):
                 with attempt:
                     done = action(_find(conn, job_id))
@@ -475,10 +475,10 @@ def report_action(task_id, as_json, run):
     except click.ClickException as error:
         if not as_json or isinstance(error, click.UsageError):
             raise
-        _echo_json({"task_id": task_id, "result": "fail", "message": error.message})
+        echo_json({"task_id": task_id, "result": "fail", "message": error.message})
         raise SystemExit(error.exit_code) from None
     if as_json:
-        _echo_json({"task_id": task_id, "result": "ok", "message": done})
+        echo_json({"task_id": task_id, "result": "ok", "message": done})
     else:
         click.echo(done)
 
@@ -618,7 +618,7 @@ def wait(job_id, target, timeout, as_json):
       zasync wait 0192f0c3a1b00a1b2c3d4 --db var/Data.fs --timeout 60 --json
     """
     _check_id(job_id)
-    with _opened(target) as (tm, conn):
+    with opened_database(target) as (tm, conn):
         found = _find(conn, job_id, exit_code=2)
         oid = found._p_oid
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -639,15 +639,15 @@ def wait(job_id, target, timeout, as_json):
                 if done:
                     break
                 if found.status == NEW:
-                    raise _error(f"job {job_id} was removed from its queue; it "
+                    raise command_error(f"job {job_id} was removed from its queue; it "
                                  f"will not run", exit_code=2)
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise _error(f"job {job_id} is still {found.status} after "
+                    raise command_error(f"job {job_id} is still {found.status} after "
                                  f"{timeout:g} s (progress {found.progress:.0%})",
                                  exit_code=2)
                 time.sleep(WAIT_POLL)
         if as_json:
-            _echo_json(report.job_to_dict(found, detail=True))
+            echo_json(report.job_to_dict(found, detail=True))
         elif found.failure is None:
             click.echo(f"job {job_id} succeeded in {report.seconds(found.duration)}: "
                        f"{report.short(repr(found.result))}")
@@ -677,7 +677,3 @@ def _cancelled_line(job):
     message = job.progress_message
     return (f"job {job.id} cancelled at {_reached(job) * 100:.0f} %"
             + (f": {message}" if message else ""))
-
-
-# The commands of recurring jobs, which use the helpers above.
-from zasync.cli import schedule_commands  # noqa: E402,F401

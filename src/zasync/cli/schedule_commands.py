@@ -1,8 +1,8 @@
 """The commands of the `zasync` command line for recurring jobs:
 `schedules`, `schedule` and `unschedule`.
 
-Registered on `zasync.cli.cli.main` by `zasync.cli.commands`, whose helpers they
-use: the same ``--db``, ``--json`` and exit statuses (0 done, 1 understood
+Registered on `zasync.cli.cli.main` when `zasync.cli` imports this module;
+they use the helpers of `zasync.cli.commands`: the same ``--db``, ``--json`` and exit statuses (0 done, 1 understood
 but not done, 2 bad input).  ``--json`` writes what ``/api/schedules``
 gives, made by the same presenter (`zasync.web.present.ScheduleView`).
 """
@@ -16,7 +16,7 @@ from zasync.job import clock
 from zasync.cli import report
 from zasync.cli.cli import CONTEXT_SETTINGS, main
 from zasync.cli.commands import (
-    ATTEMPTS, _check_queue, _echo_json, _error, _import_callable, _opened,
+    ATTEMPTS, check_queue, echo_json, command_error, import_callable, opened_database,
     db_option, json_option, parse_arguments, parse_duration, report_action)
 from zasync.queue.database import get_queues
 from zasync.interfaces import ZasyncError
@@ -74,14 +74,14 @@ def schedules(target, queue_name, as_json):
       zasync schedules --db zeo://127.0.0.1:8100
       zasync schedules --db var/Data.fs --queue mail --json
     """
-    with _opened(target) as (tm, conn):
+    with opened_database(target) as (tm, conn):
         container = get_queues(conn)
         if queue_name is not None:
-            _check_queue(container, queue_name)
+            check_queue(container, queue_name)
         names = container.keys() if queue_name is None else [queue_name]
         views = _views(container[name] for name in names)
         if as_json:
-            _echo_json({"schedules": [view.as_json() for view in views]})
+            echo_json({"schedules": [view.as_json() for view in views]})
         else:
             print_schedules(report.console(), views)
 
@@ -128,7 +128,7 @@ def schedule(spec, arguments, target, every, cron, name, catch_up, queue_name,
       zasync schedule myapp.jobs:cleanup --every 10m --db zeo://127.0.0.1:8100
       zasync schedule myapp.jobs:report Q3 --cron '0 6 * * 1' --name weekly --db ...
     """
-    function = _import_callable(spec)
+    function = import_callable(spec)
     args, kwargs = parse_arguments(arguments)
     for option in _SCHEDULE_OPTIONS.intersection(kwargs):
         given = next(text for text in arguments if text.startswith(option + "="))
@@ -144,8 +144,8 @@ def schedule(spec, arguments, target, every, cron, name, catch_up, queue_name,
             raise click.BadParameter(
                 f"{every!r}: expected a period such as 30s, 5m, 2h, 1d or 1h30m",
                 param_hint="'--every'") from None
-    with _opened(target) as (tm, conn):
-        _check_queue(get_queues(conn), queue_name)
+    with opened_database(target) as (tm, conn):
+        check_queue(get_queues(conn), queue_name)
         for attempt in tm.attempts(ATTEMPTS):
             with attempt:
                 queue = get_queues(conn)[queue_name]
@@ -157,7 +157,7 @@ def schedule(spec, arguments, target, every, cron, name, catch_up, queue_name,
                     raise click.UsageError(str(error)) from None
         [view] = [v for v in _views([queue]) if v.name == made.name]
         if as_json:
-            _echo_json(view.as_json())
+            echo_json(view.as_json())
             return
         click.echo(f"schedule {made.name!r}: {view.callable} {view.timing} in queue "
                    f"{report.queue_label(queue_name)}, first run "
@@ -222,13 +222,13 @@ def _act_on_schedule(name, target, queue_name, as_json, act):
     transaction retried on conflicts, and report the line it returns (or
     that there is no such schedule, with exit status 1)."""
     def run():
-        with _opened(target) as (tm, conn):
-            _check_queue(get_queues(conn), queue_name)
+        with opened_database(target) as (tm, conn):
+            check_queue(get_queues(conn), queue_name)
             for attempt in tm.attempts(ATTEMPTS):
                 with attempt:
                     queue = get_queues(conn)[queue_name]
                     if name not in queue.schedules:
-                        raise _error(
+                        raise command_error(
                             f"no schedule {name!r} in queue "
                             f"{report.queue_label(queue_name)}; defined: "
                             + (", ".join(repr(n) for n in queue.schedules) or "none"))

@@ -99,7 +99,7 @@ def open_db(target, **db_kwargs):
     return ZODB.DB(storage, **db_kwargs)
 
 
-def _zeo_address(uri):
+def zeo_address(uri):
     """The address of the ZEO server a ``zeo://`` URI names, as
     "HOST:PORT" or a Unix socket's path; None for other URIs."""
     if not uri.startswith("zeo://"):
@@ -114,7 +114,7 @@ def _zeo_address(uri):
     return os.path.normpath(parts.path)
 
 
-def _zeo_unanswered(address, timeout=2.0):
+def zeo_unanswered(address, timeout=2.0):
     """Why nobody answers at a ZEO `address` ("HOST:PORT" or a socket's
     path) now, e.g. "connection refused"; None when something listens
     there.  Only a connection is tried, no ZEO handshake."""
@@ -142,12 +142,12 @@ def _open_storage(target, factory):
     """The storage of a URI; for ``zeo://``, say in the log at once when
     no server answers (ZEO waits for one, 30 s unless ``wait_timeout=``
     says otherwise), and raise `DatabaseUnavailableError` when none did."""
-    address = _zeo_address(target)
+    address = zeo_address(target)
     if address is None:
         return factory()
     query = urllib.parse.parse_qs(target.partition("?")[2])
     wait = query.get("wait_timeout", ["30"])[-1]
-    why = _zeo_unanswered(address)
+    why = zeo_unanswered(address)
     if why is not None:
         logger.warning("no ZEO server answers at %s yet (%s); waiting up to %s s "
                        "for one to start", address, why, wait)
