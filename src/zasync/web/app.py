@@ -231,6 +231,12 @@ class Route:
         self.api = api
 
 
+#: What makes the routes of an `Application`, in their order: the pages'
+#: and the API's, which `zasync.web` puts here as it imports them (they
+#: import this module, so this one cannot import them).
+ROUTES = []
+
+
 class Application:
     """The WSGI application of `make_app`."""
 
@@ -245,8 +251,7 @@ class Application:
         self.refresh = refresh
         self.templates = LOADER
         self.static = DirectoryApp(STATIC)
-        from zasync.web import api, pages
-        self.routes = pages.routes() + api.routes()
+        self.routes = [route for routes in ROUTES for route in routes()]
 
     def __call__(self, environ, start_response):
         request = Request(environ)

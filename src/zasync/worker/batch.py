@@ -35,11 +35,21 @@ from ZODB.POSException import ConflictError
 
 from zasync.job import clock, events, storable
 
-from zasync.worker import runner as _runner
 from zasync.queue.claim import prefetch
 from zasync.interfaces import ACTIVE, ASSIGNED
 
 logger = logging.getLogger(__name__)
+
+
+def joined(tm):
+    """Whether the running transaction has anything to commit.
+
+    ZODB connections join a transaction when an object is first changed,
+    and other data managers (SQL sessions, mail) join when used; a job whose
+    transaction nobody joined changed nothing.  `_resources` is private to
+    `transaction`; if it is ever missing, every job counts as writing.
+    """
+    return bool(getattr(tm.get(), "_resources", True))
 
 
 def _batchable(runner, job):
@@ -128,13 +138,13 @@ def run_batch(runner, tm, conn, tasks):
             each.log()
     for each in ran:
         if each.error is not None:
-            outcome = runner._after_error(tm, conn, each.oid, each.job_id, each.error,
+            outcome = runner.after_error(tm, conn, each.oid, each.job_id, each.error,
                                           each.began, each.started)
-            runner._go_on(tm, conn, each.oid, each.job_id, outcome)
+            runner.go_on(tm, conn, each.oid, each.job_id, outcome)
         elif each.outcome == "callbacks":
-            runner._callbacks(tm, conn, each.oid)
+            runner.run_callbacks(tm, conn, each.oid)
     for oid, job_id in alone:
-        runner._run(tm, conn, oid, job_id)
+        runner.run(tm, conn, oid, job_id)
 
 
 def _call(runner, each):
@@ -142,9 +152,9 @@ def _call(runner, each):
     job = each.job
     logger.debug("dispatcher %s: job %s (%s) started in a batch, attempt %d",
                  runner.dispatcher_id, each.job_id, job.callable_name, job.attempt_count)
-    kind, value = runner._execute(job, each.job_id, each.began)
+    kind, value = runner.execute(job, each.job_id, each.began)
     if kind != "value":
-        each.outcome, each.log = runner._record_wait_or_failure(
+        each.outcome, each.log = runner.record_wait_or_failure(
             job._p_jar, job, kind, value, each.started, each.began)
         return
     each.value = value
@@ -153,7 +163,7 @@ def _call(runner, each):
 def _hand(runner, tm, succeeded):
     """Hand the results to the dispatcher if the batch wrote nothing else;
     return whether it took them all."""
-    if _runner.joined(tm) or any(each.outcome is not None or storable.holds_persistent(each.value)
+    if joined(tm) or any(each.outcome is not None or storable.holds_persistent(each.value)
                           for each in succeeded):
         return False
     handed = []
@@ -183,7 +193,7 @@ def _commit(runner, tm, conn, succeeded):
             each.outcome = "callbacks"      # the job added one to itself
         else:
             each.outcome = "done"
-            runner._file_completed(conn, job)
+            runner.file_completed(conn, job)
             events.notify_after_commit(txn, events.JobSucceeded(job))
         each.log = _success_log(runner, each)
     try:

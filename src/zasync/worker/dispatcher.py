@@ -415,7 +415,7 @@ class Dispatcher:
         txn = self._tm.get()
         for oid, job_id, value, began, started in results:
             job = complete_handed(self._conn, self.id, oid, value, started,
-                                  self._runner._file_completed)
+                                  self._runner.file_completed)
             if job is None:
                 logger.warning("dispatcher %s: job %s is no longer ours; its "
                                "result %r is dropped", self.id, job_id, value)

@@ -44,17 +44,6 @@ def timed_out(job):
         f"job {job.id} ran longer than its time limit of {job.timeout:g} s")
 
 
-def joined(tm):
-    """Whether the running transaction has anything to commit.
-
-    ZODB connections join a transaction when an object is first changed,
-    and other data managers (SQL sessions, mail) join when used; a job whose
-    transaction nobody joined changed nothing.  `_resources` is private to
-    `transaction`; if it is ever missing, every job counts as writing.
-    """
-    return bool(getattr(tm.get(), "_resources", True))
-
-
 def _in_transaction(tm):
     """Whether `tm` has a transaction under way.  Aborting one that has
     none would begin a new one only to abort it, and each makes every
@@ -111,7 +100,7 @@ class JobRunner:
         conn = open_connection(self.db, tm)
         try:
             if len(tasks) == 1:
-                self._run(tm, conn, *tasks[0])
+                self.run(tm, conn, *tasks[0])
             else:
                 batch.run_batch(self, tm, conn, tasks)
         except Exception:
@@ -133,7 +122,7 @@ class JobRunner:
         if record is not None:
             record.jobs.discard(job.id)
 
-    def _file_completed(self, conn, job, history=True):
+    def file_completed(self, conn, job, history=True):
         self._release(conn, job)
         if history and job._queue is not None:
             job._queue.history.add(job)
@@ -146,11 +135,11 @@ class JobRunner:
 
     # -- the steps ---------------------------------------------------------
 
-    def _run(self, tm, conn, oid, job_id):
+    def run(self, tm, conn, oid, job_id):
         tm.begin()
         job = conn.get(oid)
         if job.status == CALLBACKS:
-            self._callbacks(tm, conn, oid)
+            self.run_callbacks(tm, conn, oid)
             return
         if (job._status not in (ACTIVE, ASSIGNED)
                 or job.dispatcher_id != self.dispatcher_id):
@@ -168,15 +157,15 @@ class JobRunner:
             self.dispatcher.note_started(oid, job_id, started)
         # the first attempt goes on in this transaction
         outcome = self._attempt(tm, conn, oid, job_id, started, begin=False)
-        self._go_on(tm, conn, oid, job_id, outcome)
+        self.go_on(tm, conn, oid, job_id, outcome)
 
-    def _go_on(self, tm, conn, oid, job_id, outcome):
+    def go_on(self, tm, conn, oid, job_id, outcome):
         """After an attempt: attempt again while its policy says so, then
         run the callbacks if some are due."""
         while outcome == "again":
             outcome = self._attempt(tm, conn, oid, job_id)
         if outcome == "callbacks":
-            self._callbacks(tm, conn, oid)
+            self.run_callbacks(tm, conn, oid)
 
     def _attempt(self, tm, conn, oid, job_id, started=None, begin=True):
         """One attempt: 'done', 'callbacks', 'again', 'handed' or 'rescheduled'.
@@ -210,10 +199,10 @@ class JobRunner:
             logger.debug("dispatcher %s: job %s (%s) started, attempt %d",
                          self.dispatcher_id, job_id, job.callable_name, job.attempt_count)
         try:
-            kind, value = self._execute(job, job_id, began, awaited)
+            kind, value = self.execute(job, job_id, began, awaited)
             if kind != "value":
                 return self._wait_or_fail(tm, conn, job, kind, value, started, began)
-            if (not job._callbacks and not joined(tm)
+            if (not job._callbacks and not batch.joined(tm)
                     and not storable.holds_persistent(value)
                     and self.dispatcher.hand_result(oid, job_id, value, began, started)):
                 # Nothing but the result to store: the dispatcher commits it
@@ -224,18 +213,18 @@ class JobRunner:
                 job._ensure_started(self.dispatcher_id, started)
             more = job._complete(result=value, dispatcher_id=self.dispatcher_id)
             if not more:
-                self._file_completed(conn, job)
+                self.file_completed(conn, job)
                 events.notify_after_commit(tm.get(), events.JobSucceeded(job))
             tm.commit()
         except Exception as error:
             tm.abort()
-            return self._after_error(tm, conn, oid, job_id, error, began, started)
+            return self.after_error(tm, conn, oid, job_id, error, began, started)
         logger.info("dispatcher %s: job %s (%s) succeeded in %.3fs",
                     self.dispatcher_id, job_id, job.callable_name,
                     time.monotonic() - began)
         return "callbacks" if more else "done"
 
-    def _execute(self, job, job_id, began, awaited=None):
+    def execute(self, job, job_id, began, awaited=None):
         """Call the job (or take the outcome it waited for) as the running
         job of this thread, within its time limit; return ("value", a
         storable result), ("failure", failure) or ("wait", (jobs, mode)),
@@ -258,12 +247,12 @@ class JobRunner:
         """Commit, in the job's transaction, that it waits (holding no
         thread), or that it failed with the failure of a job it waited for
         (which had its own retries).  Return 'waiting', 'done' or 'callbacks'."""
-        outcome, log = self._record_wait_or_failure(conn, job, kind, value, started, began)
+        outcome, log = self.record_wait_or_failure(conn, job, kind, value, started, began)
         tm.commit()
         log()
         return outcome
 
-    def _record_wait_or_failure(self, conn, job, kind, value, started, began):
+    def record_wait_or_failure(self, conn, job, kind, value, started, began):
         """Write what `_wait_or_fail` commits; return its outcome and a
         function that logs it once committed."""
         if started is not None:
@@ -278,7 +267,7 @@ class JobRunner:
                 self.dispatcher_id, job_id, name, awaited)
         more = job._complete(failure=value, dispatcher_id=self.dispatcher_id)
         if not more:
-            self._file_completed(conn, job)
+            self.file_completed(conn, job)
             events.notify_after_commit(conn.transaction_manager.get(),
                                        events.completed_event(job))
         took = time.monotonic() - began
@@ -286,7 +275,7 @@ class JobRunner:
             "dispatcher %s: job %s (%s) failed after %.3fs (after waiting, not "
             "retried): %s", self.dispatcher_id, job_id, name, took, value)
 
-    def _after_error(self, tm, conn, oid, job_id, error, began, started=None):
+    def after_error(self, tm, conn, oid, job_id, error, began, started=None):
         failure = Failure.from_exception(error)
         tm.begin()
         job = conn.get(oid)
@@ -352,14 +341,14 @@ class JobRunner:
                 job._ensure_started(self.dispatcher_id, started)
             more = job._complete(failure=failure, dispatcher_id=self.dispatcher_id)
             if not more:
-                self._file_completed(conn, job)
+                self.file_completed(conn, job)
                 events.notify_after_commit(tm.get(), events.completed_event(job))
             return more
         return "callbacks" if _bookkeeping(tm, "fail", job_id, fail) else "done"
 
     # -- callbacks ---------------------------------------------------------
 
-    def _callbacks(self, tm, conn, oid):
+    def run_callbacks(self, tm, conn, oid):
         """Run the job's callbacks, each in its own transaction, then mark
         the job completed."""
         tm.begin()
@@ -370,7 +359,7 @@ class JobRunner:
         def finish():
             job = conn.get(oid)
             job._finish_callbacks(self.dispatcher_id)
-            self._file_completed(conn, job)
+            self.file_completed(conn, job)
             events.notify_after_commit(tm.get(), events.completed_event(job))
         _bookkeeping(tm, "finish", job_id, finish)
         logger.info("dispatcher %s: job %s completed with its callbacks",
