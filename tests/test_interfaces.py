@@ -68,6 +68,16 @@ def test_agent_provides_iagent():
     assert verifyObject(interfaces.IAgent, zasync.Agent(2, name="two"))
 
 
+def test_process_agent_provides_iagent_without_being_an_agent():
+    """Thread and process workers each implement the contract; neither
+    inherits the other's internals."""
+    from zasync.worker.process import ProcessAgent
+    agent = ProcessAgent(2, uri="zeo://127.0.0.1:1")
+    assert verifyObject(interfaces.IAgent, agent)
+    assert not isinstance(agent, zasync.Agent)
+    assert not issubclass(zasync.Agent, ProcessAgent)
+
+
 def test_dispatcher_provides_idispatcher(db):
     dispatcher = zasync.Dispatcher(db, threads=1)
     assert verifyObject(interfaces.IDispatcher, dispatcher)
@@ -123,6 +133,7 @@ def test_dispatcher_events_provide_their_interface(db, cls, iface):
 
 
 def test_implementations_declare_their_interfaces():
+    from zasync.worker.process import ProcessAgent
     # verifyClass catches a method whose signature drifted from the contract
     # even where no instance is made above.
     pairs = [
@@ -132,6 +143,7 @@ def test_implementations_declare_their_interfaces():
         (zasync.NeverRetry, interfaces.IRetryPolicy),
         (Queue, interfaces.IQueue), (Queues, interfaces.IQueues),
         (zasync.Agent, interfaces.IAgent),
+        (ProcessAgent, interfaces.IAgent),
         (zasync.Dispatcher, interfaces.IDispatcher),
     ]
     for cls, iface in pairs:

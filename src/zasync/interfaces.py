@@ -458,8 +458,34 @@ class IDispatcherRecord(Interface):
 
 # -- the workers ------------------------------------------------------------
 
+class IJobRunner(Interface):
+    """What a dispatcher gives its agents to run the jobs it claimed for
+    them (`IAgent.start`): it opens its own connection and transaction,
+    runs each job as the running job of the calling thread and records its
+    outcome, so an agent needs no more than to call it."""
+
+    dispatcher = Attribute("The `IDispatcher` whose claimed jobs it runs.")
+    db = Attribute("The dispatcher's database.")
+    dispatcher_id = Attribute("The dispatcher's id.")
+
+    def __call__(tasks):
+        """Run claimed jobs, a list of (oid, job id) pairs, in the calling
+        thread: one alone, several in one transaction.  Returns when their
+        outcomes are recorded (or handed to the dispatcher to commit);
+        a failure of the worker itself is logged, not raised."""
+
+
 class IAgent(Interface):
-    """Claims jobs for a dispatcher by its own load, and runs them."""
+    """Claims jobs for a dispatcher by its own load, and runs them.
+
+    The whole contract between a dispatcher and a worker: the dispatcher
+    asks `free`, `room` and `ahead` before each claim, `accepts` for each
+    job, hands it the jobs it claimed with `submit`, and stops it with
+    `drop_waiting`, `wait_idle` and `stop`.  Thread agents
+    (`zasync.Agent`) and process agents
+    (`zasync.worker.process.ProcessAgent`) implement it separately; any
+    object that provides it can serve a dispatcher (docs/internals.rst,
+    "Writing an agent")."""
 
     name = Attribute("The agent's name, unique within its dispatcher.")
     size = Attribute("How many jobs it runs at once.")
@@ -468,10 +494,41 @@ class IAgent(Interface):
         "How many short jobs claimed ahead one thread runs in one transaction "
         "(1: each in its own).")
     free = Attribute("How many more jobs it can take now.")
+    room = Attribute(
+        "How many more jobs it may hold now, counting those it takes ahead "
+        "of a free slot under a backlog (at least `free`).")
+    ahead = Attribute(
+        "How many jobs beyond its free slots it takes under a backlog (0: "
+        "never more than `free`).")
     running = Attribute("The ids of the jobs it holds now.")
+    on_free = Attribute(
+        "None, or a callable (no arguments) the agent calls each time a slot "
+        "frees; the dispatcher sets it to its `wake` before `start`.")
 
     def accepts(job):
         """Whether the agent takes this job (its filter agrees)."""
+
+    def start(run, thread_name):
+        """Start running jobs: from now on each job `submit` hands over is
+        run by calling `run` (an `IJobRunner`) with ``[(oid, job_id)]`` (or
+        several pairs, to run in one transaction).  `thread_name` prefixes
+        the names of the threads it starts."""
+
+    def submit(oid, job_id, ahead=False):
+        """Take a job the dispatcher claimed for it (and committed as
+        assigned to the dispatcher); `ahead` says it was taken ahead of a
+        free slot and may wait for one.  Counted in `running` at once."""
+
+    def drop_waiting():
+        """Forget the jobs submitted that have not begun to run; return
+        their ids (the dispatcher puts them back in their queues)."""
+
+    def wait_idle(timeout=None):
+        """Wait until no job runs; return whether that happened within
+        `timeout` seconds (None: no limit)."""
+
+    def stop():
+        """Stop taking jobs; let those running finish on their own."""
 
 
 class IDispatcher(Interface):

@@ -20,7 +20,7 @@ from zasync.queue.database import (
     close_connection, forget_oids_on_reconnect, open_connection)
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, ConfigurationError, DispatcherError, DispatcherIdInUseError,
-    IDispatcher)
+    IAgent, IDispatcher)
 from zasync.worker.record import DispatcherRecord
 from zasync.worker.runner import JobRunner
 
@@ -62,8 +62,9 @@ class Dispatcher:
         if agents is None:
             agents = [Agent(size=1 if threads is None else threads)]
         agents = list(agents)
-        if not agents or not all(isinstance(a, Agent) for a in agents):
-            raise ConfigurationError(f"agents={agents!r}: expected zasync.Agent objects")
+        if not agents or not all(IAgent.providedBy(a) for a in agents):
+            raise ConfigurationError(
+                f"agents={agents!r}: expected IAgent objects, such as zasync.Agent")
         names = [a.name for a in agents]
         if len(set(names)) != len(names):
             raise ConfigurationError(f"agent names {names!r} must be unique")

@@ -21,32 +21,40 @@ import sys
 import time
 
 import transaction
+from zope.interface import implementer
 
 from zasync.worker import recovery
 from zasync.worker.agent import Agent
 from zasync.queue.database import close_connection, open_connection
 from zasync.job.failure import Failure
 from zasync.interfaces import (
-    ACTIVE, ASSIGNED, CALLBACKS, Cancelled, ConfigurationError, JobTimeoutError)
+    ACTIVE, ASSIGNED, CALLBACKS, Cancelled, ConfigurationError, IAgent,
+    JobTimeoutError)
 
 logger = logging.getLogger(__name__)
 
 _WATCH_INTERVAL = 0.1
 
 
-class ProcessAgent(Agent):
-    """An `Agent` whose `size` slots each run jobs in child processes.
+@implementer(IAgent)
+class ProcessAgent:
+    """An agent whose `size` slots each run jobs in child processes.
 
     `uri` is the database's URI for the children, or, for a
     multi-database, a `zasync.queue.multidb.Databases` (its `to_argument()` string
     will do too) naming every database of it; `grace` the seconds a child
     gets between SIGTERM and SIGKILL.
+
+    Each slot is a thread that starts a child process and waits for it.
+    The threads, and the count of what they hold, are a thread agent's
+    (`zasync.Agent`) used through `IAgent` alone: this class provides the
+    interface itself, and reaches no further into that agent.
     """
 
     def __init__(self, size, uri, filter=None, name="processes", prefetch=0,
                  grace=5.0):
         # batch=1: each job has a child process of its own
-        super().__init__(size, filter=filter, name=name, prefetch=prefetch, batch=1)
+        self._slots = Agent(size, filter=filter, name=name, prefetch=prefetch, batch=1)
         if hasattr(uri, "to_argument"):
             uri = uri.to_argument()
         if not isinstance(uri, str) or "://" not in uri and not uri.startswith("{"):
@@ -58,11 +66,53 @@ class ProcessAgent(Agent):
         self.uri = uri
         self.grace = float(grace)
 
+    def __repr__(self):
+        return f"<zasync ProcessAgent {self.name!r} size={self.size}>"
+
+    # -- IAgent, through the slots -------------------------------------------
+
+    name = property(lambda self: self._slots.name)
+    size = property(lambda self: self._slots.size)
+    filter = property(lambda self: self._slots.filter)
+    batch = property(lambda self: self._slots.batch)
+    free = property(lambda self: self._slots.free)
+    room = property(lambda self: self._slots.room)
+    ahead = property(lambda self: self._slots.ahead)
+    running = property(lambda self: self._slots.running)
+
+    @property
+    def on_free(self):
+        return self._slots.on_free
+
+    @on_free.setter
+    def on_free(self, callback):
+        self._slots.on_free = callback
+
+    def accepts(self, job):
+        """See `IAgent`."""
+        return self._slots.accepts(job)
+
     def start(self, run, thread_name):
-        """See `Agent.start`; `run` is the dispatcher's runner, whose
+        """See `IAgent`; `run` is the dispatcher's runner, whose
         dispatcher the children stand in for."""
         dispatcher = run.dispatcher
-        super().start(lambda tasks: self._run_child(dispatcher, *tasks[0]), thread_name)
+        self._slots.start(lambda tasks: self._run_child(dispatcher, *tasks[0]), thread_name)
+
+    def submit(self, oid, job_id, ahead=False):
+        """See `IAgent`."""
+        self._slots.submit(oid, job_id, ahead=ahead)
+
+    def drop_waiting(self):
+        """See `IAgent`."""
+        return self._slots.drop_waiting()
+
+    def wait_idle(self, timeout=None):
+        """See `IAgent`."""
+        return self._slots.wait_idle(timeout)
+
+    def stop(self):
+        """See `IAgent`."""
+        self._slots.stop()
 
     # -- one job -------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import time
 
 import transaction
 from ZODB.POSException import ConflictError
+from zope.interface import implementer
 
 from zasync.worker import batch
 
@@ -28,7 +29,7 @@ from zasync.job import clock, context, events, local, storable, workflow
 from zasync.queue.database import close_connection, open_connection
 from zasync.job.failure import Failure
 from zasync.interfaces import (
-    ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, Cancelled, JobTimeoutError,
+    ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, Cancelled, IJobRunner, JobTimeoutError,
     UnstorableError,
     UnstorableResultError)
 from zasync.job.job import DEFAULT_RETRY_POLICY
@@ -82,9 +83,10 @@ def _bookkeeping(tm, what, job_id, change):
     return result
 
 
+@implementer(IJobRunner)
 class JobRunner:
     """Runs the jobs a dispatcher claimed; one instance per dispatcher,
-    called from its agents' threads."""
+    called from its agents' threads.  See `IJobRunner`."""
 
     def __init__(self, dispatcher):
         self.dispatcher = dispatcher
