@@ -29,11 +29,15 @@ def unregister(waiter):
         _waiters.discard(waiter)
 
 
+def waiters():
+    """The waiters registered now, in a list."""
+    with _lock:
+        return list(_waiters)
+
+
 def wake_all():
     """Call ``wake()`` of every registered waiter of this process."""
-    with _lock:
-        waiters = list(_waiters)
-    for waiter in waiters:
+    for waiter in waiters():
         waiter.wake()
 
 
