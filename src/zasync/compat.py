@@ -7,10 +7,10 @@ moved: ``import zasync.failure`` gives the very module
 ``zasync.job.failure``, one object under two names, so that a pickle made
 before the move loads and one made after it names the new path.
 
-Rejected: a file left at each old path re-exporting the new one.  Thirty
-of them beside the packages would hide the layout the packages show, and a
-re-export is a copy of the names, not the module, so a class would have two
-homes for ``isinstance`` but not for monkeypatching.
+Rejected: a file left at each old path re-exporting the new one.  Some
+forty of them beside the packages would hide the layout the packages show, and a
+re-export copies names, not the module: patching ``zasync.runner.X`` in a
+test would no longer reach the code that uses it.
 """
 
 import importlib
