@@ -474,6 +474,23 @@ class IJobRunner(Interface):
         outcomes are recorded (or handed to the dispatcher to commit);
         a failure of the worker itself is logged, not raised."""
 
+    def begin(oid, job_id):
+        """For an agent that calls a job itself (an ``async def`` job on
+        its event loop, say): note that the claimed job starts and return
+        ``(started, callable, args, kwargs, timeout)`` to call it with, or
+        None when the job must go through ``run([(oid, job_id)])`` instead
+        (its callbacks are due, it resumes after waiting, it was cancelled
+        or is no longer this dispatcher's).  Commits nothing; the call runs
+        in no transaction of zasync's."""
+
+    def record(oid, job_id, began, started, value=None, error=None):
+        """Record what calling the job gave, its `value` or the `error` it
+        raised, for a job `begin` handed out (`began`: `time.monotonic()`
+        before `begin`; `started`: what `begin` returned), as `run` would
+        have: the result, or the error through the job's retry policy.
+        Return 'again' (call the job again, after `begin`), 'callbacks'
+        (let ``run([(oid, job_id)])`` run them) or another word for done."""
+
 
 class IAgent(Interface):
     """Claims jobs for a dispatcher by its own load, and runs them.

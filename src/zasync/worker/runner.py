@@ -202,29 +202,83 @@ class JobRunner:
                          self.dispatcher_id, job_id, job.callable_name, job.attempt_count)
         try:
             kind, value = self.execute(job, job_id, began, awaited)
-            if kind != "value":
-                return self._wait_or_fail(tm, conn, job, kind, value, started, began)
-            if (not job._callbacks and not batch.joined(tm)
-                    and not storable.holds_persistent(value)
-                    and self.dispatcher.hand_result(oid, job_id, value, began, started)):
-                # Nothing but the result to store: the dispatcher commits it
-                # with others.  The abort only ends this read-only snapshot.
-                tm.abort()
-                return "handed"
-            if started is not None:
-                job._ensure_started(self.dispatcher_id, started)
-            more = job._complete(result=value, dispatcher_id=self.dispatcher_id)
-            if not more:
-                self.file_completed(conn, job)
-                events.notify_after_commit(tm.get(), events.JobSucceeded(job))
-            tm.commit()
+            return self._store(tm, conn, oid, job_id, job, kind, value, began, started)
         except Exception as error:
             tm.abort()
             return self.after_error(tm, conn, oid, job_id, error, began, started)
+
+    def _store(self, tm, conn, oid, job_id, job, kind, value, began, started):
+        """Store what an attempt gave (see `execute`) and commit; return as
+        `_attempt` does.  Raises what the commit raised."""
+        if kind != "value":
+            return self._wait_or_fail(tm, conn, job, kind, value, started, began)
+        if (not job._callbacks and not batch.joined(tm)
+                and not storable.holds_persistent(value)
+                and self.dispatcher.hand_result(oid, job_id, value, began, started)):
+            # Nothing but the result to store: the dispatcher commits it
+            # with others.  The abort only ends this read-only snapshot.
+            tm.abort()
+            return "handed"
+        if started is not None:
+            job._ensure_started(self.dispatcher_id, started)
+        more = job._complete(result=value, dispatcher_id=self.dispatcher_id)
+        if not more:
+            self.file_completed(conn, job)
+            events.notify_after_commit(tm.get(), events.JobSucceeded(job))
+        tm.commit()
         logger.info("dispatcher %s: job %s (%s) succeeded in %.3fs",
                     self.dispatcher_id, job_id, job.callable_name,
                     time.monotonic() - began)
         return "callbacks" if more else "done"
+
+    # -- for agents that call the job themselves (see IJobRunner) -----------
+
+    def begin(self, oid, job_id):
+        """See `IJobRunner`."""
+        tm = transaction.TransactionManager()
+        conn = open_connection(self.db, tm)
+        try:
+            tm.begin()
+            job = conn.get(oid)
+            if (job.status == CALLBACKS or not self._ours(job)
+                    or job._wait_mode is not None or job._live.cancel_requested):
+                return None
+            started = None
+            if job._status == ASSIGNED:
+                started = clock.now()
+                self.dispatcher.note_started(oid, job_id, started)
+            return started, job.callable, tuple(job.args), dict(job.kwargs), job.timeout
+        finally:
+            tm.abort()
+            close_connection(conn)
+
+    def record(self, oid, job_id, began, started, value=None, error=None):
+        """See `IJobRunner`."""
+        tm = transaction.TransactionManager()
+        conn = open_connection(self.db, tm)
+        try:
+            tm.begin()
+            job = conn.get(oid)
+            if not self._ours(job):
+                tm.abort()
+                return "lost"
+            try:
+                if error is not None:
+                    raise error
+                if job.timeout is not None and time.monotonic() > began + job.timeout:
+                    raise timed_out(job)
+                try:
+                    storable.check_value(value, f"the result of job {job_id}:")
+                except UnstorableError as unstorable:
+                    raise UnstorableResultError(str(unstorable)) from None
+                return self._store(tm, conn, oid, job_id, job, "value", value, began, started)
+            except Exception as failed:
+                tm.abort()
+                return self.after_error(tm, conn, oid, job_id, failed, began, started)
+        finally:
+            if _in_transaction(tm):
+                tm.abort()
+            close_connection(conn)
 
     def execute(self, job, job_id, began, awaited=None):
         """Call the job (or take the outcome it waited for) as the running
