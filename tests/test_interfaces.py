@@ -133,7 +133,9 @@ def test_dispatcher_events_provide_their_interface(db, cls, iface):
 
 
 def test_implementations_declare_their_interfaces():
+    from zasync.worker.aio import AsyncioAgent
     from zasync.worker.process import ProcessAgent
+    from zasync.worker.runner import JobRunner
     # verifyClass catches a method whose signature drifted from the contract
     # even where no instance is made above.
     pairs = [
@@ -143,7 +145,8 @@ def test_implementations_declare_their_interfaces():
         (zasync.NeverRetry, interfaces.IRetryPolicy),
         (Queue, interfaces.IQueue), (Queues, interfaces.IQueues),
         (zasync.Agent, interfaces.IAgent),
-        (ProcessAgent, interfaces.IAgent),
+        (ProcessAgent, interfaces.IAgent), (AsyncioAgent, interfaces.IAgent),
+        (JobRunner, interfaces.IJobRunner),
         (zasync.Dispatcher, interfaces.IDispatcher),
     ]
     for cls, iface in pairs:
