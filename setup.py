@@ -36,7 +36,7 @@ setup(
         "zope.interface >= 5.0",
         "zope.component >= 5.0",
         "zope.event >= 4.5",
-        # ZCML and the start-up subscribers (zasync.subscriber)
+        # ZCML and the start-up subscribers (zasync.integration.subscriber)
         "zope.configuration >= 4.4",
         "zope.processlifetime >= 2.0",
         "zodburi >= 2.5",
@@ -47,7 +47,7 @@ setup(
         "WebOb >= 1.8",
         "Chameleon >= 4.0",
         "waitress >= 2.1",
-        # cron expressions of recurring jobs (zasync.schedule)
+        # cron expressions of recurring jobs (zasync.queue.schedule)
         "croniter >= 2.0",
     ],
     extras_require={
@@ -58,6 +58,9 @@ setup(
             "Zope[wsgi] >= 5.8",
             # the suite in parallel processes (README.rst: pytest -n auto)
             "pytest-xdist >= 3.0",
+            # the layout's contracts of setup.cfg, checked by
+            # tests/test_layout.py: layers and no import cycle
+            "import-linter >= 2.1",
             # RelStorage on the local PostgreSQL (tests/test_relstorage.py);
             # the binary psycopg2 needs no compiler or libpq headers.
             "RelStorage >= 3.5",
@@ -78,15 +81,15 @@ setup(
             "Sphinx >= 7.0",
             "repoze.sphinx.autointerface >= 1.0",
         ],
-        # running jobs as the principal who put them (zasync.context); in
+        # running jobs as the principal who put them (zasync.job.context); in
         # Zope, in the site, as the user and with the URLs of the request
-        # that put them (zasync.zopeapp), and the web view inside Zope
+        # that put them (zasync.integration.zopeapp), and the web view inside Zope
         # (zope.zcml).  Zope 5 needs ZODB < 6.1.
         "zope": [
             "Zope[wsgi] >= 5.8",
             "zope.security >= 5.0",
         ],
-        # zasync.pyramid: the queues of a pyramid_zodbconn application
+        # zasync.integration.pyramid: the queues of a pyramid_zodbconn application
         "pyramid": [
             "pyramid >= 2.0",
             "pyramid_tm >= 2.5",

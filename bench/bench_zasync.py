@@ -53,7 +53,7 @@ import transaction
 from ZODB.POSException import ConflictError
 
 from zasync import ACTIVE, COMPLETED
-from zasync.examples import noop, stamp
+from zasync.cli.examples import noop, stamp
 from zasync.testing import ZEOServer
 
 from common import completed_flags
@@ -78,7 +78,7 @@ class ZasyncPeer(benchlib.Peer):
             "producer": "this process, over ZEO, one put per transaction",
             "worker": "zasync worker --threads %d, 1 process" % self.args.threads,
             "worker_args": self.args.worker_arg,
-            "jobs": "zasync.examples.noop / zasync.examples.stamp",
+            "jobs": "zasync.cli.examples.noop / zasync.cli.examples.stamp",
         }
 
     def prepare(self):

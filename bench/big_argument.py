@@ -19,7 +19,7 @@ import tempfile
 import time
 
 import zasync
-from zasync import examples
+from zasync.cli import examples
 from zasync.testing import ZEOServer
 
 

@@ -30,7 +30,7 @@ sys.path.insert(0, HERE)
 import zasync  # noqa: E402
 from ZODB.FileStorage import FileStorage  # noqa: E402
 from ZODB.utils import get_pickle_metadata  # noqa: E402
-from zasync.examples import noop  # noqa: E402
+from zasync.cli.examples import noop  # noqa: E402
 
 import storage  # noqa: E402
 from common import Producer, completed_flags, median  # noqa: E402

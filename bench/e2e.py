@@ -20,7 +20,7 @@ import time
 
 import zasync
 from ZODB.utils import p64, u64
-from zasync.examples import noop, stamp
+from zasync.cli.examples import noop, stamp
 
 from common import Producer, audit, median, percentile, rate, say, wait_completed
 

@@ -58,7 +58,7 @@ def parse_args(argv=None):
                    help="of " + ",".join(STORAGES) + " (default: both)")
     p.add_argument("--job-ms", type=float, default=0.0,
                    help="each job sleeps this long (work that waits, such as a "
-                        "request to another service); 0: zasync.examples.noop "
+                        "request to another service); 0: zasync.cli.examples.noop "
                         "(default %(default)s)")
     p.add_argument("--direct", action="store_true",
                    help="run the workers in this namespace on 127.0.0.1 instead, "
@@ -136,7 +136,7 @@ class Backend:
 
 def one_run(args, scratch, hosts, relay, kind, workers, label):
     import zasync
-    from zasync.examples import noop
+    from zasync.cli.examples import noop
     backend = Backend(kind, scratch, hosts, relay, label)
     procs, producer, db = [], None, None
     try:

@@ -19,7 +19,7 @@ import transaction
 from ZODB.POSException import ConflictError
 
 import zasync
-from zasync.examples import noop
+from zasync.cli.examples import noop
 
 from common import disk_usage, median, rate, say
 

@@ -20,8 +20,8 @@ import tempfile
 import time
 
 import zasync
-from zasync import examples
-from zasync.database import get_queues
+from zasync.cli import examples
+from zasync.queue.database import get_queues
 from zasync.web import bulk
 from zasync.web.survey import Filters
 

@@ -39,8 +39,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import zasync  # noqa: E402
-from zasync import history as history_module  # noqa: E402
-from zasync.failure import Failure  # noqa: E402
+from zasync.queue import history as history_module  # noqa: E402
+from zasync.job.failure import Failure  # noqa: E402
 from zasync.web import make_app  # noqa: E402
 
 import web_jobs  # noqa: E402

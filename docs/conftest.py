@@ -10,14 +10,14 @@ import logging
 
 import pytest
 
-from zasync import dispatcher as dispatcher_module
+from zasync.queue import wake
+from zasync.worker.dispatcher import Dispatcher
 
 
 def _running_dispatchers():
     # The dispatchers of this process register here to be woken after a
     # commit; it is the one place that knows all of them.
-    with dispatcher_module._local_lock:
-        return list(dispatcher_module._local_dispatchers)
+    return [each for each in wake.waiters() if isinstance(each, Dispatcher)]
 
 
 @pytest.fixture(autouse=True)

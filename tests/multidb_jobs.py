@@ -5,7 +5,7 @@ job ran exactly once."""
 import persistent
 import transaction
 
-from zasync import component
+from zasync.integration import component
 
 
 class Target(persistent.Persistent):

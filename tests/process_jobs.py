@@ -193,9 +193,9 @@ def serve(address, path, counts_path):
     import BTrees.Length
     import ZEO.runzeo
 
-    from zasync.job import LiveState
-    from zasync.jobset import JobSet
-    from zasync.quota import HeldJobs
+    from zasync.job.job import LiveState
+    from zasync.job.jobset import JobSet
+    from zasync.queue.quota import HeldJobs
 
     fd = os.open(counts_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 

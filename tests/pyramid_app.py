@@ -1,11 +1,11 @@
 """A small Pyramid application as docs/pyramid.rst builds it: pyramid_tm,
-pyramid_zodbconn with a main and an 'async' database, zasync.pyramid, and
+pyramid_zodbconn with a main and an 'async' database, zasync.integration.pyramid, and
 views that put jobs for objects of the main database."""
 
 from pyramid.config import Configurator
 from pyramid_zodbconn import get_connection
 
-import zasync.pyramid
+import zasync.integration.pyramid
 
 import multidb_jobs
 
@@ -13,7 +13,7 @@ import multidb_jobs
 def put(request):
     """Put a job for the target of the URL; pyramid_tm commits it."""
     target = get_connection(request).root()["targets"][int(request.matchdict["i"])]
-    job = zasync.pyramid.get_queue(request).put(multidb_jobs.touch, target)
+    job = zasync.integration.pyramid.get_queue(request).put(multidb_jobs.touch, target)
     return {"job": job.id}
 
 
@@ -27,7 +27,7 @@ def make_app(settings):
     with Configurator(settings=settings) as config:
         config.include("pyramid_tm")
         config.include("pyramid_zodbconn")
-        config.include("zasync.pyramid")
+        config.include("zasync.integration.pyramid")
         config.add_route("put", "/put/{i}")
         config.add_view(put, route_name="put", renderer="json", request_method="POST")
         config.add_route("fail", "/fail/{i}")

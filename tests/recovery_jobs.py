@@ -28,13 +28,13 @@ import uuid
 import transaction
 
 import zasync
-import zasync.examples
+import zasync.cli.examples
 
 import process_jobs
 
 #: The persistent counter a job increments in its own transaction: its
 #: value says how often the job's work was committed.
-Counter = zasync.examples.Counter
+Counter = zasync.cli.examples.Counter
 
 #: The longest a job or a helper waits for anything.
 TIMEOUT = 60.0

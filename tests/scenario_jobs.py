@@ -16,7 +16,7 @@ import transaction
 from ZODB.POSException import ConflictError
 
 import zasync
-from zasync import clock, events
+from zasync.job import clock, events
 
 import process_jobs
 

@@ -9,7 +9,7 @@ server; the third watches one in-process dispatcher on FileStorage.
 import pytest
 
 import zasync
-from zasync import clock
+from zasync.job import clock
 from zasync.interfaces import ACTIVE, ASSIGNED, COMPLETED, NEW, PENDING
 
 import process_jobs

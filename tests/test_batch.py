@@ -1,4 +1,4 @@
-"""Short jobs run several to a transaction (zasync.batch): each job's
+"""Short jobs run several to a transaction (zasync.worker.batch): each job's
 changes and outcome still commit together, one raising rolls back only
 its own changes, and a failed commit retries every job of the batch alone.
 
@@ -14,7 +14,7 @@ from ZODB.POSException import ConflictError
 
 import zasync
 from zasync.interfaces import COMPLETED
-from zasync.runner import JobRunner
+from zasync.worker.runner import JobRunner
 
 import scenario_jobs
 from scenario_jobs import Counter, Producer, Viewer, unique

@@ -2,7 +2,7 @@
 stored, each in a transaction of its own."""
 
 import zasync
-from zasync.failure import Failure
+from zasync.job.failure import Failure
 
 import scenario_jobs as jobs
 from scenario_jobs import Viewer, unique
@@ -134,7 +134,7 @@ def test_a_failing_callback_is_logged_with_ids_and_shown_in_the_web_view(
     name = unique("after-failed")
     chained = failing.add_callback(zasync.Job(jobs.record_outcome, name))
     producer.put(job)
-    with caplog.at_level("WARNING", logger="zasync.runner"):
+    with caplog.at_level("WARNING", logger="zasync.worker.runner"):
         zasync.wait_for(job, timeout=TIMEOUT)
         failed, after = viewer.wait_completed([failing, chained])
     assert failed.failed

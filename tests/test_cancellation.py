@@ -14,7 +14,7 @@ import time
 import pytest
 
 import zasync
-from zasync import clock
+from zasync.job import clock
 
 import recovery_jobs as jobs
 from recovery_jobs import (

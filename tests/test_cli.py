@@ -11,7 +11,7 @@ import pytest
 import transaction
 
 import zasync
-from zasync import examples
+from zasync.cli import examples
 from zasync.interfaces import ACTIVE, NotInstalledError
 
 COMMAND_TIMEOUT = 60
@@ -255,7 +255,7 @@ def test_worker_runs_a_job_and_stops_on_sigterm(zeo_db, zeo_server, tmp_path):
     assert "Traceback" not in log
     assert "with 2 thread(s)" in log
     assert "SIGTERM received" in log
-    assert f"job {job.id} (zasync.examples.add) succeeded" in log
+    assert f"job {job.id} (zasync.cli.examples.add) succeeded" in log
     assert "worker: stopped" in log
 
 

@@ -5,7 +5,7 @@ import datetime
 import pytest
 
 import zasync
-from zasync import clock
+from zasync.job import clock
 
 UTC = datetime.timezone.utc
 

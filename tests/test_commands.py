@@ -19,7 +19,7 @@ import pytest
 import transaction
 
 import zasync
-from zasync import examples
+from zasync.cli import examples
 from zasync.interfaces import ACTIVE
 from zasync.testing import installed_db
 
@@ -172,17 +172,17 @@ def test_bad_input_is_refused_before_the_database_is_opened(tmp_path):
         (("cancel", "1a209cdf60f009c5b57", *db), "20 hex digits"),
         (("jobs", "--status", "done", *db), "'done' is not one of", "pending",
          "success"),
-        (("put", "zasync.examples.add", *db), "'zasync.examples.add'",
+        (("put", "zasync.cli.examples.add", *db), "'zasync.cli.examples.add'",
          "MODULE:FUNCTION"),
         (("put", "no_such_module_xyz:run", *db), "cannot import",
          "No module named 'no_such_module_xyz'"),
-        (("put", "zasync.examples:no_such_function", *db), "cannot import",
+        (("put", "zasync.cli.examples:no_such_function", *db), "cannot import",
          "no_such_function"),
-        (("put", "zasync.examples:add", "1", "--in", "soon", *db), "'--in'",
+        (("put", "zasync.cli.examples:add", "1", "--in", "soon", *db), "'--in'",
          "'soon'", "10m"),
-        (("put", "zasync.examples:add", "--at", "2030-01-01T09:00:00", *db), "'--at'",
+        (("put", "zasync.cli.examples:add", "--at", "2030-01-01T09:00:00", *db), "'--at'",
          "timezone"),
-        (("put", "zasync.examples:add", "--in", "1h", "--at", "2030-01-01T09:00:00Z",
+        (("put", "zasync.cli.examples:add", "--in", "1h", "--at", "2030-01-01T09:00:00Z",
           *db), "--in and --at"),
         (("status", *db), "'--db'", "no database", missing),
         (("wait", "1a209cdf60f009c5b571", "--timeout", "-1", *db), "--timeout"),
@@ -219,7 +219,7 @@ def test_unknown_queue_and_not_installed_database(zeo_server, tmp_path):
     try:
         bad_queue = zasync_all(
             ("jobs", "--db", zeo_server.uri, "--queue", "mial"),
-            ("put", "zasync.examples:add", "1", "2", "--queue", "mial", "--db",
+            ("put", "zasync.cli.examples:add", "1", "2", "--queue", "mial", "--db",
              zeo_server.uri))
         for result in bad_queue:
             assert_error(result, 2, "'--queue'", "'mial'", "'mail'")
@@ -240,11 +240,11 @@ def test_a_filestorage_open_in_another_process_is_refused(db, tmp_path):
 def test_put_wait_status_jobs_and_job_with_a_worker(uri, tmp_path):
     worker = Worker(uri, tmp_path)
     try:
-        added = zasync_cmd("put", "zasync.examples:add", "2", "3", "--db", uri)
+        added = zasync_cmd("put", "zasync.cli.examples:add", "2", "3", "--db", uri)
         assert added.returncode == 0, added.stderr
         add_id = added.stdout.strip()
-        assert len(add_id) == 20 and "zasync.examples.add(2, 3)" in added.stderr
-        failing = zasync_cmd("put", "zasync.examples:fail", MARKUP, "--queue", "mail",
+        assert len(add_id) == 20 and "zasync.cli.examples.add(2, 3)" in added.stderr
+        failing = zasync_cmd("put", "zasync.cli.examples:fail", MARKUP, "--queue", "mail",
                              "--db", uri, "--json")
         fail_id = as_json(failing)["id"]
 
@@ -270,7 +270,7 @@ def test_put_wait_status_jobs_and_job_with_a_worker(uri, tmp_path):
         for text in ("success", "failure", "2 of 2 job(s)"):
             assert text in listing.stdout, text
         assert detail.returncode == 0, detail.stderr
-        for text in (f"zasync.examples.fail({MARKUP!r})", "completed (failure)",
+        for text in (f"zasync.cli.examples.fail({MARKUP!r})", "completed (failure)",
                      "Status history", "assigned", f"ValueError: {MARKUP}",
                      "Traceback (most recent call last)", "raise ValueError(message)"):
             assert text in detail.stdout, text
@@ -317,7 +317,7 @@ def test_jobs_filters_and_json(uri, zeo_db):
         ("jobs", "--db", uri, "--json", "--status", "completed", "--limit", "1"),
         ("jobs", "--db", uri, "--json", "--status", "pending"),
         ("jobs", "--db", uri, "--json", "--queue", "mail"),
-        ("jobs", "--db", uri, "--json", "--callable", "zasync.examples:add"),
+        ("jobs", "--db", uri, "--json", "--callable", "zasync.cli.examples:add"),
         ("jobs", "--db", uri, "--queue", "", "--limit", "1"),
         ("job", ok, "--db", uri, "--json"),
         ("status", "--db", uri))
@@ -352,9 +352,9 @@ def test_put_parses_arguments_and_times_and_never_calls(uri, tmp_path):
     before = datetime.datetime.now(datetime.timezone.utc)
     results = zasync_all(
         ("put", "os:remove", str(precious), "--db", uri),
-        ("put", "zasync.examples:noop", "[1, 2]", "--db", uri, "--json",
+        ("put", "zasync.cli.examples:noop", "[1, 2]", "--db", uri, "--json",
          "--in", "1h30m", "--priority", "5", "--queue", "mail"),
-        ("put", "zasync.examples:add", '"42"', "hello", "--db", uri, "--json",
+        ("put", "zasync.cli.examples:add", '"42"', "hello", "--db", uri, "--json",
          "--at", "2030-01-01T09:00:00+01:00"),
         ("put", "os.path:join", '{"a": null}', "true", "--db", uri,
          "--json", "--", "-5"))
@@ -474,7 +474,7 @@ def test_wait_on_a_job_cancelled_midway_keeps_its_bar_and_says_so_in_one_line(
 
 
 def test_put_passes_name_equals_value_as_keyword_arguments(uri, zeo_db):
-    reply = zasync_cmd("put", "zasync.examples:send_report", "Q4", "parts=3",
+    reply = zasync_cmd("put", "zasync.cli.examples:send_report", "Q4", "parts=3",
                        'pause=0', "--db", uri, "--json")
     job_id = as_json(reply)["id"]
     looks_like_one = zasync_cmd("put", "unit_jobs:collect", '"a=b"', "1x=2",
@@ -483,7 +483,7 @@ def test_put_passes_name_equals_value_as_keyword_arguments(uri, zeo_db):
     assert looks_like_one.returncode == 0, looks_like_one.stderr
     assert "unit_jobs.collect('a=b', '1x=2', note='[1]', mode='fast')" in \
         looks_like_one.stderr
-    twice = zasync_cmd("put", "zasync.examples:add", "a=1", "a=2", "--db", uri)
+    twice = zasync_cmd("put", "zasync.cli.examples:add", "a=1", "a=2", "--db", uri)
     assert_error(twice, 2, "'a=2'", "a= is given twice")
     with zasync.Dispatcher(zeo_db, threads=1, poll_interval=0.05):
         tm = transaction.TransactionManager()

@@ -11,7 +11,8 @@ from zope.component.persistentregistry import PersistentComponents
 from zope.interface.registry import Components
 
 import zasync
-from zasync import component, testing
+from zasync.integration import component
+from zasync import testing
 from zasync.interfaces import (
     ConfigurationError, IQueue, IQueues, NotInstalledError)
 

@@ -13,7 +13,7 @@ from zope.component.hooks import getSite, resetHooks, setHooks, setSite
 from zope.interface.verify import verifyObject
 
 import zasync
-from zasync import context
+from zasync.job import context
 from zasync.interfaces import ConfigurationError, IJobContext, UnstorableError
 
 import zope_jobs

@@ -109,7 +109,7 @@ def test_a_second_live_process_under_the_same_id_is_refused(client, workers, fol
     assert first.alive()
     record = client.record("shared-id")
     assert record.info["pid"] == first.pid and record.stopped_at is None
-    done = zasync.wait_for(client.put(zasync.examples.add, 1, 2), timeout=jobs.TIMEOUT)
+    done = zasync.wait_for(client.put(zasync.cli.examples.add, 1, 2), timeout=jobs.TIMEOUT)
     assert (done.result, done.dispatcher_id) == (3, "shared-id")
 
     # Once the first has stopped, the id is free again.

@@ -5,7 +5,7 @@ import datetime
 
 
 import zasync
-from zasync import clock
+from zasync.job import clock
 
 import scenario_jobs as jobs
 from scenario_jobs import unique

@@ -18,7 +18,8 @@ import pytest
 import transaction
 
 import zasync
-from zasync import clock, demo, examples
+from zasync.job import clock
+from zasync.cli import demo, examples
 from zasync.interfaces import ASSIGNED, ACTIVE, COMPLETED, PENDING
 from zasync.testing import free_port
 
@@ -341,7 +342,7 @@ def test_demo_keeps_putting_jobs_that_the_web_view_shows_running(tmp_path):
     db = zasync.open_db(os.path.join(directory, "Data.fs"))
     try:
         with db.transaction() as conn:
-            from zasync import report
+            from zasync.cli import report
             counts = report.queue_counts(zasync.get_queues(conn))[0]
     finally:
         db.close()

@@ -9,7 +9,9 @@ import zope.security.management
 from zope.component.hooks import getSite, setSite
 
 import zasync
-from zasync import component, context, testing
+from zasync.integration import component
+from zasync.job import context
+from zasync import testing
 from zasync.interfaces import IJobEvent
 
 import zope_jobs

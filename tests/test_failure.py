@@ -8,7 +8,7 @@ from ZODB.POSException import ConflictError
 from zope.interface.verify import verifyObject
 
 import zasync
-from zasync.failure import Failure
+from zasync.job.failure import Failure
 from zasync.interfaces import IFailure
 
 import unit_jobs

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import zasync
-from zasync.commands import ZEO_WAIT
+from zasync.cli.commands import ZEO_WAIT
 from zasync.testing import ZEOServer, free_port
 
 from recovery_jobs import wait_until, worker_env
@@ -38,7 +38,7 @@ def error_line(result):
 # -- no ZEO server at the address ------------------------------------------------
 
 @pytest.mark.parametrize("command", [("status",), ("jobs",), ("job", "0" * 20),
-                                     ("put", "zasync.examples:add", "1", "2")])
+                                     ("put", "zasync.cli.examples:add", "1", "2")])
 def test_a_command_says_at_once_that_no_zeo_server_answers(command):
     port = free_port()
     result, took = run_zasync(*command, "--db", f"zeo://127.0.0.1:{port}")
@@ -61,7 +61,7 @@ def test_open_db_says_no_zeo_server_answered_after_its_wait(caplog):
         f"no ZEO server answered at 127.0.0.1:{port} in 1 s")
     # it said so in the log before it waited
     assert [record.getMessage() for record in caplog.records
-            if record.name == "zasync.database"] == [
+            if record.name == "zasync.queue.database"] == [
         f"no ZEO server answers at 127.0.0.1:{port} yet (connection refused); "
         f"waiting up to 1 s for one to start"]
 
@@ -198,7 +198,7 @@ def test_a_url_that_is_not_utf8_is_a_bad_request(db, caplog, url, api):
 
 def test_wait_for_takes_a_job_id_or_a_job_whose_connection_closed(db):
     from ZODB.POSException import ConnectionStateError
-    from zasync import examples
+    from zasync.cli import examples
     with db.transaction() as conn:
         job = zasync.get_queue(conn).put(examples.add, 1, 2)
         job_id = job.id

@@ -11,11 +11,11 @@ import threading
 import time
 
 import zasync
-from zasync import dispatcher as dispatcher_module
-from zasync.agent import Agent
-from zasync.examples import noop
+from zasync.worker import dispatcher as dispatcher_module
+from zasync.worker.agent import Agent
+from zasync.cli.examples import noop
 from zasync.interfaces import ASSIGNED
-from zasync.runner import JobRunner
+from zasync.worker.runner import JobRunner
 
 from scenario_jobs import Producer
 from test_batch import claimed

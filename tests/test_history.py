@@ -14,7 +14,7 @@ from ZODB.FileStorage import FileIterator
 
 import zasync
 from zasync.interfaces import COMPLETED
-from zasync.runner import JobRunner
+from zasync.worker.runner import JobRunner
 
 import process_jobs
 import scenario_jobs
@@ -164,7 +164,7 @@ def _done_count(producer, put, dispatcher_id, now):
 def test_one_dispatcher_at_a_time_files_the_history(db, producer):
     # Two workers filing the same completed jobs at once always conflict,
     # so only the keeper files; the others leave it, up to a bound.
-    from zasync.history import FILE_ANYWAY, KEEPER_LEASE
+    from zasync.queue.history import FILE_ANYWAY, KEEPER_LEASE
     t0 = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
     lease = datetime.timedelta(microseconds=KEEPER_LEASE)
     assert _done_count(producer, 3, "keeper", t0) == 0          # takes the lease

@@ -14,9 +14,10 @@ import transaction
 from zope.interface.verify import verifyObject
 
 import zasync
-from zasync.failure import Failure
+from zasync.job.failure import Failure
 from zasync.interfaces import IJob
-from zasync.job import Job, check_fraction
+from zasync.job.job import Job
+from zasync.job.local import check_fraction
 
 import unit_jobs
 
@@ -615,7 +616,7 @@ def test_a_job_keeps_its_times_across_a_commit_and_reads_an_older_state(tmp_path
     # back as the same aware datetimes; a job stored by an earlier zasync,
     # with datetimes in its state, reads the same.
     import datetime
-    from zasync import clock
+    from zasync.job import clock
     from zasync.interfaces import NEW, PENDING
     db = zasync.open_db(str(tmp_path / "Data.fs"))
     try:

@@ -6,7 +6,7 @@ import transaction
 from ZODB.POSException import ConflictError
 
 import zasync
-from zasync.jobset import JobSet, merge_job_states
+from zasync.job.jobset import JobSet, merge_job_states
 
 import unit_jobs
 

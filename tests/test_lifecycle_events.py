@@ -11,8 +11,9 @@ import transaction
 import zope.event
 
 import zasync
-from zasync import clock, events, interfaces
-from zasync.record import DispatcherRecord
+from zasync.job import clock, events
+from zasync import interfaces
+from zasync.worker.record import DispatcherRecord
 
 import zope_jobs
 
@@ -173,7 +174,7 @@ def test_events_of_many_jobs_come_in_order_for_each(db, recorder):
 
 
 def test_a_retried_attempt_sends_job_retried(db, recorder):
-    from zasync import examples
+    from zasync.cli import examples
     with zasync.testing.running_dispatcher(db, threads=1):
         job = _put(db, examples.flaky, 1)   # a ConflictError, retried at once
         _wait_completed(recorder, job)
@@ -212,7 +213,7 @@ def _broken_subscriber(event):
 def test_a_failing_subscriber_is_logged_not_raised(db, recorder, caplog):
     zope.event.subscribers.insert(0, _broken_subscriber)
     try:
-        with caplog.at_level(logging.ERROR, logger="zasync.events"):
+        with caplog.at_level(logging.ERROR, logger="zasync.job.events"):
             with zasync.testing.running_dispatcher(db, threads=1):
                 job = _put(db, zope_jobs.add, 20, 22)
                 done = zasync.wait_for(job, timeout=TIMEOUT)
@@ -306,7 +307,7 @@ def test_a_subscriber_may_commit_more_events_of_the_same_job(names, caplog, monk
     try:
         tm = transaction.TransactionManager()
         events.notify_after_commit(tm.begin(), events.JobFailed(job))
-        with caplog.at_level(logging.WARNING, logger="zasync.events"):
+        with caplog.at_level(logging.WARNING, logger="zasync.job.events"):
             tm.commit()
     finally:
         zope.event.subscribers.remove(retry_on_failure)
@@ -319,7 +320,7 @@ def test_an_earlier_event_never_settled_holds_the_later_ones_once(names, caplog,
     job = FakeJob("abandoned")
     producer = transaction.TransactionManager()
     events.notify_after_commit(producer.begin(), events.JobPut(job))
-    with caplog.at_level(logging.WARNING, logger="zasync.events"):
+    with caplog.at_level(logging.WARNING, logger="zasync.job.events"):
         _commit_in_thread(events.JobStarted(job)).join(TIMEOUT)
         monkeypatch.setattr(events, "ORDER_TIMEOUT", 60.0)   # no second wait
         _commit_in_thread(events.JobSucceeded(job)).join(TIMEOUT)

@@ -10,8 +10,9 @@ import threading
 import pytest
 
 import zasync
-import zasync.multidb
-from zasync import database, testing
+import zasync.queue.multidb
+from zasync.queue import database
+from zasync import testing
 
 import multidb_jobs
 
@@ -106,7 +107,7 @@ def test_requests_keeping_their_connections_open(filestorage_multidb):
             conn = main_db.open(transaction_manager=tm)
             opened.append(conn)
             tm.begin()
-            job = zasync.component.find_queues(conn)[""].put(
+            job = zasync.integration.component.find_queues(conn)[""].put(
                 multidb_jobs.touch, conn.root()["targets"][i])
             try:
                 tm.commit()
@@ -154,7 +155,7 @@ def zeo_two_storages(tmp_path):
 def _cli(*args):
     from click.testing import CliRunner
 
-    from zasync.cli import main
+    from zasync.cli.cli import main
     # Wide enough that no table cell or message is wrapped.
     result = CliRunner().invoke(main, list(args), catch_exceptions=False,
                                 env={"COLUMNS": "400"})
@@ -240,7 +241,7 @@ def test_a_worker_that_cannot_claim_says_why(tmp_path, zeo_two_storages, process
         # call record): the async database alone serves.
         from click.testing import CliRunner
 
-        from zasync.cli import main
+        from zasync.cli.cli import main
         listed = CliRunner().invoke(main, ["jobs", "--db", server.uri_for("async")],
                                     env={"COLUMNS": "400"})
         assert listed.exit_code == 0 and "multidb_jobs.touch" in listed.output, listed.output
@@ -307,7 +308,7 @@ def test_a_worker_reads_the_databases_of_zope_conf(tmp_path, zeo_two_storages):
     from process_jobs import process_env, stop, wait_until
     server = zeo_two_storages
     conf = _zope_conf(tmp_path, server)
-    databases = zasync.multidb.read_zope_conf(conf)
+    databases = zasync.queue.multidb.read_zope_conf(conf)
     # The root (mounted at /) first, whatever the order of the file.
     assert [name for name, _ in databases.pairs] == ["main", "async"]
     assert databases.queue_db == "async"
@@ -335,7 +336,7 @@ def test_a_worker_reads_the_databases_of_zope_conf(tmp_path, zeo_two_storages):
 
 
 def _installed(queue_db):
-    from zasync.database import close_connection, open_connection
+    from zasync.queue.database import close_connection, open_connection
     conn = open_connection(queue_db)
     try:
         conn.transaction_manager.begin()
@@ -356,22 +357,22 @@ def _installed(queue_db):
 ])
 def test_bad_database_options_are_refused_with_a_reason(values, queue_db, expected):
     with pytest.raises(zasync.ConfigurationError) as raised:
-        zasync.multidb.parse(values, queue_db)
+        zasync.queue.multidb.parse(values, queue_db)
     assert expected in str(raised.value)
 
 
 def test_database_options_read_names_not_uris():
-    parsed = zasync.multidb.parse(
+    parsed = zasync.queue.multidb.parse(
         ["main=zeo://127.0.0.1:8100?storage=main", "async=var/async.fs"])
     assert parsed.pairs == [("main", "zeo://127.0.0.1:8100?storage=main"),
                             ("async", "var/async.fs")]
     assert parsed.queue_db == "async"
-    single = zasync.multidb.parse(["zeo://127.0.0.1:8100?storage=async"])
+    single = zasync.queue.multidb.parse(["zeo://127.0.0.1:8100?storage=async"])
     assert single.single and single.pairs == [(None, "zeo://127.0.0.1:8100?storage=async")]
     # pyramid_zodbconn names its main database ''
-    pyramid = zasync.multidb.parse(["=zeo://h:1?storage=main", "async=zeo://h:1?storage=async"])
+    pyramid = zasync.queue.multidb.parse(["=zeo://h:1?storage=main", "async=zeo://h:1?storage=async"])
     assert pyramid.pairs[0] == ("", "zeo://h:1?storage=main")
-    again = zasync.multidb.Databases.from_argument(parsed.to_argument())
+    again = zasync.queue.multidb.Databases.from_argument(parsed.to_argument())
     assert (again.pairs, again.queue_db) == (parsed.pairs, parsed.queue_db)
 
 
@@ -379,13 +380,13 @@ def test_a_zope_conf_without_databases_is_refused(tmp_path):
     conf = tmp_path / "zope.conf"
     conf.write_text("instancehome /tmp\n")
     with pytest.raises(zasync.ConfigurationError, match="no <zodb_db NAME> section"):
-        zasync.multidb.read_zope_conf(str(conf))
+        zasync.queue.multidb.read_zope_conf(str(conf))
     with pytest.raises(zasync.ConfigurationError, match="cannot read it"):
-        zasync.multidb.read_zope_conf(str(tmp_path / "missing.conf"))
+        zasync.queue.multidb.read_zope_conf(str(tmp_path / "missing.conf"))
 
 
 def _record(queue_db, dispatcher_id):
-    from zasync.database import close_connection, open_connection
+    from zasync.queue.database import close_connection, open_connection
     conn = open_connection(queue_db)
     try:
         conn.transaction_manager.begin()
@@ -421,7 +422,7 @@ def test_a_claim_error_is_recorded_once_and_cleared_when_claims_work(
                        timeout=TIMEOUT, what="three more failed claims")
             assert _record(app.databases["async"], dispatcher.id) == (error, first_at)
             logged = [r for r in caplog.records
-                      if r.name == "zasync.dispatcher" and r.exc_info]
+                      if r.name == "zasync.worker.dispatcher" and r.exc_info]
             assert len(logged) == 1, [r.getMessage() for r in logged]
             # The missing database is there now: the claims work, the job
             # runs once and the record says nothing is wrong any more.
@@ -525,11 +526,11 @@ def test_zeo_server_names_the_uri_of_each_storage(tmp_path):
 
 
 def test_a_process_agent_hands_its_children_every_database():
-    from zasync.process import ProcessAgent
-    databases = zasync.multidb.parse(
+    from zasync.worker.process import ProcessAgent
+    databases = zasync.queue.multidb.parse(
         ["main=zeo://127.0.0.1:8100?storage=main", "async=zeo://127.0.0.1:8100?storage=async"])
     agent = ProcessAgent(1, uri=databases)
-    again = zasync.multidb.Databases.from_argument(agent.uri)
+    again = zasync.queue.multidb.Databases.from_argument(agent.uri)
     assert (again.pairs, again.queue_db) == (databases.pairs, "async")
     with pytest.raises(zasync.ConfigurationError, match="child processes need a database URI"):
         ProcessAgent(1, uri="var/Data.fs")

@@ -17,11 +17,12 @@ import sys
 import pytest
 
 import zasync
-from zasync import clock, examples
-from zasync.call import Call, Result
+from zasync.job import clock
+from zasync.cli import examples
+from zasync.job.call import Call, Result
 from zasync.interfaces import ASSIGNED, COMPLETED, PENDING, MissingCodeError
-from zasync.record import DispatcherRecord
-from zasync.retry import Backoff, RetryTransient
+from zasync.worker.record import DispatcherRecord
+from zasync.job.retry import Backoff, RetryTransient
 
 import process_jobs
 from process_jobs import TIMEOUT, process_env, read_lines, wait_until
@@ -178,7 +179,7 @@ def test_a_call_and_a_result_are_records_of_their_own(db):
     job = zasync.get_queues(conn).find_job(job_id)
     assert isinstance(job._call, Call) and job._call._p_oid is not None
     assert job.callable is examples.add and job.args == (big, "y")
-    assert job.callable_name == "zasync.examples.add"
+    assert job.callable_name == "zasync.cli.examples.add"
     conn.close()
     with zasync.Dispatcher(db, threads=1, poll_interval=0.05):
         wait_until(lambda: _look(db, job_id, lambda job: job.status == COMPLETED))
@@ -199,7 +200,7 @@ def test_a_job_stored_with_its_call_inline_still_runs(db):
         zasync.get_queue(conn).put(old)
         job_id = old.id
     assert _look(db, job_id, lambda job: (job._call, job.callable_name)) == (
-        None, "zasync.examples.add")
+        None, "zasync.cli.examples.add")
     with zasync.Dispatcher(db, threads=1, poll_interval=0.05):
         wait_until(lambda: _look(db, job_id, lambda job: job.status == COMPLETED))
     assert _look(db, job_id, lambda job: job.result) == 5

@@ -3,7 +3,7 @@ connections while it runs."""
 
 
 import zasync
-from zasync import clock
+from zasync.job import clock
 
 import scenario_jobs as jobs
 from scenario_jobs import rendezvous, unique

@@ -12,8 +12,9 @@ import pytest
 from waitress.server import create_server
 
 import zasync
-import zasync.pyramid
-from zasync import subscriber, testing
+import zasync.integration.pyramid
+from zasync.integration import subscriber
+from zasync import testing
 
 import multidb_jobs
 
@@ -34,7 +35,7 @@ def app(tmp_path):
     })
     yield app
     subscriber.stop()
-    zasync.close_databases(zasync.pyramid.databases(app.registry))
+    zasync.close_databases(zasync.integration.pyramid.databases(app.registry))
 
 
 @pytest.fixture
@@ -58,9 +59,9 @@ def _post(url):
 
 
 def test_the_databases_are_pyramid_zodbconns(app):
-    found = zasync.pyramid.databases(app.registry)
+    found = zasync.integration.pyramid.databases(app.registry)
     assert sorted(found) == ["", "async"]
-    assert zasync.pyramid.queue_database_name(app.registry) == "async"
+    assert zasync.integration.pyramid.queue_database_name(app.registry) == "async"
     dispatcher = subscriber.get_dispatcher(found["async"])
     assert dispatcher.running and dispatcher.db is found["async"]
 
@@ -71,7 +72,7 @@ def _post_all(urls, at_once):
 
 
 def test_concurrent_requests_put_jobs_in_their_transactions(app, served):
-    found = zasync.pyramid.databases(app.registry)
+    found = zasync.integration.pyramid.databases(app.registry)
     multidb_jobs.add_targets(found[""], REQUESTS)
     # A first round, a few requests at a time, and its jobs run: zasync's
     # connections have come and gone meanwhile.
@@ -88,7 +89,7 @@ def test_concurrent_requests_put_jobs_in_their_transactions(app, served):
 
 
 @pytest.mark.parametrize("settings, expected", [
-    ({"zasync.database": "jobs"}, "zasync.database = 'jobs': pyramid_zodbconn opened "
+    ({"zasync.queue.database": "jobs"}, "zasync.queue.database = 'jobs': pyramid_zodbconn opened "
                                   "no database of that name; expected one of '', 'async'"),
     ({"zasync.threads": "many"}, "zasync.threads = 'many': expected an integer of 0"),
     ({"zasync.poll_interval": "0"}, "zasync.poll_interval = '0': expected a number"),
@@ -101,13 +102,13 @@ def test_bad_settings_are_refused_with_a_reason(tmp_path, settings, expected):
     config.include("pyramid_zodbconn")
     try:
         with pytest.raises(zasync.ConfigurationError) as raised:
-            config.include("zasync.pyramid")
+            config.include("zasync.integration.pyramid")
         assert expected in str(raised.value)
     finally:
-        zasync.close_databases(zasync.pyramid.databases(config.registry))
+        zasync.close_databases(zasync.integration.pyramid.databases(config.registry))
 
 
 def test_zasync_without_pyramid_zodbconn_says_what_to_include():
     from pyramid.config import Configurator
     with pytest.raises(zasync.ConfigurationError, match="include pyramid_zodbconn"):
-        Configurator(settings={}).include("zasync.pyramid")
+        Configurator(settings={}).include("zasync.integration.pyramid")

@@ -11,7 +11,7 @@ from ZODB.POSException import ConflictError
 from zope.interface.verify import verifyObject
 
 import zasync
-from zasync import clock
+from zasync.job import clock
 from zasync.interfaces import IQueue
 
 import unit_jobs
@@ -563,7 +563,7 @@ def test_putting_a_lambda_writes_nothing(db):
 
 
 def test_put_on_a_queue_outside_a_database_is_refused():
-    from zasync.queue import Queue
+    from zasync.queue.queue import Queue
     with pytest.raises(zasync.JobStateError, match="get_queue"):
         Queue("loose").put(unit_jobs.add, 1, 1)
 
@@ -835,7 +835,7 @@ def test_the_losing_claimer_gets_the_next_job_on_retry(db):
 # -- pending lanes: dispatchers claiming at once take different jobs ---------------
 
 def _register(db, *dispatcher_ids, queues=None):
-    from zasync.record import DispatcherRecord
+    from zasync.worker.record import DispatcherRecord
     with db.transaction() as conn:
         records = zasync.get_queues(conn).dispatchers
         for dispatcher_id in dispatcher_ids:
@@ -873,8 +873,8 @@ def test_two_dispatchers_claiming_a_backlog_at_once_both_commit(db):
 
 
 def test_a_dispatcher_takes_more_urgent_jobs_outside_its_share_first(db):
-    from zasync.claim import _lane_number
-    from zasync.queue import PENDING_LANES
+    from zasync.queue.claim import _lane_number
+    from zasync.queue.queue import PENDING_LANES
     _register(db, "a", "b")
     with committing(db) as queue:
         for n in range(40):
@@ -924,7 +924,7 @@ def test_a_job_cancelled_while_a_drain_moves_it_is_never_claimed(db, monkeypatch
     # pending a moment before commits without a conflict and files it among
     # the pending jobs.  The claim must not run a job that is no longer
     # pending.
-    import zasync.queue
+    import zasync.queue.queue
     with committing(db) as queue:
         job = zasync.Job(unit_jobs.add, 1, 2)
         job.add_callback(unit_jobs.add)
@@ -933,7 +933,7 @@ def test_a_job_cancelled_while_a_drain_moves_it_is_never_claimed(db, monkeypatch
         lane = next(n for n, each in enumerate(queue._inbox) if job_id in each)
     tm_drain, conn_drain = _open(db)
     assert zasync.get_queue(conn_drain).claim("drainer", count=0) == []
-    monkeypatch.setattr(zasync.queue.random, "randrange", lambda n: lane)
+    monkeypatch.setattr(zasync.queue.queue.random, "randrange", lambda n: lane)
     with committing(db) as queue:
         assert queue.get(job_id).cancel()
     tm_drain.commit()               # merged: the race is real

@@ -16,7 +16,7 @@ from ZODB.POSException import ConflictError
 
 import zasync
 from zasync.interfaces import ACTIVE, ConfigurationError, PENDING
-from zasync.quota import HeldJobs, Quota, merge_held_states
+from zasync.queue.quota import HeldJobs, Quota, merge_held_states
 
 import process_jobs
 import scenario_jobs
@@ -172,7 +172,7 @@ def test_a_quota_is_given_back_when_its_jobs_complete_fail_or_wait_to_retry(db):
                 return job.status == PENDING and job.attempt_count == 1
             process_jobs.wait_until(rescheduled, TIMEOUT)
             job = viewer.get(later)
-            assert job.begin_after > zasync.clock.now() + datetime.timedelta(minutes=59)
+            assert job.begin_after > zasync.job.clock.now() + datetime.timedelta(minutes=59)
             assert held(viewer, "db") == 0
     finally:
         producer.close()

@@ -2,7 +2,7 @@
 left held by no thread.
 
 The first test recovers a job the way a heartbeat does
-(`zasync.recovery.recover_record`) on a FileStorage and claims after it;
+(`zasync.worker.recovery.recover_record`) on a FileStorage and claims after it;
 the second runs a dispatcher whose claim commits in the storage but fails
 for the dispatcher, as when the ZEO server goes away during the commit.
 """
@@ -13,9 +13,10 @@ import threading
 import transaction
 
 import zasync
-from zasync import clock, recovery
-from zasync.database import get_queues
-from zasync.record import DispatcherRecord
+from zasync.job import clock
+from zasync.worker import recovery
+from zasync.queue.database import get_queues
+from zasync.worker.record import DispatcherRecord
 
 import scenario_jobs
 from scenario_jobs import Producer, Viewer, count_by_job_id, unique, wait_until

@@ -16,7 +16,7 @@ from zope.interface.verify import verifyObject
 
 import zasync
 from zasync.interfaces import COMPLETED, PENDING, ISchedule
-from zasync.schedule import Occurrence, Schedule
+from zasync.queue.schedule import Occurrence, Schedule
 
 import schedule_jobs
 from process_jobs import Workers, wait_until
@@ -257,9 +257,9 @@ def _missed(db, log_dir, catch_up, missed_periods=5):
                   name=f"catch-up {catch_up}")
     first = snapshot(db, name).next_at
     # every worker is down for several periods: the time passing is the scenario
-    wait_until(lambda: zasync.clock.now() > first + missed_periods * PERIOD, TIMEOUT,
+    wait_until(lambda: zasync.job.clock.now() > first + missed_periods * PERIOD, TIMEOUT,
                interval=0.05)
-    return name, first, zasync.clock.now(), start_dispatcher(db)
+    return name, first, zasync.job.clock.now(), start_dispatcher(db)
 
 
 def test_catch_up_one_runs_the_late_occurrence_once_then_the_next_future_one(db, log_dir):
@@ -535,13 +535,13 @@ def test_two_transactions_defining_one_name_leave_one_schedule(sessions):
 
 @pytest.mark.parametrize("first_commits", ["run", pytest.param("unschedule", marks=pytest.mark.slow(
     reason="once a test has imported zope.component (its event dispatch subscribes "
-           "to zope.event), the operator's commit waits zasync.events.ORDER_TIMEOUT "
+           "to zope.event), the operator's commit waits zasync.job.events.ORDER_TIMEOUT "
            "(10 s) for the events of the runner's transaction, still open in this "
            "same thread"))])
 def test_unschedule_racing_a_run_leaves_no_run_behind(db, sessions, first_commits):
     setup = sessions()
     setup.queue.schedule(schedule_jobs.fail, "x", every=HOUR_PERIOD, name="race",
-                         start=zasync.clock.now())
+                         start=zasync.job.clock.now())
     setup.tm.commit()
     runner, operator = sessions(), sessions()
     job = runner.queue.schedules["race"].next_job

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 import zasync
-from zasync.cli import main
+from zasync.cli.cli import main
 from zasync.testing import installed_db
 
 
@@ -50,22 +50,22 @@ def test_help_explains_each_command_with_examples(command):
 
 
 def test_schedule_list_and_unschedule(path):
-    result = ok("schedule", "zasync.examples:add", "2", "3", "--every", "5m",
+    result = ok("schedule", "zasync.cli.examples:add", "2", "3", "--every", "5m",
                 "--name", "adder", "--db", path)
     assert result.stdout.strip() == "adder"
-    ok("schedule", "zasync.examples:add", "1", "1", "--cron", "0 6 * * 1",
+    ok("schedule", "zasync.cli.examples:add", "1", "1", "--cron", "0 6 * * 1",
        "--queue", "mail", "--catch-up", "all", "--db", path)
     made = reading(path, lambda conn: (
         zasync.get_queue(conn).schedules["adder"].args,
         zasync.get_queue(conn).schedules["adder"].every.total_seconds(),
         list(zasync.get_queue(conn, "mail").schedules)))
-    assert made == ((2, 3), 300.0, ["zasync.examples.add"])
+    assert made == ((2, 3), 300.0, ["zasync.cli.examples.add"])
 
     table = ok("schedules", "--db", path).output
     assert "adder" in table and "every 5 min" in table and "cron 0 6 * * 1" in table
     listed = json.loads(ok("schedules", "--db", path, "--json").output)["schedules"]
     assert [(s["queue"], s["name"], s["catch_up"]) for s in listed] == [
-        ("", "adder", "one"), ("mail", "zasync.examples.add", "all")]
+        ("", "adder", "one"), ("mail", "zasync.cli.examples.add", "all")]
     only = json.loads(ok("schedules", "--db", path, "--queue", "mail", "--json").output)
     assert len(only["schedules"]) == 1
 
@@ -78,11 +78,11 @@ def test_schedule_list_and_unschedule(path):
     assert json.loads(result.stdout)["result"] == "fail"
     result = run("unschedule", "adder", "--db", path)
     assert result.exit_code == 1 and "no schedule 'adder'" in result.output
-    ok("unschedule", "zasync.examples.add", "--queue", "mail", "--db", path)
+    ok("unschedule", "zasync.cli.examples.add", "--queue", "mail", "--db", path)
 
 
 def test_resume_schedule_puts_the_next_run_of_a_stalled_schedule(path):
-    ok("schedule", "zasync.examples:add", "2", "3", "--every", "1h", "--name", "hourly",
+    ok("schedule", "zasync.cli.examples:add", "2", "3", "--every", "1h", "--name", "hourly",
        "--db", path)
     reply = json.loads(ok("resume-schedule", "hourly", "--db", path, "--json").output)
     assert reply["result"] == "ok" and "not stalled; nothing done" in reply["message"]
@@ -119,21 +119,21 @@ def test_resume_schedule_puts_the_next_run_of_a_stalled_schedule(path):
     (["--every", "5m", "--queue", "nope"], "no queue named 'nope'"),
 ])
 def test_bad_input_exits_2_naming_it(path, args, message):
-    result = run("schedule", "zasync.examples:add", "1", "2", "--db", path, *args)
+    result = run("schedule", "zasync.cli.examples:add", "1", "2", "--db", path, *args)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert reading(path, lambda conn: len(zasync.get_queue(conn).schedules)) == 0
 
 
 def test_a_taken_name_is_refused(path):
-    ok("schedule", "zasync.examples:add", "1", "2", "--every", "1h", "--db", path)
-    result = run("schedule", "zasync.examples:add", "1", "2", "--every", "1h", "--db", path)
+    ok("schedule", "zasync.cli.examples:add", "1", "2", "--every", "1h", "--db", path)
+    result = run("schedule", "zasync.cli.examples:add", "1", "2", "--every", "1h", "--db", path)
     assert result.exit_code == 2 and "already has a schedule" in result.output
 
 
 def test_put_with_a_key_puts_once(path):
-    first = ok("put", "zasync.examples:add", "1", "2", "--key", "k", "--db", path)
-    second = ok("put", "zasync.examples:add", "3", "4", "--key", "k", "--db", path)
+    first = ok("put", "zasync.cli.examples:add", "1", "2", "--key", "k", "--db", path)
+    second = ok("put", "zasync.cli.examples:add", "3", "4", "--key", "k", "--db", path)
     assert first.stdout == second.stdout
     assert "already holds key 'k'" in second.stderr
     job_id = first.stdout.strip()
@@ -141,19 +141,19 @@ def test_put_with_a_key_puts_once(path):
     assert data["key"] == "k" and data["args"] == ["1", "2"]
     assert "key       k" in ok("job", job_id, "--db", path).output
     assert reading(path, lambda conn: len(zasync.get_queue(conn))) == 1
-    result = run("put", "zasync.examples:add", "1", "2", "--key", "", "--db", path)
+    result = run("put", "zasync.cli.examples:add", "1", "2", "--key", "", "--db", path)
     assert result.exit_code == 2 and "key=''" in result.output
 
 
 def test_schedule_takes_keyword_arguments_as_put_does(path):
-    ok("schedule", "zasync.examples:send_report", "Q4", "parts=3", "pause=0",
+    ok("schedule", "zasync.cli.examples:send_report", "Q4", "parts=3", "pause=0",
        "--every", "1h", "--name", "report", "--db", path)
     made = reading(path, lambda conn: (
         zasync.get_queue(conn).schedules["report"].args,
         zasync.get_queue(conn).schedules["report"].kwargs))
     assert made == (("Q4",), {"parts": 3, "pause": 0})
     # A keyword named like an option of schedule cannot reach the callable.
-    result = run("schedule", "zasync.examples:send_report", "Q4", "name=x",
+    result = run("schedule", "zasync.cli.examples:send_report", "Q4", "name=x",
                  "--every", "1h", "--db", path)
     assert result.exit_code == 2
     assert "'name=x'" in result.output and "--name" in result.output

@@ -214,7 +214,7 @@ def test_a_job_still_running_when_the_database_closes_is_handed_back(tmp_path,
     still running then is handed back with the record of the stop, to run
     again (its outcome could not be stored once the database is closed)."""
     import zope_jobs
-    from zasync import shutdown
+    from zasync.worker import shutdown
     from zasync.interfaces import PENDING
     monkeypatch.setattr(shutdown, "STOP_TIMEOUT", 0.2)
     path = str(tmp_path / "Data.fs")

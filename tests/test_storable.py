@@ -10,7 +10,7 @@ import threading
 import pytest
 
 import zasync
-from zasync.storable import check_callable, check_value, describe
+from zasync.job.storable import check_callable, check_value, describe
 
 import unit_jobs
 

@@ -19,7 +19,7 @@ import transaction
 from ZODB.POSException import ConflictError
 
 import zasync
-from zasync import clock
+from zasync.job import clock
 from zasync.testing import running_dispatcher, wait_for_idle
 
 import scenario_jobs

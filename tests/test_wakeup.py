@@ -12,7 +12,7 @@ import statistics
 from ZODB.TimeStamp import TimeStamp
 
 import zasync
-from zasync import clock
+from zasync.job import clock
 
 import process_jobs
 from process_jobs import Worker
@@ -88,7 +88,7 @@ def test_an_idle_dispatcher_in_process_starts_a_job_on_its_commit(db):
 def test_a_watch_is_dropped_after_its_database_closed(tmp_path):
     """A dispatcher stopped after its database was closed (the end of a
     process that closed it first) drops its watch without an error."""
-    from zasync import wakeup
+    from zasync.worker import wakeup
     db = zasync.open_db(str(tmp_path / "Data.fs"))
     calls = []
     handle = wakeup.watch(db, lambda: calls.append(1))

@@ -178,7 +178,7 @@ def test_parse_bind_and_loopback():
 
 
 def test_web_command_help_and_bad_options():
-    from zasync.cli import main
+    from zasync.cli.cli import main
     runner = CliRunner()
     result = runner.invoke(main, ["web", "--help"])
     assert result.exit_code == 0
@@ -627,7 +627,7 @@ def test_an_action_is_retried_on_conflict(app, db, scene, monkeypatch):
     commit raise ConflictError; it runs again, in a fresh transaction."""
     from zasync.web import actions
     calls = []
-    dismiss = actions._DO["dismiss"]
+    dismiss = actions.DO["dismiss"]
 
     def interfering(job):
         calls.append(job.id)
@@ -637,7 +637,7 @@ def test_an_action_is_retried_on_conflict(app, db, scene, monkeypatch):
                 other.priority = other.priority + 1      # writes the job
             change(db, rewrite)
         return dismiss(job)
-    monkeypatch.setitem(actions._DO, "dismiss", interfering)
+    monkeypatch.setitem(actions.DO, "dismiss", interfering)
     reply = app.post(f"/api/jobs/{scene.failed}/dismiss", headers=bearer())
     assert reply.json["result"] == "ok"
     assert calls == [scene.failed, scene.failed]

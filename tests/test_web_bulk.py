@@ -143,7 +143,7 @@ def test_a_batch_is_retried_on_conflict(app, db, failures, monkeypatch):
     from zasync.web import actions
     monkeypatch.setattr(bulk, "BATCH", 3)
     calls = []
-    dismiss = actions._DO["dismiss"]
+    dismiss = actions.DO["dismiss"]
     target = failures.plain[3]           # in the second batch of 3
 
     def interfering(job):
@@ -154,7 +154,7 @@ def test_a_batch_is_retried_on_conflict(app, db, failures, monkeypatch):
                 other.priority = other.priority + 1
             change(db, rewrite)
         return dismiss(job)
-    monkeypatch.setitem(actions._DO, "dismiss", interfering)
+    monkeypatch.setitem(actions.DO, "dismiss", interfering)
     reply = app.post_json("/api/bulk/dismiss", {"ids": failures.plain}, headers=bearer())
     assert reply.json["count"] == 5 and reply.json["skipped"] == []
     assert calls == failures.plain[:3] + failures.plain[3:] * 2

@@ -97,7 +97,7 @@ def test_group_and_part_in_the_json_api(app, db, dispatcher):
 
     data = app.get(f"/api/jobs/{group.id}").json
     # the callable stays the dotted name for scripts; the group says what it is
-    assert data["callable"] == "zasync.workflow._parallel_step"
+    assert data["callable"] == "zasync.job.workflow._parallel_step"
     assert data["group"] == {"kind": "parallel", "parts": [part.id for part in parts]}
     assert data["group_id"] is None
     failed = app.get(f"/api/jobs/{parts[1].id}").json

@@ -54,8 +54,8 @@ def test_page_answers_304_until_what_it_shows_changes(app, db, monkeypatch):
     # another transaction, and time going by: the relative times' text
     # changes, the ETag does not
     commit_elsewhere(db, 1)
-    later = zasync.clock.now() + datetime.timedelta(minutes=5)
-    monkeypatch.setattr(zasync.clock, "now", lambda: later)
+    later = zasync.job.clock.now() + datetime.timedelta(minutes=5)
+    monkeypatch.setattr(zasync.job.clock, "now", lambda: later)
     again = app.get(f"/jobs/{job_id}", headers={"If-None-Match": etag}, status=304)
     assert again.body == b""
     fresh = app.get(f"/jobs/{job_id}")
@@ -141,7 +141,7 @@ def test_a_result_is_whole_behind_its_link(app, db):
 
 
 def test_overview_flags_a_queue_with_pending_jobs_and_no_live_worker(app, db):
-    later = zasync.clock.now() + datetime.timedelta(hours=1)
+    later = zasync.job.clock.now() + datetime.timedelta(hours=1)
     with db.transaction() as conn:
         zasync.get_queue(conn).put(zasync.Job(web_jobs.add, 1, 2), begin_after=later)
         zasync.get_queue(conn, "mail").put(zasync.Job(web_jobs.add, 3, 4))

@@ -12,7 +12,7 @@ import webtest
 import zasync
 from zasync.web import make_app
 from zasync.web.survey import Filters, list_jobs
-from zasync.words import job_words
+from zasync.queue.words import job_words
 
 import web_jobs
 from test_web import TOKEN, look, put, wait_completed, wait_until

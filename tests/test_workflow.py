@@ -9,7 +9,7 @@ import pytest
 import transaction
 
 import zasync
-import zasync.examples
+import zasync.cli.examples
 import zasync.testing
 from zasync.interfaces import ACTIVE, ASSIGNED, COMPLETED, NEW, PENDING
 
@@ -69,7 +69,7 @@ def test_a_new_child_returned_is_put_in_the_parents_queue(dispatcher, producer, 
     assert [(child.result, child.priority, child.queue_name) for child in children] == [
         (3, 3, "")]
     [resume] = children[0].callbacks
-    assert resume.callable_name == "zasync.workflow._resume"
+    assert resume.callable_name == "zasync.job.workflow._resume"
     assert resume.result == f"resumed job {done.id}"
 
 
@@ -110,7 +110,7 @@ def test_the_web_view_shows_what_a_job_waits_for(db, dispatcher, producer, folde
     zasync.wait_for(parent, timeout=TIMEOUT)
     assert app.get(f"/api/jobs/{parent.id}").json["waiting_for"] == []
     [callback] = app.get(f"/api/jobs/{child_id}").json["callbacks"]
-    assert callback["callable"] == "zasync.workflow._resume"
+    assert callback["callable"] == "zasync.job.workflow._resume"
     assert (callback["status"], callback["failure"]) == ("completed", None)
 
 
@@ -311,7 +311,7 @@ def test_groups_nest(dispatcher, producer, folder):
 
 
 def test_callables_are_wrapped_in_jobs(dispatcher, producer):
-    done = run(producer, zasync.parallel(zasync.examples.noop, zasync.examples.noop))
+    done = run(producer, zasync.parallel(zasync.cli.examples.noop, zasync.cli.examples.noop))
     assert done.succeeded and len(done.result) == 2
 
 
@@ -473,7 +473,7 @@ def test_a_handed_result_whose_job_gained_a_callback_meanwhile_runs_it(db, viewe
     # A job that wrote nothing hands its result to its dispatcher; if a job
     # that waits for it added its callback meanwhile, the dispatcher's
     # commit must leave the callbacks to run, not file the job as completed.
-    from zasync.runner import complete_handed
+    from zasync.worker.runner import complete_handed
     with db.transaction() as conn:
         job = zasync.get_queue(conn).put(zasync.Job(jobs.add, 1, 1))
     with db.transaction() as conn:

@@ -10,8 +10,9 @@ from zope.configuration.exceptions import ConfigurationError as ZCMLError
 from zope.processlifetime import DatabaseOpenedWithRoot
 
 import zasync
-from zasync import subscriber, testing
-from zasync.database import ROOT_KEY
+from zasync.integration import subscriber
+from zasync import testing
+from zasync.queue.database import ROOT_KEY
 from zasync.interfaces import ConfigurationError, IQueue, IQueues
 
 import zope_jobs

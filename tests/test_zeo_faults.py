@@ -14,7 +14,7 @@ import pytest
 
 import zasync
 from zasync.interfaces import COMPLETED
-from zasync.job import DEFAULT_RETRY_POLICY
+from zasync.job.job import DEFAULT_RETRY_POLICY
 
 import recovery_jobs as jobs
 from recovery_jobs import Client, Counter, Workers, gather, wait_until, work

@@ -18,7 +18,7 @@ BIN = os.path.dirname(sys.executable)
 SCRIPT = """
 import transaction
 import zasync
-from zasync import subscriber
+from zasync.integration import subscriber
 from zasync.interfaces import IQueue
 job = IQueue(app._p_jar).put(zasync.Job(len, "abc"))
 transaction.commit()

@@ -1,4 +1,4 @@
-"""zasync.zopeapp without a server: what a ZopeContext accepts, and that
+"""zasync.integration.zopeapp without a server: what a ZopeContext accepts, and that
 nothing is captured outside a Zope request.  Its work inside a real
 instance is tested over HTTP in test_zope_app.py."""
 
@@ -8,7 +8,8 @@ import pytest
 from zope.interface.verify import verifyObject
 
 import zasync
-from zasync import context, zopeapp
+from zasync.job import context
+from zasync.integration import zopeapp
 from zasync.interfaces import ConfigurationError, IJobContext
 
 import zope_jobs
@@ -29,7 +30,7 @@ def test_a_zope_context_provides_its_interface():
     found = zopeapp.ZopeContext("main", site_path=("", "site"), user_id="admin",
                                 user_folder_path=("", "acl_users"))
     assert verifyObject(IJobContext, found)
-    assert repr(found) == "<zasync.zopeapp.ZopeContext user 'admin' site '/site'>"
+    assert repr(found) == "<zasync.integration.zopeapp.ZopeContext user 'admin' site '/site'>"
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -75,7 +76,7 @@ db.close()
 print(sorted(name for name in sys.modules
              if name.split(".")[0] in ("Zope2", "OFS", "Acquisition", "AccessControl",
                                        "Testing", "Products")
-             or name == "zasync.zopeapp"))
+             or name == "zasync.integration.zopeapp"))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120)

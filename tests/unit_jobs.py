@@ -10,7 +10,7 @@ import persistent
 from zope.interface import implementer
 
 import zasync
-from zasync.failure import Failure
+from zasync.job.failure import Failure
 from zasync.interfaces import IRetryPolicy
 
 

@@ -177,7 +177,7 @@ class Recording:
 
 
 def capture_recording(job):
-    """A capture for `zasync.context.capture_on_put`: records the job's
+    """A capture for `zasync.job.context.capture_on_put`: records the job's
     callable name, or nothing for a job of `whoami`."""
     if job.callable is whoami:
         return None

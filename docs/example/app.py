@@ -9,8 +9,8 @@ from zope.component.interfaces import ISite
 from zope.component.persistentregistry import PersistentComponents
 from zope.interface import Interface, implementer
 
-import zasync.component
-import zasync.context
+import zasync.integration.component
+import zasync.job.context
 from zasync.interfaces import IQueue, IQueues
 
 #: The name of the site in the main database's root.
@@ -73,7 +73,7 @@ def bootstrap(event):
             if site is None:
                 site = root[SITE_NAME] = Site()
                 site.getSiteManager().registerUtility(WordCounter(), IWordCounter)
-            zasync.component.register(site.getSiteManager(), IQueues(conn))
+            zasync.integration.component.register(site.getSiteManager(), IQueues(conn))
     finally:
         conn.close()
 
@@ -87,7 +87,7 @@ def add_document(site, name, text):
     # say which database stores it, or ZODB refuses to guess at commit.
     site._p_jar.add(document)
     queue = zope.component.getUtility(IQueue)
-    return zasync.context.put(queue, count_words, document)
+    return zasync.job.context.put(queue, count_words, document)
 
 
 def count_words(document):

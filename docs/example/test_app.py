@@ -12,9 +12,10 @@ from zope.configuration import xmlconfig
 from zope.processlifetime import DatabaseOpenedWithRoot
 
 import zasync
-from zasync import subscriber, testing
-from zasync.context import Participation, Principal
-from zasync.database import ROOT_KEY
+from zasync.integration import subscriber
+from zasync import testing
+from zasync.job.context import Participation, Principal
+from zasync.queue.database import ROOT_KEY
 
 import example
 from example import app

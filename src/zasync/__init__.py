@@ -4,12 +4,17 @@ A transaction puts a job into a persistent queue; workers claim it, run it
 and record its result in the same database.  See README.rst and docs/.
 """
 
-from zasync.agent import Agent
-from zasync.database import (
+# First, so that the module paths of before the packages (zasync.failure,
+# zasync.dispatcher...) import, for users and for pickles alike.
+from zasync import compat as _compat
+_compat.install()
+
+from zasync.worker.agent import Agent
+from zasync.queue.database import (
     close_databases, forget_oids_on_reconnect, get_queue, get_queues, install,
     open_databases, open_db, wait_for)
-from zasync.dispatcher import Dispatcher
-from zasync.failure import Failure
+from zasync.worker.dispatcher import Dispatcher
+from zasync.job.failure import Failure
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, STATUSES,
     AlreadyCompletedError, AlreadyQueuedError, Cancelled, ConfigurationError,
@@ -18,10 +23,10 @@ from zasync.interfaces import (
     JobTimeoutError, MissingCodeError, NaiveDatetimeError, NotInJobError, NotInstalledError,
     NotPendingError, UnknownQueueError, UnknownScheduleError, UnstorableError,
     UnstorableResultError, WaitTimeoutError, ZasyncError)
-from zasync.job import Job
-from zasync.local import check_cancelled, current_job, progress
-from zasync.retry import Backoff, NeverRetry, RetryTransient
-from zasync.workflow import parallel, serial
+from zasync.job.job import Job
+from zasync.job.local import check_cancelled, current_job, progress
+from zasync.job.retry import Backoff, NeverRetry, RetryTransient
+from zasync.job.workflow import parallel, serial
 
 __all__ = [
     "Agent", "Backoff", "Dispatcher", "Failure", "Job", "NeverRetry",

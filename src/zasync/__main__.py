@@ -1,6 +1,6 @@
 """``python -m zasync``: the `zasync` command line."""
 
-from zasync.cli import main
+from zasync.cli.cli import main
 
 if __name__ == "__main__":
     main()

@@ -147,7 +147,7 @@ class GroupFailedError(ZasyncError):
 
 class UnservedQueueWarning(ZasyncError, UserWarning):
     """Warned when a job is put into a queue that none of the queues this
-    process's start-up configuration serves (`zasync.subscriber.configure`,
+    process's start-up configuration serves (`zasync.integration.subscriber.configure`,
     the ZCML policies and directive): no dispatcher configured here will
     run it."""
 
@@ -469,8 +469,51 @@ class IDispatcherRecord(Interface):
 
 # -- the workers ------------------------------------------------------------
 
+class IJobRunner(Interface):
+    """What a dispatcher gives its agents to run the jobs it claimed for
+    them (`IAgent.start`): it opens its own connection and transaction,
+    runs each job as the running job of the calling thread and records its
+    outcome, so an agent needs no more than to call it."""
+
+    dispatcher = Attribute("The `IDispatcher` whose claimed jobs it runs.")
+    db = Attribute("The dispatcher's database.")
+    dispatcher_id = Attribute("The dispatcher's id.")
+
+    def __call__(tasks):
+        """Run claimed jobs, a list of (oid, job id) pairs, in the calling
+        thread: one alone, several in one transaction.  Returns when their
+        outcomes are recorded (or handed to the dispatcher to commit);
+        a failure of the worker itself is logged, not raised."""
+
+    def begin(oid, job_id):
+        """For an agent that calls a job itself (an ``async def`` job on
+        its event loop, say): note that the claimed job starts and return
+        ``(started, callable, args, kwargs, timeout)`` to call it with, or
+        None when the job must go through ``run([(oid, job_id)])`` instead
+        (its callbacks are due, it resumes after waiting, it was cancelled
+        or is no longer this dispatcher's).  Commits nothing; the call runs
+        in no transaction of zasync's."""
+
+    def record(oid, job_id, began, started, value=None, error=None):
+        """Record what calling the job gave, its `value` or the `error` it
+        raised, for a job `begin` handed out (`began`: `time.monotonic()`
+        before `begin`; `started`: what `begin` returned), as `run` would
+        have: the result, or the error through the job's retry policy.
+        Return 'again' (call the job again, after `begin`), 'callbacks'
+        (let ``run([(oid, job_id)])`` run them) or another word for done."""
+
+
 class IAgent(Interface):
-    """Claims jobs for a dispatcher by its own load, and runs them."""
+    """Claims jobs for a dispatcher by its own load, and runs them.
+
+    The whole contract between a dispatcher and a worker: the dispatcher
+    asks `free`, `room` and `ahead` before each claim, `accepts` for each
+    job, hands it the jobs it claimed with `submit`, and stops it with
+    `drop_waiting`, `wait_idle` and `stop`.  Thread agents
+    (`zasync.Agent`) and process agents
+    (`zasync.worker.process.ProcessAgent`) implement it separately; any
+    object that provides it can serve a dispatcher (docs/internals.rst,
+    "Writing an agent")."""
 
     name = Attribute("The agent's name, unique within its dispatcher.")
     size = Attribute("How many jobs it runs at once.")
@@ -479,10 +522,41 @@ class IAgent(Interface):
         "How many short jobs claimed ahead one thread runs in one transaction "
         "(1: each in its own).")
     free = Attribute("How many more jobs it can take now.")
+    room = Attribute(
+        "How many more jobs it may hold now, counting those it takes ahead "
+        "of a free slot under a backlog (at least `free`).")
+    ahead = Attribute(
+        "How many jobs beyond its free slots it takes under a backlog (0: "
+        "never more than `free`).")
     running = Attribute("The ids of the jobs it holds now.")
+    on_free = Attribute(
+        "None, or a callable (no arguments) the agent calls each time a slot "
+        "frees; the dispatcher sets it to its `wake` before `start`.")
 
     def accepts(job):
         """Whether the agent takes this job (its filter agrees)."""
+
+    def start(run, thread_name):
+        """Start running jobs: from now on each job `submit` hands over is
+        run by calling `run` (an `IJobRunner`) with ``[(oid, job_id)]`` (or
+        several pairs, to run in one transaction).  `thread_name` prefixes
+        the names of the threads it starts."""
+
+    def submit(oid, job_id, ahead=False):
+        """Take a job the dispatcher claimed for it (and committed as
+        assigned to the dispatcher); `ahead` says it was taken ahead of a
+        free slot and may wait for one.  Counted in `running` at once."""
+
+    def drop_waiting():
+        """Forget the jobs submitted that have not begun to run; return
+        their ids (the dispatcher puts them back in their queues)."""
+
+    def wait_idle(timeout=None):
+        """Wait until no job runs; return whether that happened within
+        `timeout` seconds (None: no limit)."""
+
+    def stop():
+        """Stop taking jobs; let those running finish on their own."""
 
 
 class IDispatcher(Interface):
@@ -502,7 +576,7 @@ class IDispatcher(Interface):
     def start():
         """Register in the database and start claiming.  From then on,
         closing the database (or another of its multi-database) stops the
-        dispatcher first (see `zasync.shutdown`)."""
+        dispatcher first (see `zasync.worker.shutdown`)."""
 
     def stop(timeout=None, hand_back=False):
         """Stop claiming, let running jobs finish (waiting up to `timeout`
@@ -572,7 +646,7 @@ class IDispatcherDied(IDispatcherEvent):
     and its jobs were recovered."""
 
 
-# -- job context (zasync.context) -------------------------------------------
+# -- job context (zasync.job.context) -------------------------------------------
 
 class IJobContext(Interface):
     """Something a job needs around its call: a Zope site, a security

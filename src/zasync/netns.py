@@ -34,6 +34,8 @@ import subprocess
 import sys
 import time
 
+from zasync.interfaces import ZasyncError
+
 IP = "ip"
 
 
@@ -47,7 +49,7 @@ def _ip(*args, netns=None, check=True):
     return done
 
 
-class NetnsError(RuntimeError):
+class NetnsError(ZasyncError):
     """Raised when a namespace, link or address cannot be set up."""
 
 

@@ -16,11 +16,11 @@ import time
 import transaction
 import zope.event
 
-from zasync import clock, context, events
-from zasync import dispatcher as dispatcher_module
-from zasync.database import (
+from zasync.job import clock, context, events
+from zasync.queue import wake
+from zasync.queue.database import (
     close_connection, get_queues, install, open_connection, open_db, wait_for)
-from zasync.dispatcher import Dispatcher
+from zasync.worker.dispatcher import Dispatcher
 from zasync.interfaces import PENDING, IJobPut, WaitTimeoutError
 
 __all__ = [
@@ -190,7 +190,7 @@ class eager:
         assert ran.job_ids == [...]
 
     Each job runs in a transaction and connection of its own, with its
-    contexts (`zasync.context`), once: its begin_after is not waited for and
+    contexts (`zasync.job.context`), once: its begin_after is not waited for and
     its retry policy is not asked.  The runs of a schedule are the
     exception: they stay pending until due (each run puts the next).  Its events are sent as from a worker
     (JobStarted, then JobSucceeded or JobFailed), after its commit and after
@@ -218,8 +218,7 @@ class eager:
         # A commit that put a job wakes this process's dispatchers after
         # its JobPut events were sent; eager mode is woken the same way, so
         # that it runs the job only once every subscriber has seen the put.
-        with dispatcher_module._local_lock:
-            dispatcher_module._local_dispatchers.add(self)
+        wake.register(self)
         return self
 
     def __exit__(self, *exc_info):
@@ -230,8 +229,7 @@ class eager:
         if not self._active:
             return True
         self._active = False
-        with dispatcher_module._local_lock:
-            dispatcher_module._local_dispatchers.discard(self)
+        wake.unregister(self)
         if self._on_event in zope.event.subscribers:
             zope.event.subscribers.remove(self._on_event)
         return True

@@ -6,7 +6,7 @@ import json
 from AccessControl import getSecurityManager
 from Products.Five.browser import BrowserView
 import zasync
-import zasync.clock
+import zasync.job.clock
 from zasync.interfaces import IQueue
 
 from zasync_zope_app import jobs
@@ -47,7 +47,7 @@ class PutRecord(BrowserView):
         delay = float(self.request.get("delay", 0))
         job = IQueue(self.context).put(
             zasync.Job(jobs.record, self.context, self.request["token"]),
-            begin_after=zasync.clock.now() + datetime.timedelta(seconds=delay))
+            begin_after=zasync.job.clock.now() + datetime.timedelta(seconds=delay))
         return job.id
 
 
@@ -76,7 +76,7 @@ class PutWhoami(BrowserView):
         delay = float(self.request.get("delay", 0))
         job = IQueue(self.context).put(
             zasync.Job(jobs.whoami, self.context, self.request["token"]),
-            begin_after=zasync.clock.now() + datetime.timedelta(seconds=delay))
+            begin_after=zasync.job.clock.now() + datetime.timedelta(seconds=delay))
         return job.id
 
 

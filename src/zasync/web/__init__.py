@@ -4,7 +4,10 @@
 another application; ``zasync web --db URI`` serves it with waitress.
 """
 
+from zasync.web import api, app, bulk, pages
 from zasync.web.app import Application
+
+app.ROUTES[:] = [pages.routes, api.routes, bulk.routes]
 
 
 def make_app(db, token=None, username=None, password=None, refresh=1, require_login=False):

@@ -12,7 +12,7 @@ import transaction
 import zodbpickle.pickle
 from ZODB.POSException import ConflictError
 
-from zasync.database import close_connection, get_queues, open_connection
+from zasync.queue.database import close_connection, get_queues, open_connection
 from zasync.interfaces import COMPLETED, PENDING, ZasyncError
 from zasync.web.present import CANCELLABLE
 
@@ -77,13 +77,18 @@ def _remove(job):
     return f"job {job.id} removed from its queue"
 
 
-_DO = {"cancel": _cancel, "retry": _retry, "dismiss": _dismiss, "remove": _remove}
+#: What a bulk request may do to many jobs at once (see `zasync.web.bulk`).
+BULK_ACTIONS = ("dismiss", "retry", "cancel")
+#: At most this many jobs are acted on by one "all matching" request.
+BULK_LIMIT = 1000
+
+DO = {"cancel": _cancel, "retry": _retry, "dismiss": _dismiss, "remove": _remove}
 
 
 def perform(db, job_id, action):
     """Do `action` to the job `job_id` in a transaction of its own; return
     a message saying what was done, or raise `ActionError`."""
-    do = _DO.get(action)
+    do = DO.get(action)
     if do is None:
         raise ActionError(404, f"no action {action!r}; expected one of {', '.join(ACTIONS)}")
 
@@ -92,7 +97,7 @@ def perform(db, job_id, action):
         if job is None:
             raise ActionError(404, f"no job {job_id}")
         return do(job)
-    return _in_transaction(db, action, f"job {job_id}", change)
+    return in_transaction(db, action, f"job {job_id}", change)
 
 
 def unschedule(db, queue_name, name):
@@ -105,10 +110,10 @@ def unschedule(db, queue_name, name):
             raise ActionError(404, f"no schedule {name!r} in queue {queue_name!r}")
         queue.unschedule(name)
         return f"schedule {name!r} removed; its pending run is cancelled"
-    return _in_transaction(db, "remove", f"schedule {name!r}", change)
+    return in_transaction(db, "remove", f"schedule {name!r}", change)
 
 
-def _in_transaction(db, action, what, change):
+def in_transaction(db, action, what, change):
     """Return `change(conn)` committed, retried on ConflictError; its
     errors, and the database's, as `ActionError`."""
     tm = transaction.TransactionManager()

@@ -150,7 +150,7 @@ def act(ctx, job_id, action):
     """POST /api/jobs/ID/ACTION."""
     if action not in ACTIONS:
         return fail(ctx, 404, f"no action {action!r}; expected one of {', '.join(ACTIONS)}")
-    refused = _refused(ctx)
+    refused = refusal(ctx)
     if refused is not None:
         return refused
     if not JOB_ID.fullmatch(job_id):
@@ -168,7 +168,7 @@ def schedules(ctx):
 
 def act_on_schedule(ctx, name):
     """POST /api/schedules/NAME/remove[?queue=QUEUE]."""
-    refused = _refused(ctx)
+    refused = refusal(ctx)
     if refused is not None:
         return refused
     try:
@@ -178,7 +178,7 @@ def act_on_schedule(ctx, name):
     return ctx.json({"task_id": name, "result": "ok", "message": message})
 
 
-def _refused(ctx):
+def refusal(ctx):
     """The answer to an action without a valid credential (or CSRF token,
     for the login cookie), or None if it may go on."""
     guard = ctx.guard

@@ -20,8 +20,8 @@ from chameleon import PageTemplateLoader
 from webob import Request, Response
 from webob.static import DirectoryApp
 
-from zasync import clock
-from zasync.database import close_connection, get_queues, open_connection
+from zasync.job import clock
+from zasync.queue.database import close_connection, get_queues, open_connection
 from zasync.interfaces import ConfigurationError, NotInstalledError, ZasyncError
 from zasync.web.guard import CSRF_COOKIE, Guard, client_of
 from zasync.web.present import (
@@ -287,6 +287,12 @@ class Route:
         self.public = public      # answered even to a visitor not logged in
 
 
+#: What makes the routes of an `Application`, in their order: the pages'
+#: and the API's, which `zasync.web` puts here as it imports them (they
+#: import this module, so this one cannot import them).
+ROUTES = []
+
+
 class Application:
     """The WSGI application of `make_app`."""
 
@@ -309,8 +315,7 @@ class Application:
         self.refresh = refresh
         self.templates = LOADER
         self.static = DirectoryApp(STATIC)
-        from zasync.web import api, bulk, pages
-        self.routes = pages.routes() + api.routes() + bulk.routes()
+        self.routes = [route for routes in ROUTES for route in routes()]
 
     def __call__(self, environ, start_response):
         request = Request(environ)

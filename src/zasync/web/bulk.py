@@ -17,18 +17,15 @@ one transaction per job (a thousand commits for one click).
 
 import logging
 
-from zasync.database import get_queues
+from zasync.queue.database import get_queues
 from zasync.interfaces import COMPLETED, ZasyncError
-from zasync.web.actions import ActionError, _DO, _in_transaction
+from zasync.web.actions import BULK_ACTIONS, BULK_LIMIT, DO, ActionError, in_transaction
 from zasync.web.present import CANCELLABLE
 from zasync.web.search import find_ids
-from zasync.web.survey import SCAN_LIMIT, _candidates, held_jobs
+from zasync.web.survey import SCAN_LIMIT, candidates, held_jobs
 
 logger = logging.getLogger(__name__)
 
-BULK_ACTIONS = ("dismiss", "retry", "cancel")
-#: At most this many jobs are acted on by one "all matching" request.
-BULK_LIMIT = 1000
 #: Jobs changed in one transaction.
 BATCH = 50
 
@@ -68,7 +65,7 @@ def matching(container, filters, action, limit=None, scan_limit=SCAN_LIMIT):
                       if job is not None)
         accepts = ids.check or (lambda job: True)
     else:
-        candidates = _candidates(container, filters)
+        candidates = candidates(container, filters)
         accepts = filters.accepts
     for job in candidates:
         scanned += 1
@@ -90,7 +87,7 @@ def perform_bulk(db, action, job_ids, batch=None):
     of the batches committed before it."""
     check_action(action)
     batch = BATCH if batch is None else batch
-    do = _DO[action]
+    do = DO[action]
     done, skipped = [], []
     for start in range(0, len(job_ids), batch):
         chunk = job_ids[start:start + batch]
@@ -114,7 +111,7 @@ def perform_bulk(db, action, job_ids, batch=None):
 
         what = f"{len(chunk)} jobs (batch {start // batch + 1})"
         try:
-            changed, passed = _in_transaction(db, action, what, change)
+            changed, passed = in_transaction(db, action, what, change)
         except ActionError as error:
             error.done = done
             logger.warning("web: bulk %s stopped after %d jobs: %s",
@@ -176,7 +173,7 @@ def bulk_form(ctx, action=None):
     jobs list or the banner: first a page asking to confirm, with the
     count; its form posts the ids it counted, with confirm=yes."""
     from zasync.web.app import safe_next
-    from zasync.web.pages import _refused
+    from zasync.web.pages import refusal as page_refusal
     from zasync.web.present import LABELS, JobView
     from zasync.web.survey import FilterError, Filters
     form = ctx.request.POST
@@ -186,7 +183,7 @@ def bulk_form(ctx, action=None):
                           heading="No such bulk action",
                           message=f"No bulk action {action[:40]!r}: expected one of "
                                   f"{', '.join(BULK_ACTIONS)}.")
-    refused = _refused(ctx, f"{action} jobs")
+    refused = page_refusal(ctx, f"{action} jobs")
     if refused is not None:
         return refused
     next_path = safe_next(form.get("next"), "/jobs")
@@ -263,12 +260,12 @@ def _api_request(ctx):
 
 def bulk_api(ctx, action):
     """POST /api/bulk/ACTION."""
-    from zasync.web.api import _refused, fail
+    from zasync.web.api import fail, refusal
     from zasync.web.survey import FilterError, Filters
     if action not in BULK_ACTIONS:
         return fail(ctx, 404, f"no bulk action {action!r}; expected one of "
                               f"{', '.join(BULK_ACTIONS)}")
-    refused = _refused(ctx)
+    refused = refusal(ctx)
     if refused is not None:
         return refused
     try:

@@ -4,9 +4,9 @@ import re
 
 from webob import Response
 
-from zasync.web.actions import ACTIONS, ActionError, perform, unschedule
+from zasync.web.actions import (
+    ACTIONS, BULK_ACTIONS, BULK_LIMIT, ActionError, perform, unschedule)
 from zasync.web.app import NotFoundError, Route, safe_next
-from zasync.web.bulk import BULK_ACTIONS, BULK_LIMIT
 from zasync.web.guard import CSRF_FIELD, SESSION_COOKIE, SESSION_SECONDS, client_of
 from zasync.web.present import HEALTHS, RUNNING, JobView, WorkerView, full_repr
 from zasync.web.survey import (
@@ -173,7 +173,7 @@ def _refuse(ctx, status, heading, message):
                       message=message, login=ctx.actions_enabled and not ctx.credential)
 
 
-def _refused(ctx, doing):
+def refusal(ctx, doing):
     """The page refusing a form posted without a credential or with a
     stale CSRF token, or None if it may go on; `doing` says what it asked
     ("cancel a job")."""
@@ -199,7 +199,7 @@ def act(ctx, job_id, action):
     """POST /jobs/ID/ACTION from a page's button."""
     if action not in ACTIONS:
         raise NotFoundError(f"no action {action!r}")
-    refused = _refused(ctx, f"{action} a job")
+    refused = refusal(ctx, f"{action} a job")
     if refused is not None:
         return refused
     ctx.find_job(job_id)
@@ -223,7 +223,7 @@ def schedules(ctx):
 
 def remove_schedule(ctx, name):
     """POST /schedules/NAME/remove from the Schedules page (queue in the form)."""
-    refused = _refused(ctx, "remove a schedule")
+    refused = refusal(ctx, "remove a schedule")
     if refused is not None:
         return refused
     try:

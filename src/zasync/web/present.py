@@ -10,7 +10,7 @@ import html
 import math
 import reprlib
 
-from zasync import storable, workflow
+from zasync.job import storable, workflow
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, Cancelled)
 

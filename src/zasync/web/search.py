@@ -7,7 +7,7 @@ what the queues keep anyway: the id index and the merging sets no claim
 has filed yet (every job), the pending trees and inbox lanes (pending
 jobs), the dispatchers' records (jobs held by workers), the history
 (completed jobs), and the history's word and callable indexes (text and
-callable search; see `zasync.history`).  So every job is reachable, and a
+callable search; see `zasync.queue.history`).  So every job is reachable, and a
 page costs a pass over ids rather than loading jobs.
 
 Pending and held jobs are not in the word index (it is written as jobs are
@@ -26,7 +26,7 @@ import itertools
 import re
 
 from zasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING
-from zasync.words import words
+from zasync.queue.words import words
 
 #: Words of one search that are looked up.
 TERM_LIMIT = 10

@@ -14,7 +14,7 @@ import heapq
 from zasync.interfaces import COMPLETED, STATUSES, ConfigurationError
 from zasync.web.present import HELD, RUNNING, ScheduleView
 from zasync.web.search import find_ids, terms
-from zasync.words import job_words
+from zasync.queue.words import job_words
 
 STATES = ("pending", "started", "success", "failure")
 
@@ -255,7 +255,7 @@ def _newest_first(queue):
         yield job
 
 
-def _candidates(container, filters):
+def candidates(container, filters):
     queues = container.values() if filters.queue is None else [container[filters.queue]]
     if filters.dismissed is False and filters.state in (None, "failure") \
             and filters.status in (None, COMPLETED):
@@ -285,7 +285,7 @@ def list_jobs(container, filters, scan_limit=SCAN_LIMIT, held=None):
                       if job is not None and found.check(job))
         accepts = None
     else:
-        candidates = _candidates(container, filters)
+        candidates = candidates(container, filters)
         accepts = filters.accepts
     page = []
     scanned = 0

@@ -76,7 +76,7 @@ def queues_database(conn):
     """The database of `conn`'s multi-database that holds zasync's queues:
     `conn`'s own if installed there, else the first other one that has
     them (or `conn`'s own, whose pages then say zasync is not installed)."""
-    from zasync.database import ROOT_KEY
+    from zasync.queue.database import ROOT_KEY
     own = conn.db()
     if ROOT_KEY in conn.root():
         return own

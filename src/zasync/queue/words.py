@@ -1,0 +1,87 @@
+"""The words of a completed job that a search finds it by.
+
+A job is found by the words of its callable's name, its arguments, its
+result and its failure (type, message and traceback).  Words are runs of
+letters, digits and underscores, lower-cased: ``zasync.cli.examples.add``
+gives ``zasync``, ``examples`` and ``add``; ``KeyError('order-17')`` gives
+``keyerror``, ``order`` and ``17``.
+
+They are taken from the job through its public attributes (``callable``,
+``args``, ``kwargs``, ``result``, ``failure``) by whoever files the job
+into its history, in the job's own transaction, and kept with it; bounded,
+so that a 100 kB value or a deep traceback costs no more than a few
+hundred words.  Rejected: `zope.index`'s text index (a lexicon, stop
+words, relevance scores, several trees written per document), more than
+finding a job by a word needs, and not installed with zasync.
+"""
+
+import re
+import reprlib
+
+#: Characters read of one value (a repr, a message, a traceback's end).
+TEXT_LIMIT = 2000
+#: Distinct words kept of one job.
+WORD_LIMIT = 100
+#: Characters kept of one word.
+WORD_LENGTH = 40
+
+_WORD = re.compile(r"\w+")
+
+
+class _Repr(reprlib.Repr):
+    def __init__(self):
+        super().__init__()
+        self.maxstring = self.maxother = TEXT_LIMIT
+        self.maxlist = self.maxtuple = self.maxset = self.maxdict = 30
+        self.maxlevel = 3
+
+
+_repr = _Repr()
+
+
+def _text(value):
+    if isinstance(value, str):
+        return value[:TEXT_LIMIT]
+    try:
+        return _repr.repr(value)[:TEXT_LIMIT]
+    except Exception:
+        return type(value).__name__
+
+
+def words(text):
+    """The distinct words of `text`, in order of first appearance."""
+    found = {}
+    for word in _WORD.findall(text.lower()):
+        found.setdefault(word[:WORD_LENGTH], None)
+    return list(found)
+
+
+def job_words(job, callable_name=None):
+    """The words a search finds the completed `job` by (a tuple, sorted),
+    read through its public attributes (`callable_name` if the caller has
+    it already); never raises."""
+    parts = []
+    try:
+        parts.append(job.callable_name if callable_name is None else callable_name)
+        parts.extend(_text(arg) for arg in job.args)
+        for name, value in job.kwargs.items():
+            parts.append(str(name))
+            parts.append(_text(value))
+        failure = job.failure
+        if failure is not None:
+            parts.append(str(failure.type))
+            parts.append(_text(failure.message))
+            # the end of a traceback says where it failed; its start is
+            # the same worker frames every time
+            parts.append((failure.traceback or "")[-TEXT_LIMIT:])
+        elif job.result is not None:
+            parts.append(_text(job.result))
+    except Exception:
+        pass     # a job whose parts cannot be read is found by fewer words
+    found = {}
+    for part in parts:
+        for word in words(part):
+            found.setdefault(word, None)
+            if len(found) >= WORD_LIMIT:
+                return tuple(sorted(found))
+    return tuple(sorted(found))
