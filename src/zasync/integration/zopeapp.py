@@ -291,13 +291,19 @@ class ZopeContext:
                 continue
             wrapped[id(aq_base(found))] = found
 
+        # By the bare object: an in-process worker may be given the pooled
+        # connection of the request that put the job, whose cache still
+        # holds the job's call record as the request made it, arguments
+        # wrapped in that (closed) request's chain.
         def wrap(value):
-            return wrapped.get(id(value), value) if isinstance(
-                value, persistent.Persistent) else value
+            if not isinstance(value, persistent.Persistent):
+                return value
+            bare = aq_base(value)
+            return wrapped.get(id(bare), bare)
 
         owner = getattr(callable_, "__self__", None)
-        if owner is not None and id(owner) in wrapped:
-            callable_ = getattr(wrapped[id(owner)], callable_.__name__)
+        if owner is not None and id(aq_base(owner)) in wrapped:
+            callable_ = getattr(wrapped[id(aq_base(owner))], callable_.__name__)
         else:
             callable_ = wrap(callable_)
         return (callable_, tuple(wrap(arg) for arg in args),

@@ -22,7 +22,7 @@ from zasync.interfaces import COMPLETED, ZasyncError
 from zasync.web.actions import BULK_ACTIONS, BULK_LIMIT, DO, ActionError, in_transaction
 from zasync.web.present import CANCELLABLE
 from zasync.web.search import find_ids
-from zasync.web.survey import SCAN_LIMIT, candidates, held_jobs
+from zasync.web.survey import SCAN_LIMIT, candidate_jobs, held_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def matching(container, filters, action, limit=None, scan_limit=SCAN_LIMIT):
                       if job is not None)
         accepts = ids.check or (lambda job: True)
     else:
-        candidates = candidates(container, filters)
+        candidates = candidate_jobs(container, filters)
         accepts = filters.accepts
     for job in candidates:
         scanned += 1

@@ -255,7 +255,7 @@ def _newest_first(queue):
         yield job
 
 
-def candidates(container, filters):
+def candidate_jobs(container, filters):
     queues = container.values() if filters.queue is None else [container[filters.queue]]
     if filters.dismissed is False and filters.state in (None, "failure") \
             and filters.status in (None, COMPLETED):
@@ -285,7 +285,7 @@ def list_jobs(container, filters, scan_limit=SCAN_LIMIT, held=None):
                       if job is not None and found.check(job))
         accepts = None
     else:
-        candidates = candidates(container, filters)
+        candidates = candidate_jobs(container, filters)
         accepts = filters.accepts
     page = []
     scanned = 0
