@@ -31,18 +31,16 @@ database is trusted, as it is for everything else stored in it.
 import contextlib
 import functools
 import logging
-import threading
 
 import persistent
 from zope.interface import implementer
 
-from zasync.job import storable
+from zasync.job import local, storable
+from zasync.job.job import Job
+from zasync.job.local import prepared_call  # noqa: F401 (still importable from here)
 from zasync.interfaces import ConfigurationError, IJob, IJobContext
 
 logger = logging.getLogger(__name__)
-
-#: The preparers of the contexts applied in each thread (see `prepared_call`).
-_local = threading.local()
 
 #: The functions every put asks for the contexts of a job given none
 #: (see `capture_on_put`); empty unless an application configures one.
@@ -87,7 +85,6 @@ def put(queue, job, *args, contexts=None, **kwargs):
     them.  The keyword arguments are split as `IQueue.put` splits them:
     its options go to `queue.put`, the others to the callable.  Return the
     job."""
-    from zasync.job.job import Job
     from zasync.job.options import split_put_arguments
     options, kwargs = split_put_arguments(job, args, kwargs)
     if not IJob.providedBy(job):
@@ -127,17 +124,6 @@ def captured_on_put(job):
         found.extend(capture(job) or ())
     if found:
         attach(job, *found)
-
-
-def prepared_call(callable_, args, kwargs):
-    """The callable and arguments a job calls: as stored, or as changed by
-    the ``prepare_call`` of the contexts applied in this thread."""
-    preparers = getattr(_local, "preparers", None)
-    if not preparers:
-        return callable_, args, kwargs
-    for prepare in preparers:
-        callable_, args, kwargs = prepare(callable_, args, kwargs)
-    return callable_, args, kwargs
 
 
 def capture():
@@ -183,9 +169,7 @@ def applied(job):
         yield
         return
     done = []
-    preparers = getattr(_local, "preparers", None)
-    if preparers is None:
-        preparers = _local.preparers = []
+    preparers = local.call_preparers()
     depth = len(preparers)
     try:
         for context in contexts:

@@ -17,7 +17,7 @@ from ZODB.POSException import ConflictError
 from zope.interface import implementer
 
 from zasync.job import call as calls
-from zasync.job import clock, context, events, local, storable, workflow
+from zasync.job import clock, events, local, storable, waiting
 from zasync.job.failure import Failure
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, STATUSES,
@@ -414,7 +414,7 @@ class Job(persistent.Persistent):
 
     def _invoke(self, *extra):
         """Call the callable; callbacks get the parent's outcome in `extra`."""
-        call, args, kwargs = context.prepared_call(*self._loaded_call())
+        call, args, kwargs = local.prepared_call(*self._loaded_call())
         return call(*extra, *args, **kwargs)
 
     def _complete(self, result=None, failure=None, dispatcher_id=None):
@@ -486,7 +486,7 @@ class Job(persistent.Persistent):
                 value = self._invoke()
                 # A returned job (or a group's next step) is run here too:
                 # a direct call waits by running what it waits for inline.
-                kind, value = workflow.settle(self, value, workflow.run_inline)
+                kind, value = waiting.settle(self, value, waiting.run_inline)
             except Exception as error:
                 self._complete(failure=Failure.from_exception(error))
             else:

@@ -1,5 +1,6 @@
 """What a running job can ask of its worker: `current_job`, `progress` and
-`check_cancelled`.
+`check_cancelled`; and what its job contexts make of its call
+(`prepared_call`).
 
 The running job is kept per thread, so parallel jobs in one process never see
 each other's, and a job that runs another job inline (a callback) gets its
@@ -94,3 +95,28 @@ def check_fraction(fraction):
         raise ConfigurationError("progress fraction is NaN: expected a number from 0 to 1")
     return min(1.0, max(0.0, float(fraction)))
 
+
+# -- what the contexts applied make of a call ------------------------------------
+# `zasync.job.context` applies the contexts and `Job` reads what they make
+# of its call; the contexts module builds jobs (`context.put`), so the list
+# the two share is kept here, below both.
+
+def call_preparers():
+    """This thread's list of the ``prepare_call`` functions of the contexts
+    applied now, outermost first (`zasync.job.context.applied` adds them
+    and takes them away)."""
+    preparers = getattr(_state, "preparers", None)
+    if preparers is None:
+        preparers = _state.preparers = []
+    return preparers
+
+
+def prepared_call(callable_, args, kwargs):
+    """The callable and arguments a job calls: as stored, or as changed by
+    the ``prepare_call`` of the contexts applied in this thread."""
+    preparers = getattr(_state, "preparers", None)
+    if not preparers:
+        return callable_, args, kwargs
+    for prepare in preparers:
+        callable_, args, kwargs = prepare(callable_, args, kwargs)
+    return callable_, args, kwargs

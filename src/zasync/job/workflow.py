@@ -8,12 +8,13 @@ job waits for a child of its own, and the wait is lost when the process
 dies.  Instead:
 
 1. The job's callable returns a job (`IJob`), or a group's step returns a
-   `Wait`.  In the transaction that stores the call's own work, the worker
-   puts the awaited jobs not yet queued in the job's queue, records on the
-   job what it waits for (`_waiting_for`, `_wait_mode`), gives each awaited
-   job an internal callback (`_resume`), and drops the job from its
-   dispatcher's record: the job stays `active`, but no thread and no
-   dispatcher holds it, so recovery never takes it for an orphan.
+   `Wait` (`zasync.job.waiting.settle` follows what it returned).  In the
+   transaction that stores the call's own work, the worker puts the
+   awaited jobs not yet queued in the job's queue, records on the job what
+   it waits for (`_waiting_for`, `_wait_mode`), gives each awaited job an
+   internal callback (`_resume`), and drops the job from its dispatcher's
+   record: the job stays `active`, but no thread and no dispatcher holds
+   it, so recovery never takes it for an orphan.
 2. When an awaited job completes, its worker runs `_resume` in a
    transaction of its own.  It writes the waiting job, so that two awaited
    jobs finishing at once conflict and one of them retries, then seeing the
@@ -27,113 +28,32 @@ dies.  Instead:
 
 A job called directly (``job()``, and so the eager mode of
 `zasync.testing`) cannot wait without blocking: it runs what it waits for
-inline instead (`run_inline`).
+inline instead (`zasync.job.waiting.run_inline`).
+
+What `Job` itself calls of the waiting (`settle`, `run_inline`) lives
+below it, in `zasync.job.waiting`: this module builds jobs (the groups,
+the callbacks of `begin_waiting`), so `Job` must not import it.  `_resume`
+stays here, at the path stored callbacks name it by.
 """
 
 import logging
 
 from zasync.job import clock, local, storable
 from zasync.job.failure import Failure
+from zasync.job.job import Job
+from zasync.job.waiting import OUTCOME, Failed, Wait, has_outcome
 from zasync.interfaces import (
-    CALLBACKS, COMPLETED, NEW, PENDING, AlreadyQueuedError, Cancelled,
-    ConfigurationError, GroupFailedError, IJob, JobStateError, UnstorableError)
+    NEW, PENDING, AlreadyQueuedError, Cancelled, ConfigurationError,
+    GroupFailedError, IJob, UnstorableError)
 
 logger = logging.getLogger(__name__)
 
-OUTCOME = "outcome"   # a plain wait: complete with the awaited job's outcome
-CALL = "call"         # a group's step: call the callable again
 
-
-class Wait:
-    """What a step returns to be called again once `jobs` completed.
-
-    Never stored: the worker turns it into the waiting job's state.
-    """
-
-    def __init__(self, jobs):
-        self.jobs = tuple(jobs)
-
-
-class Failed:
-    """What a step returns to fail its job with `failure` (an `IFailure`)
-    yet commit what it did (a serial group cancels the parts it will not
-    run); an exception raised would roll that back."""
-
-    def __init__(self, failure):
-        self.failure = failure
-
-
-def has_outcome(job):
-    """Whether `job` has its result or failure (its callbacks may still run)."""
-    return job.status in (CALLBACKS, COMPLETED)
-
-
-# -- following what a callable returned -------------------------------------------
-
-def settle(job, value, on_wait):
-    """Follow what `job`'s callable returned.
-
-    Return ("value", result), ("failure", failure) or ("wait", (jobs, mode))
-    when the jobs awaited have no outcome yet.  `on_wait(job, jobs)` is
-    called first with those jobs: it puts them in a queue (`put_awaited`,
-    for a worker) or runs them (`run_inline`, for a direct call), and
-    returns whether they all have an outcome now.
-    """
-    while True:
-        if IJob.providedBy(value):
-            if value is job:
-                raise JobStateError(f"job {job.id} returned itself: it cannot wait for itself")
-            awaited, mode = (value,), OUTCOME
-        elif isinstance(value, Wait):
-            awaited, mode = value.jobs, CALL
-        elif isinstance(value, Failed):
-            return "failure", value.failure
-        else:
-            return "value", value
-        if not all(has_outcome(each) for each in awaited) and not on_wait(job, awaited):
-            return "wait", (awaited, mode)
-        if mode == CALL:
-            value = job._invoke()
-            continue
-        done = awaited[0]
-        if done.failure is not None:
-            return "failure", done.failure
-        return "value", done.result
-
-
-def _put(job, awaited):
-    """Put `awaited` in `job`'s queue if it was in none, at `job`'s priority."""
-    if awaited.status == NEW and awaited._queue is None and awaited._parent is None:
-        job._queue.put(awaited, priority=job.priority)
-
-
-def put_awaited(job, awaited):
-    """For a worker: put the awaited jobs not yet queued; they are waited for."""
-    for each in awaited:
-        _put(job, each)
-    return False
-
-
-def run_inline(job, awaited):
-    """For a direct call: run the awaited jobs here and now."""
-    for each in awaited:
-        if has_outcome(each):
-            continue
-        if each.status not in (NEW, PENDING) or each._parent is not None:
-            raise JobStateError(
-                f"job {job.id}, called directly, waits for job {each.id}, which is "
-                f"{each.status}" + (" (a callback)" if each._parent is not None else "")
-                + "; a direct call can only run new or pending jobs inline")
-        if job._queue is not None:
-            _put(job, each)     # filed in the queue, as from a worker
-        each()
-    return True
-
+# -- a job that waits ------------------------------------------------------------
 
 def begin_waiting(job, awaited, mode):
     """Record on `job` (in its worker's transaction) that it waits, and ask
     each awaited job without an outcome to resume it."""
-    from zasync.job.job import Job
     job._waiting_for = tuple(awaited)
     job._wait_mode = mode
     job._waiting, job._resuming = True, False
@@ -202,7 +122,6 @@ def parallel(*jobs, postprocess=None):
 def _group(step, kind, jobs, postprocess):
     """The group's job; each part records it (`IJob.group`), so that the
     web view links a part to its group without searching the queue."""
-    from zasync.job.job import Job
     parts = _check_parts(kind, jobs)
     group = Job(step, parts, _check_postprocess(kind, postprocess))
     for part in parts:
@@ -221,7 +140,6 @@ def group_parts(job):
 
 
 def _check_parts(kind, parts):
-    from zasync.job.job import Job
     if not parts:
         raise ConfigurationError(
             f"{kind}() needs at least one part: a zasync.Job or a storable callable")

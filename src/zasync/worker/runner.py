@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from zasync.worker import batch
 
-from zasync.job import clock, context, events, local, storable, workflow
+from zasync.job import clock, context, events, local, storable, waiting, workflow
 from zasync.queue.database import close_connection, open_connection
 from zasync.job.failure import Failure
 from zasync.interfaces import (
@@ -287,13 +287,13 @@ class JobRunner:
         """Call the job (or take the outcome it waited for) as the running
         job of this thread, within its time limit; return ("value", a
         storable result), ("failure", failure) or ("wait", (jobs, mode)),
-        see `workflow.settle`.  Raises what the job raised."""
+        see `waiting.settle`.  Raises what the job raised."""
         deadline = None if job.timeout is None else began + job.timeout
         with local.running(job, self.dispatcher.progress_writer(job._live._p_oid, deadline)):
             with context.applied(job):
                 value = awaited if awaited is not None else job._invoke()
                 self.dispatcher.note_job_problem(None)     # its job loaded
-                kind, value = workflow.settle(job, value, workflow.put_awaited)
+                kind, value = waiting.settle(job, value, waiting.put_awaited)
         if deadline is not None and time.monotonic() > deadline:
             raise timed_out(job)
         if kind == "value":
