@@ -225,6 +225,22 @@ def test_a_big_argument_is_stored_once(tmp_path):
         db.close()
 
 
+class _Unrepresentable:
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+
+def test_a_job_keeps_a_short_text_of_its_arguments():
+    job = zasync.Job(examples.add, 1, "two", three=[3])
+    assert job.args_summary == "1, 'two', three=[3]"
+    big = zasync.Job(len, b"\x00" * 50_000_000, note="x" * 1000)
+    assert len(big.args_summary) == 200 and big.args_summary.endswith("…")
+    assert big.args_summary.startswith("b'\\x00\\x00")
+    failing = zasync.Job(examples.add, _Unrepresentable(), 1).args_summary
+    assert failing.startswith("<_Unrepresentable instance at ") and failing.endswith(">, 1")
+    assert zasync.Job(examples.add).args_summary == ""
+
+
 def test_a_big_argument_is_loaded_only_by_the_thread_that_runs_it(zeo_db, zeo_server):
     """Issue 15: a small job put behind one with a big argument waited
     seconds, as the dispatcher loaded the argument again (over ZEO) to file
