@@ -300,8 +300,6 @@ def test_listing_searching_and_pruning_jobs_load_no_call(db):
     for query in ("q=bulky", "q=5000", "callable=measure", "q=bulky&source=all"):
         found = {job["id"] for job in app.get(f"/api/jobs?{query}").json["jobs"]}
         assert done in found, query
-    app.get("/")
-    app.get("/running")
     assert unit_jobs.Bulky.loads == []
     with db.transaction() as conn:
         queue = zasync.get_queue(conn)
