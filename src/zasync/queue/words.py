@@ -14,9 +14,10 @@ with it; bounded, so that a 100 kB value or a deep traceback costs no more
 than a few hundred words.  Rejected: the words of the whole arguments (up
 to 2,000 characters of each), which loaded the job's call record to file
 it: the dispatcher that commits handed results loaded a 50 MB argument
-again over ZEO, and the claims it makes waited seconds for it.  Rejected: `zope.index`'s text index (a lexicon, stop
-words, relevance scores, several trees written per document), more than
-finding a job by a word needs, and not installed with zasync.
+again over ZEO, and the claims it makes waited seconds for it.  Rejected:
+`zope.index`'s text index (a lexicon, stop words, relevance scores,
+several trees written per document), more than finding a job by a word
+needs, and not installed with zasync.
 """
 
 import re
