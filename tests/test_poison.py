@@ -25,6 +25,7 @@ from zasync.worker.record import DispatcherRecord
 from zasync.job.retry import Backoff, RetryTransient
 
 import process_jobs
+import unit_jobs
 from process_jobs import TIMEOUT, process_env, read_lines, wait_until
 
 ONLYPRODUCER = '''\
@@ -222,6 +223,92 @@ def test_a_big_argument_is_stored_once(tmp_path):
         assert size < grown < 1.2 * size, grown
     finally:
         db.close()
+
+
+class _Unrepresentable:
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+
+def test_a_job_keeps_a_short_text_of_its_arguments():
+    job = zasync.Job(examples.add, 1, "two", three=[3])
+    assert job.args_summary == "1, 'two', three=[3]"
+    big = zasync.Job(len, b"\x00" * 50_000_000, note="x" * 1000)
+    assert len(big.args_summary) == 200 and big.args_summary.endswith("…")
+    assert big.args_summary.startswith("b'\\x00\\x00")
+    failing = zasync.Job(examples.add, _Unrepresentable(), 1).args_summary
+    assert failing.startswith("<_Unrepresentable instance at ") and failing.endswith(">, 1")
+    assert zasync.Job(examples.add).args_summary == ""
+
+
+def test_a_big_argument_is_loaded_only_by_the_thread_that_runs_it(zeo_db, zeo_server):
+    """Issue 15: a small job put behind one with a big argument waited
+    seconds, as the dispatcher loaded the argument again (over ZEO) to file
+    the finished job for search, before its next claim.  Only the thread
+    that runs the job loads its call; filing, claiming and the dispatcher's
+    commit of the results read what the job's own record keeps."""
+    unit_jobs.Bulky.loads.clear()
+    size = 3 * 1024 * 1024
+    # an application's own ZEO client puts (the worker's connections must
+    # not find the call in a cache the put left)
+    producer = zasync.open_db(zeo_server.uri)
+    try:
+        big = _put(producer, unit_jobs.measure, unit_jobs.Bulky(size))
+        small = _put(producer, examples.add, 1, 2)
+    finally:
+        producer.close()
+    with zasync.Dispatcher(zeo_db, threads=2, poll_interval=0.05):
+        for job_id in (small, big):
+            wait_until(lambda: _look(zeo_db, job_id, lambda job: job.status == COMPLETED))
+    measured, thread = _look(zeo_db, big, lambda job: job.result)
+    assert measured == size
+    assert unit_jobs.Bulky.loads == [thread]
+    assert _look(zeo_db, small, lambda job: job.result) == 3
+    # the job is still found by its arguments' words, and listed with them
+    conn = zeo_db.open()
+    try:
+        queue = zasync.get_queue(conn)
+        assert big in queue.history.ids_with_word("bulky")
+        assert zasync.get_queues(conn).find_job(big).args_summary == (
+            f"<Bulky of {size} bytes>")
+    finally:
+        conn.close()
+    assert unit_jobs.Bulky.loads == [thread]
+
+
+def test_listing_searching_and_pruning_jobs_load_no_call(db):
+    """The web view's lists, searches and the history's pruning show and
+    find a job by the short text of its arguments its record keeps; only
+    the job's own page loads them."""
+    import webtest
+    from zasync.web import make_app
+    done = _put(db, unit_jobs.measure, unit_jobs.Bulky(5000))
+    with zasync.Dispatcher(db, threads=1, poll_interval=0.05):
+        wait_until(lambda: _look(db, done, lambda job: job.status == COMPLETED))
+    with db.transaction() as conn:
+        pending = zasync.get_queue(conn, "mail").put(zasync.Job(
+            unit_jobs.measure, unit_jobs.Bulky(6000), b"\xff" * 1_000_000)).id
+    db.cacheMinimize()      # as in a web server of its own: nothing cached
+    unit_jobs.Bulky.loads.clear()
+    app = webtest.TestApp(make_app(db))
+    rows = app.get("/jobs").text
+    assert "&lt;Bulky of 5000 bytes&gt;" in rows
+    assert "(&lt;Bulky of 6000 bytes&gt;, b'\\xff\\xff" in rows
+    assert len(rows) < 20_000      # the 1 MB argument is not shown whole
+    listed = app.get("/api/jobs").json["jobs"]
+    assert {job["id"] for job in listed} == {done, pending}
+    for query in ("q=bulky", "q=5000", "callable=measure", "q=bulky&source=all"):
+        found = {job["id"] for job in app.get(f"/api/jobs?{query}").json["jobs"]}
+        assert done in found, query
+    assert unit_jobs.Bulky.loads == []
+    with db.transaction() as conn:
+        queue = zasync.get_queue(conn)
+        queue.history.prune(clock.to_micros(clock.now()) + 10**12, queue._index)
+        assert not queue.history.ids_with_word("bulky")   # unindexed whole
+    assert unit_jobs.Bulky.loads == []
+    # the job's own page shows its call: that loads it
+    assert "&lt;Bulky of 6000 bytes&gt;" in app.get(f"/jobs/{pending}").text
+    assert unit_jobs.Bulky.loads
 
 
 def _claims_fail(self):

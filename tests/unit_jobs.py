@@ -124,3 +124,25 @@ def send_report(quarter, parts=4, priority="normal"):
 def collect(*args, **kwargs):
     """Return what it was called with."""
     return args, kwargs
+
+
+class Bulky:
+    """A big argument that notes, in `Bulky.loads`, the name of each thread
+    that loaded it from the database (its job's call record)."""
+
+    loads = []
+
+    def __init__(self, size):
+        self.data = b"\0" * size
+
+    def __setstate__(self, state):
+        Bulky.loads.append(threading.current_thread().name)
+        self.__dict__.update(state)
+
+    def __repr__(self):
+        return f"<Bulky of {len(self.data)} bytes>"
+
+
+def measure(bulky):
+    """The size of a `Bulky` and the thread that ran the job."""
+    return len(bulky.data), threading.current_thread().name

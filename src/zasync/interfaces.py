@@ -196,6 +196,9 @@ class IJob(Interface):
     queue = Attribute("The queue the job is in or ran from, or None.")
     queue_name = Attribute("That queue's name, or None.")
     callable_name = Attribute("A dotted name for the callable, for display.")
+    args_summary = Attribute(
+        "The arguments as a short text (200 characters at most), read "
+        "without loading them; None for a job stored before it was kept.")
     priority = Attribute("An int; higher runs first among due jobs.")
     begin_after = Attribute("Aware UTC datetime before which it must not start.")
     begin_by = Attribute(

@@ -19,6 +19,7 @@ references that ZODB resolves, and the pickle would still be rewritten.)
 
 import importlib
 import os
+import reprlib
 
 import persistent
 from ZODB.broken import Broken
@@ -38,6 +39,52 @@ class Call(persistent.Persistent):
         self.callable = callable
         self.args = tuple(args)
         self.kwargs = dict(kwargs)
+
+
+#: Characters kept of a job's arguments in its own record (`summarize`).
+SUMMARY_LIMIT = 200
+
+
+class _Repr(reprlib.Repr):
+    """reprlib that also cuts bytes before making their repr (reprlib
+    would repr 50 MB of bytes whole, then cut the text)."""
+
+    def __init__(self):
+        super().__init__()
+        self.maxstring = self.maxother = SUMMARY_LIMIT
+        self.maxlist = self.maxtuple = self.maxset = self.maxdict = 10
+        self.maxlevel = 3
+
+    def repr_bytes(self, value, level):
+        if len(value) <= self.maxstring:
+            return repr(value)
+        return repr(value[:self.maxstring]) + "…"
+
+    repr_bytearray = repr_bytes
+
+
+_repr = _Repr()
+
+
+def _bounded(value):
+    try:
+        return _repr.repr(value)
+    except Exception:   # a repr that fails names the type instead
+        return f"<{type(value).__name__}>"
+
+
+def summarize(args, kwargs):
+    """The arguments as a short text (at most `SUMMARY_LIMIT` characters),
+    kept in the job's own record: what a list of jobs shows and what a
+    search finds the job by, read without loading its `Call` (a 50 MB
+    argument, loaded over ZEO to list or file the job, held up the worker's
+    claims for seconds)."""
+    parts = [_bounded(arg) for arg in args]
+    parts.extend(f"{name}={_bounded(value)}" for name, value in kwargs.items())
+    text = ", ".join(parts)
+    if len(text) > SUMMARY_LIMIT:
+        text = text[:SUMMARY_LIMIT - 1] + "…"
+    return text
 
 
 class Result(persistent.Persistent):

@@ -140,6 +140,7 @@ class Job(persistent.Persistent):
     # and kwargs are in its own state (read by the properties below).
     _call = None
     _callable_name = None
+    _args_summary = None     # None in a job stored before it was kept
     _queue = None
     _parent = None
     _on = None           # callbacks: 'success', 'failure' or None for both
@@ -186,6 +187,7 @@ class Job(persistent.Persistent):
         self.id = new_job_id()
         self._call = calls.Call(callable, args, kwargs)
         self._callable_name = storable.describe(callable)
+        self._args_summary = calls.summarize(args, kwargs)
         self.created_at = clock.now()
         self._status = NEW
         self._history = ((NEW, self._created_at_us, None),)
@@ -253,6 +255,11 @@ class Job(persistent.Persistent):
         # kept in the job's record: naming the job loads no `Call`
         name = self._callable_name
         return storable.describe(self.callable) if name is None else name
+
+    @property
+    def args_summary(self):
+        # kept in the job's record: listing or filing the job loads no `Call`
+        return self._args_summary
 
     @property
     def result(self):

@@ -1,18 +1,23 @@
 """The words of a completed job that a search finds it by.
 
-A job is found by the words of its callable's name, its arguments, its
-result and its failure (type, message and traceback).  Words are runs of
+A job is found by the words of its callable's name, its arguments (the
+short text of them its record keeps, `IJob.args_summary`), its result and
+its failure (type, message and traceback).  Words are runs of
 letters, digits and underscores, lower-cased: ``zasync.cli.examples.add``
 gives ``zasync``, ``examples`` and ``add``; ``KeyError('order-17')`` gives
 ``keyerror``, ``order`` and ``17``.
 
-They are taken from the job through its public attributes (``callable``,
-``args``, ``kwargs``, ``result``, ``failure``) by whoever files the job
-into its history, in the job's own transaction, and kept with it; bounded,
-so that a 100 kB value or a deep traceback costs no more than a few
-hundred words.  Rejected: `zope.index`'s text index (a lexicon, stop
-words, relevance scores, several trees written per document), more than
-finding a job by a word needs, and not installed with zasync.
+They are taken from the job through its public attributes
+(``callable_name``, ``args_summary``, ``result``, ``failure``) by whoever
+files the job into its history, in the job's own transaction, and kept
+with it; bounded, so that a 100 kB value or a deep traceback costs no more
+than a few hundred words.  Rejected: the words of the whole arguments (up
+to 2,000 characters of each), which loaded the job's call record to file
+it: the dispatcher that commits handed results loaded a 50 MB argument
+again over ZEO, and the claims it makes waited seconds for it.  Rejected:
+`zope.index`'s text index (a lexicon, stop words, relevance scores,
+several trees written per document), more than finding a job by a word
+needs, and not installed with zasync.
 """
 
 import re
@@ -34,6 +39,12 @@ class _Repr(reprlib.Repr):
         self.maxstring = self.maxother = TEXT_LIMIT
         self.maxlist = self.maxtuple = self.maxset = self.maxdict = 30
         self.maxlevel = 3
+
+    def repr_bytes(self, value, level):
+        # cut first: reprlib would repr all of a 50 MB value, then cut
+        return repr(value[:self.maxstring])
+
+    repr_bytearray = repr_bytes
 
 
 _repr = _Repr()
@@ -63,10 +74,16 @@ def job_words(job, callable_name=None):
     parts = []
     try:
         parts.append(job.callable_name if callable_name is None else callable_name)
-        parts.extend(_text(arg) for arg in job.args)
-        for name, value in job.kwargs.items():
-            parts.append(str(name))
-            parts.append(_text(value))
+        summary = getattr(job, "args_summary", None)
+        if summary is not None:
+            # kept in the job's record: the arguments' record (which may
+            # be huge, and is loaded over ZEO) stays unloaded
+            parts.append(summary)
+        else:   # a job stored before the summary was kept
+            parts.extend(_text(arg) for arg in job.args)
+            for name, value in job.kwargs.items():
+                parts.append(str(name))
+                parts.append(_text(value))
         failure = job.failure
         if failure is not None:
             parts.append(str(failure.type))

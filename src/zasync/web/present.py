@@ -55,6 +55,14 @@ class _Repr(reprlib.Repr):
         self.maxlist = self.maxtuple = self.maxset = self.maxdict = 30
         self.maxlevel = 4
 
+    def repr_bytes(self, value, level):
+        # cut first: reprlib would repr all of a 50 MB value, then cut
+        if len(value) <= self.maxstring:
+            return repr(value)
+        return repr(value[:self.maxstring]) + "…"
+
+    repr_bytearray = repr_bytes
+
 
 _repr = _Repr()
 
@@ -379,6 +387,9 @@ class JobView:
 
     @property
     def short_args(self):
+        summary = getattr(self._job, "args_summary", None)
+        if summary is not None:     # kept in the job: its call stays unloaded
+            return clip(summary, SHORT)
         parts = [safe_repr(arg, SHORT) for arg in self._job.args]
         parts += [f"{name}={safe_repr(value, SHORT)}" for name, value in self._job.kwargs.items()]
         return clip(", ".join(parts), SHORT)

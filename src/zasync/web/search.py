@@ -90,19 +90,12 @@ def _live_jobs(queue, held):
 
 
 def _live_names(queue, held):
-    """(job id, callable's name) of the live jobs; each distinct callable
-    named once (naming one takes some 20 µs, and thousands of pending
-    jobs share a few callables)."""
-    names = {}
+    """(job id, callable's name) of the live jobs.  The name is kept in the
+    job's record: asking the callable for it loaded each job's call (a
+    50 MB argument with it)."""
     for job in _live_jobs(queue, held):
         try:
-            function = job.callable
-            try:
-                name = names.get(function)
-                if name is None:
-                    name = names[function] = job.callable_name
-            except TypeError:       # not hashable
-                name = job.callable_name
+            name = job.callable_name
         except Exception:
             continue
         yield job.id, name
