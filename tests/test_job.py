@@ -3,6 +3,7 @@ failures, callbacks, annotations, progress and the simple status words."""
 
 import collections.abc
 import contextlib
+import datetime
 import functools
 import pickle
 import re
@@ -536,6 +537,32 @@ def test_a_put_writes_no_live_state_until_one_is_needed(db):
     with _fresh(db) as conn:
         assert dict(conn.get(oid).annotations) == {"owner": "editor", "step": 2}
 
+
+
+def test_a_job_stores_no_defaults_through_put_run_and_completion(db):
+    """Each key a job stores is pickled again at every write of it."""
+    with db.transaction() as conn:
+        job = zasync.get_queue(conn).put(unit_jobs.add, 1, 2)
+        oid = job._p_oid
+    with db.transaction() as conn:
+        job = conn.get(oid)
+        job._start("worker")
+        job._complete(result=3, dispatcher_id="worker")
+    with _fresh(db) as conn:
+        job = conn.get(oid)
+        job._p_activate()
+        state = job.__getstate__()
+        for name in ("begin_by", "priority", "_failure", "_live"):
+            assert name not in state
+        assert job.begin_by is None and job.priority == 0 and job.failure is None
+        assert job.succeeded and job.result == 3 and job.ended_at is not None
+    with db.transaction() as conn:       # put with the options: stored
+        job = zasync.get_queue(conn).put(
+            unit_jobs.add, 1, 2, begin_by=datetime.timedelta(seconds=60), priority=3)
+        oid = job._p_oid
+    with _fresh(db) as conn:
+        job = conn.get(oid)
+        assert job.begin_by.total_seconds() == 60 and job.priority == 3
 
 def test_a_live_state_made_elsewhere_merges_with_the_jobs_own_write(db):
     """A cancel request (or a first progress report) made in another

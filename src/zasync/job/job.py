@@ -453,7 +453,8 @@ class Job(persistent.Persistent):
             self._resuming = False
         else:
             self.attempt_count += 1
-        self.ended_at = None
+        if self._ended_at_us is not None:   # (a None stored costs each write)
+            self.ended_at = None
         if again:
             live = self._live
             if live.progress != 0.0 or live.progress_message is not None:
@@ -522,8 +523,11 @@ class Job(persistent.Persistent):
             except Exception as error:
                 failure = Failure.from_exception(UnstorableResultError(str(error)))
                 result = None
-        self._result = calls.wrap_result(result)
-        self._failure = failure
+        # (a None stored, the class's default, would cost each write)
+        if result is not None or self._result is not None:
+            self._result = calls.wrap_result(result)
+        if failure is not None or self._failure is not None:
+            self._failure = failure
         if self._wait_mode is not None or self._resuming:
             self._waiting_for, self._wait_mode, self._arrived = (), None, ()
             self._waiting = self._resuming = False
