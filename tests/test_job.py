@@ -3,6 +3,7 @@ failures, callbacks, annotations, progress and the simple status words."""
 
 import collections.abc
 import contextlib
+import datetime
 import functools
 import pickle
 import re
@@ -498,6 +499,123 @@ def test_annotations_are_a_mapping_that_persists(db):
         conn.get(oid).annotations["step"] = 2
     with _fresh(db) as conn:
         assert dict(conn.get(oid).annotations) == {"owner": "editor", "step": 2}
+
+
+
+def _classes_written_last(db):
+    """The classes of the records the database's last transaction wrote."""
+    from ZODB.utils import get_pickle_metadata
+    last = db.storage.lastTransaction()
+    found = []
+    for txn in db.storage.iterator(last, last):
+        for record in txn:
+            found.append(get_pickle_metadata(record.data)[1])
+    return sorted(found)
+
+
+def test_a_put_writes_no_live_state_until_one_is_needed(db):
+    with db.transaction() as conn:
+        job = zasync.get_queue(conn).put(unit_jobs.add, 1, 2)
+        oid = job._p_oid
+    written = _classes_written_last(db)
+    assert "LiveState" not in written
+    assert written.count("Job") == 1 and written.count("Call") == 1
+    with _fresh(db) as conn:
+        job = conn.get(oid)
+        # read as before: the defaults, no annotations, nothing written
+        assert (job.progress, job.progress_message) == (0.0, None)
+        assert not job.annotations.cancel_requested
+        assert dict(job.annotations) == {} and len(job.annotations) == 0
+        assert "x" not in job.annotations
+        assert not job._p_changed
+    with db.transaction() as conn:
+        conn.get(oid).annotations["owner"] = "editor"
+    assert _classes_written_last(db) == ["Job", "LiveState"]
+    with db.transaction() as conn:
+        conn.get(oid).annotations["step"] = 2       # only the live state now
+    assert _classes_written_last(db) == ["LiveState"]
+    with _fresh(db) as conn:
+        assert dict(conn.get(oid).annotations) == {"owner": "editor", "step": 2}
+
+
+
+def test_a_job_stores_no_defaults_through_put_run_and_completion(db):
+    """Each key a job stores is pickled again at every write of it."""
+    with db.transaction() as conn:
+        job = zasync.get_queue(conn).put(unit_jobs.add, 1, 2)
+        oid = job._p_oid
+    with db.transaction() as conn:
+        job = conn.get(oid)
+        job._start("worker")
+        job._complete(result=3, dispatcher_id="worker")
+    with _fresh(db) as conn:
+        job = conn.get(oid)
+        job._p_activate()
+        state = job.__getstate__()
+        for name in ("begin_by", "priority", "_failure", "_live"):
+            assert name not in state
+        assert job.begin_by is None and job.priority == 0 and job.failure is None
+        assert job.succeeded and job.result == 3 and job.ended_at is not None
+    with db.transaction() as conn:       # put with the options: stored
+        job = zasync.get_queue(conn).put(
+            unit_jobs.add, 1, 2, begin_by=datetime.timedelta(seconds=60), priority=3)
+        oid = job._p_oid
+    with _fresh(db) as conn:
+        job = conn.get(oid)
+        assert job.begin_by.total_seconds() == 60 and job.priority == 3
+
+def test_a_live_state_made_elsewhere_merges_with_the_jobs_own_write(db):
+    """A cancel request (or a first progress report) made in another
+    transaction while the job runs gives the job its live state; the job's
+    own transaction, writing its outcome, still commits."""
+    with db.transaction() as conn:
+        job = zasync.get_queue(conn).put(unit_jobs.add, 1, 2)
+        oid = job._p_oid
+    tm1, conn1 = _open(db)
+    tm2, conn2 = _open(db)
+    try:
+        tm1.begin()
+        running = conn1.get(oid)
+        running._start("worker")
+        tm1.commit()
+        tm1.begin()
+        running = conn1.get(oid)
+        running._complete(result=3, dispatcher_id="worker")
+        tm2.begin()
+        assert conn2.get(oid).cancel() is True      # makes the live state
+        tm2.commit()
+        tm1.commit()                                # resolved, not a conflict
+    finally:
+        tm1.abort()
+        tm2.abort()
+        conn1.close()
+        conn2.close()
+    with _fresh(db) as conn:
+        job = conn.get(oid)
+        assert job.succeeded and job.result == 3
+        assert job.annotations.cancel_requested
+
+
+def test_job_conflicts_merge_only_the_addition_of_a_live_state():
+    from ZODB.POSException import ConflictError
+    from zasync.job.job import _merge_job_states
+    old = {"id": "a", "_status": "active"}
+    done = {"id": "a", "_status": "completed", "_result": 3}
+    with_live = {"id": "a", "_status": "active", "_live": "L"}
+    merged = {"id": "a", "_status": "completed", "_result": 3, "_live": "L"}
+    assert _merge_job_states(old, with_live, done) == merged
+    assert _merge_job_states(old, done, with_live) == merged
+    with pytest.raises(ConflictError):      # two changes of the job
+        _merge_job_states(old, done, dict(done, _status="pending"))
+    with pytest.raises(ConflictError):      # two live states
+        _merge_job_states(old, with_live, dict(with_live, _live="M"))
+    with pytest.raises(ConflictError):      # the adder changed more
+        _merge_job_states(old, dict(with_live, _status="pending"), done)
+    with pytest.raises(ConflictError):      # it had one already
+        _merge_job_states(dict(old, _live="L"), dict(with_live, progress=1), done)
+    job = Job(len, "x")
+    with pytest.raises(ConflictError):      # through the job's resolver
+        job._p_resolveConflict(old, done, dict(done, _status="pending"))
 
 
 # -- progress -----------------------------------------------------------------------

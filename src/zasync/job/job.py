@@ -7,6 +7,7 @@ that those short transactions never touch the object the job's own
 transaction writes at its end.
 """
 
+import collections.abc
 import random
 import threading
 import time
@@ -108,6 +109,27 @@ def _merge_live_states(old, saved, new):
 _MISSING = object()
 
 
+def _merge_job_states(old, saved, new):
+    """Merge two concurrent writes of a `Job` where one of them only gave
+    the job its live state (see `Job._live`): the other's state, with that
+    live state.  Anything else raises `ConflictError`."""
+    if "_live" in old:
+        raise ConflictError("both changed the job")
+    adders = [state for state in (saved, new) if "_live" in state]
+    if len(adders) != 1:
+        raise ConflictError("both gave the job a live state" if adders
+                            else "both changed the job")
+    adder = adders[0]
+    rest = dict(adder)
+    live = rest.pop("_live")
+    # (references compare by oid; different ones raise ValueError)
+    if rest != old:
+        raise ConflictError("both changed the job")
+    merged = dict(new if adder is saved else saved)
+    merged["_live"] = live
+    return merged
+
+
 class LiveState(persistent.mapping.PersistentMapping):
     """A job's live information: progress, its message, a cancel request
     and, as mapping items, the job's annotations."""
@@ -127,6 +149,58 @@ class LiveState(persistent.mapping.PersistentMapping):
             return _merge_live_states(old, saved, new)
         except Exception as error:  # a resolver never lets another error out
             raise ConflictError(f"cannot merge live states: {error}") from None
+
+
+class _NoLiveState(collections.abc.MutableMapping):
+    """What `Job._live` gives for a job that has no `LiveState` yet: its
+    fields' defaults and no annotations to read; the first write makes the
+    job's live state (writing the job) and goes to it."""
+
+    __slots__ = ("_job",)
+    progress = LiveState.progress
+    progress_message = LiveState.progress_message
+    cancel_requested = LiveState.cancel_requested
+    started_at = LiveState.started_at
+    started_for = LiveState.started_for
+    # read as a ghost's would be (`prefetch`, `wait_for`): nothing to load
+    _p_oid = _p_jar = None
+    _p_changed = False
+
+    def __init__(self, job):
+        object.__setattr__(self, "_job", job)
+
+    def _p_activate(self):
+        pass
+
+    def _made(self):
+        job = self._job
+        job._p_activate()
+        live = job.__dict__.get("_live")
+        if live is None:     # (not made by an earlier write to this stand-in)
+            live = job.__dict__["_live"] = LiveState()
+            job._p_changed = True
+        return live
+
+    def __setattr__(self, name, value):
+        setattr(self._made(), name, value)
+
+    def __getitem__(self, key):
+        raise KeyError(key)
+
+    def __setitem__(self, key, value):
+        self._made()[key] = value
+
+    def __delitem__(self, key):
+        raise KeyError(key)
+
+    def __iter__(self):
+        return iter(())
+
+    def __len__(self):
+        return 0
+
+    def __repr__(self):
+        return "{}"
 
 
 @implementer(IJob)
@@ -191,7 +265,30 @@ class Job(persistent.Persistent):
         self.created_at = clock.now()
         self._status = NEW
         self._history = ((NEW, self._created_at_us, None),)
-        self._live = LiveState()
+
+    @property
+    def _live(self):
+        """The job's `LiveState`, made on the first write to it.
+
+        Most jobs never report progress, are never cancelled while they run
+        and have no annotations: made with every job, the live state was a
+        quarter of what a put wrote.  Until then this gives a stand-in with
+        the defaults (`_NoLiveState`).  Made by a transaction other than the
+        one that ends the job (a progress report, a cancel request), it
+        writes the job too, and `_p_resolveConflict` merges that addition
+        into the job's own write.
+        """
+        self._p_activate()
+        live = self.__dict__.get("_live")
+        return _NoLiveState(self) if live is None else live
+
+    def _p_resolveConflict(self, old, saved, new):
+        try:
+            return _merge_job_states(old, saved, new)
+        except ConflictError:
+            raise
+        except Exception as error:  # a resolver never lets another error out
+            raise ConflictError(f"cannot merge job states: {error}") from None
 
     def __setstate__(self, state):
         # A job stored before its datetimes were kept as microseconds.
@@ -363,7 +460,8 @@ class Job(persistent.Persistent):
             self._resuming = False
         else:
             self.attempt_count += 1
-        self.ended_at = None
+        if self._ended_at_us is not None:   # (a None stored costs each write)
+            self.ended_at = None
         if again:
             live = self._live
             if live.progress != 0.0 or live.progress_message is not None:
@@ -432,8 +530,11 @@ class Job(persistent.Persistent):
             except Exception as error:
                 failure = Failure.from_exception(UnstorableResultError(str(error)))
                 result = None
-        self._result = calls.wrap_result(result)
-        self._failure = failure
+        # (a None stored, the class's default, would cost each write)
+        if result is not None or self._result is not None:
+            self._result = calls.wrap_result(result)
+        if failure is not None or self._failure is not None:
+            self._failure = failure
         if self._wait_mode is not None or self._resuming:
             self._waiting_for, self._wait_mode, self._arrived = (), None, ()
             self._waiting = self._resuming = False

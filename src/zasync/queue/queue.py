@@ -163,8 +163,13 @@ class Queue(Claiming, persistent.Persistent):
         instance.check_put(self)
 
         job.begin_after = begin_after
-        job.begin_by = begin_by
-        job.priority = priority
+        # Defaults are the class's: stored, they would be pickled again at
+        # every write of the job (each key and value costs the pickler a
+        # persistent_id call).
+        if begin_by is not None or "begin_by" in job.__dict__:
+            job.begin_by = begin_by
+        if priority != 0 or "priority" in job.__dict__:
+            job.priority = priority
         if quotas:
             job.quotas = quotas
         if timeout is not None:

@@ -736,15 +736,21 @@ class Dispatcher:
 
 def write_progress(tm, conn, live_oid, fraction, message):
     """Commit a job's progress (a fraction of None only reads the cancel
-    request); return whether cancellation was requested."""
+    request); return whether cancellation was requested.  `live_oid` is
+    that of the job's `LiveState`, or of the job itself while it has none
+    (its first report makes it)."""
+    from zasync.job.job import Job
     if fraction is None:
         tm.begin()
-        cancelled = conn.get(live_oid).cancel_requested
+        live = conn.get(live_oid)
+        cancelled = (live._live if isinstance(live, Job) else live).cancel_requested
         tm.abort()
         return cancelled
     for attempt in tm.attempts(5):
         with attempt:
             live = conn.get(live_oid)
+            if isinstance(live, Job):
+                live = live._live
             live.progress = fraction
             live.progress_message = message
             cancelled = live.cancel_requested

@@ -289,7 +289,8 @@ class JobRunner:
         storable result), ("failure", failure) or ("wait", (jobs, mode)),
         see `waiting.settle`.  Raises what the job raised."""
         deadline = None if job.timeout is None else began + job.timeout
-        with local.running(job, self.dispatcher.progress_writer(job._live._p_oid, deadline)):
+        with local.running(job, self.dispatcher.progress_writer(
+                job._live._p_oid or job._p_oid, deadline)):
             with context.applied(job):
                 value = awaited if awaited is not None else job._invoke()
                 self.dispatcher.note_job_problem(None)     # its job loaded
@@ -488,7 +489,7 @@ class JobRunner:
             callback._start(self.dispatcher_id)
             try:
                 with local.running(callback, self.dispatcher.progress_writer(
-                        callback._live._p_oid)):
+                        callback._live._p_oid or callback._p_oid)):
                     with context.applied(callback):
                         value = callback._invoke(outcome)
                 storable.check_value(value, f"the result of callback {callback.id}:")
