@@ -40,7 +40,7 @@ from zasync.queue.claim import prefetch
 from zasync.interfaces import ConfigurationError
 from zasync.job.jobset import JobSet
 from zasync.queue.trees import WideTree
-from zasync.queue.words import job_words
+from zasync.queue.words import Words, indexed, job_words
 
 #: The largest character, to end a range of (word, id) keys.
 _LAST = "\U0010ffff"
@@ -92,7 +92,7 @@ class History(persistent.Persistent):
         what its filing needs, so that the keeper need not load it."""
         name = job.callable_name
         self._done.add(job, note=(job._ended_at_us, job._failure is not None,
-                                  job_words(job, name), name))
+                                  Words(job_words(job, name), name)))
 
     # -- written by workers' claims -----------------------------------------
 
@@ -138,7 +138,9 @@ class History(persistent.Persistent):
         # The keeper files jobs other workers ran.  Added with a note (their
         # end, whether they failed), they are not loaded; those added
         # before notes are, asked for all at once (one request over ZEO).
-        prefetch(self._p_jar, [job for _, note, job in entries if note is None])
+        prefetch(self._p_jar, [job for _, note, job in entries if note is None]
+                 + [note[2] for _, note, _ in entries
+                    if note is not None and len(note) == 3])
         now_us = None
         if self._words is None:
             self._words = OOTreeSet()
@@ -154,9 +156,12 @@ class History(persistent.Persistent):
             if key not in self._by_end:
                 self._by_end[key] = job
                 self._length.change(1)
-                # notes made before search have no words: read the job
-                found, name = note[2:] if len(note) == 4 else (
-                    job_words(job), job.callable_name)
+                if len(note) == 3:
+                    found, name = note[2].words, note[2].name
+                elif len(note) == 4:      # words noted before `Words`
+                    found, name = note[2:]
+                else:   # notes made before search have no words: read the job
+                    found, name = job_words(job), job.callable_name
                 self._index_words(job_id, found, name)
             if failed and not getattr(job, "dismissed", False):
                 self._failed[job_id] = job
@@ -185,7 +190,8 @@ class History(persistent.Persistent):
     def _index_words(self, job_id, found, name):
         words = self._words
         for word in found:
-            words.add((word, job_id))
+            if indexed(word):       # words noted before `indexed` may not be
+                words.add((word, job_id))
         self._callables.add((name, job_id))
 
     def _unindex_words(self, job):

@@ -18,6 +18,8 @@ finding a job by a word needs, and not installed with zasync.
 import re
 import reprlib
 
+import persistent
+
 #: Characters read of one value (a repr, a message, a traceback's end).
 TEXT_LIMIT = 2000
 #: Distinct words kept of one job.
@@ -26,6 +28,31 @@ WORD_LIMIT = 100
 WORD_LENGTH = 40
 
 _WORD = re.compile(r"\w+")
+#: Words not indexed: 8 or more hex digits, at least one a digit -- job
+#: ids, uuids, hashes, timestamps, long numbers.  Each is a key of its own
+#: in the index (rarely shared by two jobs), and each rewrites a bucket of
+#: the index of its own where it falls; a job is found by its id with the
+#: web view's job-id box.
+_HEX = frozenset("0123456789abcdef")
+
+
+def indexed(word):
+    """Whether the index keeps `word` (a word of `words`)."""
+    return len(word) < 8 or word.isalpha() or not _HEX.issuperset(word)
+
+
+class Words(persistent.Persistent):
+    """A completed job's words and its callable's name, written once by
+    its own transaction, read once by the filing that indexes them.
+
+    Kept apart from the job so that filing loads a few hundred bytes,
+    not the job, and apart from the history's set of newly completed jobs,
+    which every completion rewrites whole: there a job's words were
+    rewritten by each completion until the next filing."""
+
+    def __init__(self, words, name):
+        self.words = words
+        self.name = name
 
 
 class _Repr(reprlib.Repr):
@@ -42,6 +69,8 @@ _repr = _Repr()
 def _text(value):
     if isinstance(value, str):
         return value[:TEXT_LIMIT]
+    if value is None or value.__class__ in (int, bool, float):
+        return str(value)      # what reprlib gives, without its dispatch
     try:
         return _repr.repr(value)[:TEXT_LIMIT]
     except Exception:
@@ -79,9 +108,12 @@ def job_words(job, callable_name=None):
     except Exception:
         pass     # a job whose parts cannot be read is found by fewer words
     found = {}
-    for part in parts:
-        for word in words(part):
-            found.setdefault(word, None)
+    # one pass of the expression over all the parts: a pass per part
+    # cost as much as the rest of a job's completion
+    for word in _WORD.findall(" ".join(parts).lower()):
+        word = word[:WORD_LENGTH]
+        if word not in found and indexed(word):
+            found[word] = None
             if len(found) >= WORD_LIMIT:
-                return tuple(sorted(found))
+                break
     return tuple(sorted(found))
