@@ -15,13 +15,13 @@ cache (10,000 objects), and with `zasync web`'s (--cache-size, 60,000),
 which holds the indexes a listing reads from one request to the next.
 
 Last, the cost of filing: `--filing` jobs completed one per transaction
-(the job's own transaction: `history.add`, which now reads the job's words
-into its note) and filed by a keeper's claim every 20, on a fresh
-FileStorage, with and without search's part (without: `History.add`
-noting only the end and whether the job failed, as before search, and no
-index written); printed
-as microseconds
-per job of each step and bytes written per job.  Both in this one run.
+(the job's own transaction: `history.add`, which reads the job's words
+into a `Words` record its note refers to) and filed by a keeper's claim
+every 20, on a fresh FileStorage, with and without search's part (without:
+`History.add` noting only the end and whether the job failed, as before
+search, and no index written); printed as microseconds per job of each
+step, bytes written per job, and those bytes by class.  Both in this one
+run.  `--filing-only` measures only this (no big database).
 """
 
 import argparse

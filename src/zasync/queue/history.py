@@ -16,10 +16,13 @@ claim files it once it holds `FILE_ANYWAY` jobs.
 
 Filing also indexes the job for search (see `zasync.queue.words`): ``_words``
 holds a (word, job id) key for each word of each filed job, and
-``_callables`` a (callable's name, job id) key for each.  A finishing job
-reads its own words and name into its note, in its own transaction, so the
-keeper need not load it; only filing and pruning write the two trees, so
-they add no writer, and so no conflict, to those the history had.
+``_callables`` a (callable's name, job id) key for each (both `WordTree`s,
+whose small nodes keep a batch's scattered keys from rewriting big parents).
+A finishing job reads its own words and name into a `Words` record, in its
+own transaction, which its note refers to, so the keeper need not load the
+job, and later completions, which rewrite the set of jobs waiting to be
+filed, do not rewrite its words; only filing and pruning write the two
+trees, so they add no writer, and so no conflict, to those the history had.
 Rejected: the keeper reading the words from the jobs it files, which made
 completions no slower and wrote a fifth fewer bytes, but loaded every job
 (over ZEO, jobs other workers ran) in the claims, the transactions every
@@ -33,13 +36,13 @@ import datetime
 
 import BTrees.Length
 import persistent
-from BTrees.OOBTree import OOBTree, OOTreeSet
+from BTrees.OOBTree import OOBTree
 
 from zasync.job import clock
 from zasync.queue.claim import prefetch
 from zasync.interfaces import ConfigurationError
 from zasync.job.jobset import JobSet
-from zasync.queue.trees import WideTree
+from zasync.queue.trees import WideTree, WordTree
 from zasync.queue.words import Words, indexed, job_words
 
 #: The largest character, to end a range of (word, id) keys.
@@ -70,8 +73,8 @@ class History(persistent.Persistent):
         self._by_end = WideTree()
         self._failed = OOBTree()        # id -> failed job not dismissed
         self._length = BTrees.Length.Length()
-        self._words = OOTreeSet()
-        self._callables = OOTreeSet()
+        self._words = WordTree()
+        self._callables = WordTree()
 
     # Histories made before search have no indexes until `archive` makes
     # them; the jobs filed before are not found by a search.
@@ -143,8 +146,8 @@ class History(persistent.Persistent):
                     if note is not None and len(note) == 3])
         now_us = None
         if self._words is None:
-            self._words = OOTreeSet()
-            self._callables = OOTreeSet()
+            self._words = WordTree()
+            self._callables = WordTree()
         for job_id, note, job in entries:
             if note is None:
                 note = (job._ended_at_us, job._failure is not None)

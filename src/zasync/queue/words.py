@@ -4,11 +4,13 @@ A job is found by the words of its callable's name, its arguments, its
 result and its failure (type, message and traceback).  Words are runs of
 letters, digits and underscores, lower-cased: ``zasync.cli.examples.add``
 gives ``zasync``, ``examples`` and ``add``; ``KeyError('order-17')`` gives
-``keyerror``, ``order`` and ``17``.
+``keyerror``, ``order`` and ``17``.  Words of 8 or more hex digits with a
+digit among them (ids, hashes, long numbers) are left out: see `indexed`.
 
 They are taken from the job through its public attributes (``callable``,
 ``args``, ``kwargs``, ``result``, ``failure``) by whoever files the job
-into its history, in the job's own transaction, and kept with it; bounded,
+into its history, in the job's own transaction, and kept in a `Words`
+record that the filing reads; bounded,
 so that a 100 kB value or a deep traceback costs no more than a few
 hundred words.  Rejected: `zope.index`'s text index (a lexicon, stop
 words, relevance scores, several trees written per document), more than
