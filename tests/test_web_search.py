@@ -290,3 +290,23 @@ def test_jobs_noted_with_their_words_before_are_filed_and_found(db):
         assert history.ids_with_word("quince") == {job_id}
         assert history.ids_with_word("0123456789abcdef") == set()
         assert history.ids_by_callable("fail") == {job_id}
+
+
+def test_an_index_made_before_forgets_the_ids_it_held_of_a_retried_job(db):
+    # Indexes made before ids were left out (plain OOTreeSets) hold them;
+    # taking a job out of the history takes them out too.
+    from BTrees.OOBTree import OOTreeSet
+    later = datetime.datetime.now(datetime.timezone.utc) + LATER
+    job_id = put(db, web_jobs.fail, "quince 0123456789abcdef", begin_after=later)
+    with db.transaction() as conn:
+        zasync.get_queue(conn).get(job_id).cancel()
+    with db.transaction() as conn:
+        queue = zasync.get_queue(conn)
+        queue.claim("keeper", count=0)
+        history = queue.history
+        history._words = OOTreeSet(history._words)
+        history._words.add(("0123456789abcdef", job_id))
+    with db.transaction() as conn:
+        queue = zasync.get_queue(conn)
+        queue.retry(queue.get(job_id))
+        assert list(queue.history._words) == []

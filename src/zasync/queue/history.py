@@ -200,7 +200,9 @@ class History(persistent.Persistent):
     def _unindex_words(self, job):
         if self._words is None:
             return
-        for word in job_words(job):
+        # an index made before `WordTree` may hold words not `indexed` now
+        every = not isinstance(self._words, WordTree)
+        for word in job_words(job, every=every):
             key = (word, job.id)
             if key in self._words:
                 self._words.remove(key)

@@ -87,10 +87,11 @@ def words(text):
     return list(found)
 
 
-def job_words(job, callable_name=None):
+def job_words(job, callable_name=None, every=False):
     """The words a search finds the completed `job` by (a tuple, sorted),
     read through its public attributes (`callable_name` if the caller has
-    it already); never raises."""
+    it already); with those that are not `indexed` if `every`; never
+    raises."""
     parts = []
     try:
         parts.append(job.callable_name if callable_name is None else callable_name)
@@ -114,7 +115,7 @@ def job_words(job, callable_name=None):
     # cost as much as the rest of a job's completion
     for word in _WORD.findall(" ".join(parts).lower()):
         word = word[:WORD_LENGTH]
-        if word not in found and indexed(word):
+        if word not in found and (every or indexed(word)):
             found[word] = None
             if len(found) >= WORD_LIMIT:
                 break
