@@ -225,3 +225,88 @@ def test_the_web_command_takes_a_cache_size(tmp_path):
     assert result.exit_code == 2
     assert "--cache-size" in result.output and "5 is not in the range" in result.output
     assert "--cache-size" in CliRunner().invoke(main, ["web", "--help"]).output
+
+
+def test_ids_and_long_numbers_are_not_indexed_and_the_search_says_so(db):
+    # Each such word is a key of its own in the index, rewriting a bucket
+    # of its own at every filing; the job-id box finds a job by its id.
+    app = webtest.TestApp(make_app(db, token=TOKEN))
+    kiwi, = run_jobs(db, (web_jobs.add, "kiwi 0123456789abcdef 20261203 4711", " x"))
+    with db.transaction() as conn:
+        history = zasync.get_queue(conn).history
+        assert history.ids_with_word("kiwi") == {kiwi}
+        assert history.ids_with_word("4711") == {kiwi}              # short numbers are
+        assert history.ids_with_word("20261203") == set()           # 8 digits are not
+        assert history.ids_with_word("0123456789abcdef") == set()
+        assert history.ids_with_word(kiwi) == set()
+    # a search with such a word looks for the others
+    assert ids_found(app, q="kiwi 0123456789abcdef") == [kiwi]
+    reply = app.get("/api/jobs", {"q": "20261203"}, status=400).json
+    assert "q='20261203'" in reply["message"] and "job-id box" in reply["message"]
+
+
+def test_a_completion_does_not_rewrite_the_words_of_jobs_completed_before_it(db):
+    """Every completion rewrites the history's set of jobs completed since
+    the last filing; the words of those jobs are not in it, so that it stays
+    small however wordy the jobs."""
+    later = datetime.datetime.now(datetime.timezone.utc) + LATER
+    wordy = " ".join(f"word{n}" for n in range(100))
+    ids = [put(db, web_jobs.fail, f"n{n} {wordy}", begin_after=later) for n in range(20)]
+    with db.transaction() as conn:
+        queue = zasync.get_queue(conn)
+        for job_id in ids:
+            queue.get(job_id).cancel()       # completes them, waiting to be filed
+    with db.transaction() as conn:
+        done = zasync.get_queue(conn).history._done
+        assert len(done) == 20
+        size = len(conn._storage.load(done._p_oid)[0])
+        # each note: its end, whether it failed, a reference; not 100 words
+        assert size < 20 * 150, size
+    with db.transaction() as conn:
+        queue = zasync.get_queue(conn)
+        queue.claim("keeper", count=0)
+    with db.transaction() as conn:
+        history = zasync.get_queue(conn).history
+        assert history.ids_with_word("word50") == set(ids)
+        assert history.ids_with_word("n7") == {ids[7]}
+
+
+def test_jobs_noted_with_their_words_before_are_filed_and_found(db):
+    # A history written by an earlier version noted each job's words
+    # themselves: (end, failed, words, name).
+    later = datetime.datetime.now(datetime.timezone.utc) + LATER
+    job_id = put(db, web_jobs.fail, "quince", begin_after=later)
+    with db.transaction() as conn:
+        queue = zasync.get_queue(conn)
+        job = queue.get(job_id)
+        job.cancel()
+        done = queue.history._done
+        note = (job._ended_at_us, True, ("quince", "0123456789abcdef"), job.callable_name)
+        done.add(job, note=note)
+    with db.transaction() as conn:
+        zasync.get_queue(conn).claim("keeper", count=0)
+    with db.transaction() as conn:
+        history = zasync.get_queue(conn).history
+        assert history.ids_with_word("quince") == {job_id}
+        assert history.ids_with_word("0123456789abcdef") == set()
+        assert history.ids_by_callable("fail") == {job_id}
+
+
+def test_an_index_made_before_forgets_the_ids_it_held_of_a_retried_job(db):
+    # Indexes made before ids were left out (plain OOTreeSets) hold them;
+    # taking a job out of the history takes them out too.
+    from BTrees.OOBTree import OOTreeSet
+    later = datetime.datetime.now(datetime.timezone.utc) + LATER
+    job_id = put(db, web_jobs.fail, "quince 0123456789abcdef", begin_after=later)
+    with db.transaction() as conn:
+        zasync.get_queue(conn).get(job_id).cancel()
+    with db.transaction() as conn:
+        queue = zasync.get_queue(conn)
+        queue.claim("keeper", count=0)
+        history = queue.history
+        history._words = OOTreeSet(history._words)
+        history._words.add(("0123456789abcdef", job_id))
+    with db.transaction() as conn:
+        queue = zasync.get_queue(conn)
+        queue.retry(queue.get(job_id))
+        assert list(queue.history._words) == []

@@ -16,10 +16,13 @@ claim files it once it holds `FILE_ANYWAY` jobs.
 
 Filing also indexes the job for search (see `zasync.queue.words`): ``_words``
 holds a (word, job id) key for each word of each filed job, and
-``_callables`` a (callable's name, job id) key for each.  A finishing job
-reads its own words and name into its note, in its own transaction, so the
-keeper need not load it; only filing and pruning write the two trees, so
-they add no writer, and so no conflict, to those the history had.
+``_callables`` a (callable's name, job id) key for each (both `WordTree`s,
+whose small nodes keep a batch's scattered keys from rewriting big parents).
+A finishing job reads its own words and name into a `Words` record, in its
+own transaction, which its note refers to, so the keeper need not load the
+job, and later completions, which rewrite the set of jobs waiting to be
+filed, do not rewrite its words; only filing and pruning write the two
+trees, so they add no writer, and so no conflict, to those the history had.
 Rejected: the keeper reading the words from the jobs it files, which made
 completions no slower and wrote a fifth fewer bytes, but loaded every job
 (over ZEO, jobs other workers ran) in the claims, the transactions every
@@ -33,14 +36,14 @@ import datetime
 
 import BTrees.Length
 import persistent
-from BTrees.OOBTree import OOBTree, OOTreeSet
+from BTrees.OOBTree import OOBTree
 
 from zasync.job import clock
 from zasync.queue.claim import prefetch
 from zasync.interfaces import ConfigurationError
 from zasync.job.jobset import JobSet
-from zasync.queue.trees import WideTree
-from zasync.queue.words import job_words
+from zasync.queue.trees import WideTree, WordTree
+from zasync.queue.words import Words, indexed, job_words
 
 #: The largest character, to end a range of (word, id) keys.
 _LAST = "\U0010ffff"
@@ -70,8 +73,8 @@ class History(persistent.Persistent):
         self._by_end = WideTree()
         self._failed = OOBTree()        # id -> failed job not dismissed
         self._length = BTrees.Length.Length()
-        self._words = OOTreeSet()
-        self._callables = OOTreeSet()
+        self._words = WordTree()
+        self._callables = WordTree()
 
     # Histories made before search have no indexes until `archive` makes
     # them; the jobs filed before are not found by a search.
@@ -92,7 +95,7 @@ class History(persistent.Persistent):
         what its filing needs, so that the keeper need not load it."""
         name = job.callable_name
         self._done.add(job, note=(job._ended_at_us, job._failure is not None,
-                                  job_words(job, name), name))
+                                  Words(job_words(job, name), name)))
 
     # -- written by workers' claims -----------------------------------------
 
@@ -138,11 +141,13 @@ class History(persistent.Persistent):
         # The keeper files jobs other workers ran.  Added with a note (their
         # end, whether they failed), they are not loaded; those added
         # before notes are, asked for all at once (one request over ZEO).
-        prefetch(self._p_jar, [job for _, note, job in entries if note is None])
+        prefetch(self._p_jar, [job for _, note, job in entries if note is None]
+                 + [note[2] for _, note, _ in entries
+                    if note is not None and len(note) == 3])
         now_us = None
         if self._words is None:
-            self._words = OOTreeSet()
-            self._callables = OOTreeSet()
+            self._words = WordTree()
+            self._callables = WordTree()
         for job_id, note, job in entries:
             if note is None:
                 note = (job._ended_at_us, job._failure is not None)
@@ -154,9 +159,12 @@ class History(persistent.Persistent):
             if key not in self._by_end:
                 self._by_end[key] = job
                 self._length.change(1)
-                # notes made before search have no words: read the job
-                found, name = note[2:] if len(note) == 4 else (
-                    job_words(job), job.callable_name)
+                if len(note) == 3:
+                    found, name = note[2].words, note[2].name
+                elif len(note) == 4:      # words noted before `Words`
+                    found, name = note[2:]
+                else:   # notes made before search have no words: read the job
+                    found, name = job_words(job), job.callable_name
                 self._index_words(job_id, found, name)
             if failed and not getattr(job, "dismissed", False):
                 self._failed[job_id] = job
@@ -185,13 +193,16 @@ class History(persistent.Persistent):
     def _index_words(self, job_id, found, name):
         words = self._words
         for word in found:
-            words.add((word, job_id))
+            if indexed(word):       # words noted before `indexed` may not be
+                words.add((word, job_id))
         self._callables.add((name, job_id))
 
     def _unindex_words(self, job):
         if self._words is None:
             return
-        for word in job_words(job):
+        # an index made before `WordTree` may hold words not `indexed` now
+        every = not isinstance(self._words, WordTree)
+        for word in job_words(job, every=every):
             key = (word, job.id)
             if key in self._words:
                 self._words.remove(key)

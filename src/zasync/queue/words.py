@@ -5,23 +5,27 @@ short text of them its record keeps, `IJob.args_summary`), its result and
 its failure (type, message and traceback).  Words are runs of
 letters, digits and underscores, lower-cased: ``zasync.cli.examples.add``
 gives ``zasync``, ``examples`` and ``add``; ``KeyError('order-17')`` gives
-``keyerror``, ``order`` and ``17``.
+``keyerror``, ``order`` and ``17``.  Words of 8 or more hex digits with a
+digit among them (ids, hashes, long numbers) are left out: see `indexed`.
 
 They are taken from the job through its public attributes
 (``callable_name``, ``args_summary``, ``result``, ``failure``) by whoever
-files the job into its history, in the job's own transaction, and kept
-with it; bounded, so that a 100 kB value or a deep traceback costs no more
-than a few hundred words.  Rejected: the words of the whole arguments (up
-to 2,000 characters of each), which loaded the job's call record to file
-it: the dispatcher that commits handed results loaded a 50 MB argument
-again over ZEO, and the claims it makes waited seconds for it.  Rejected:
-`zope.index`'s text index (a lexicon, stop words, relevance scores,
-several trees written per document), more than finding a job by a word
-needs, and not installed with zasync.
+files the job into its history, in the job's own transaction, and kept in
+a `Words` record that the filing reads; bounded, so that a 100 kB value or
+a deep traceback costs no more than a few hundred words.  Rejected: the
+words of the whole arguments (up to 2,000 characters of each), which
+loaded the job's call record to file it: the dispatcher that commits
+handed results loaded a 50 MB argument again over ZEO, and the claims it
+makes waited seconds for it.  Rejected: `zope.index`'s text index (a
+lexicon, stop words, relevance scores, several trees written per
+document), more than finding a job by a word needs, and not installed
+with zasync.
 """
 
 import re
 import reprlib
+
+import persistent
 
 #: Characters read of one value (a repr, a message, a traceback's end).
 TEXT_LIMIT = 2000
@@ -31,6 +35,31 @@ WORD_LIMIT = 100
 WORD_LENGTH = 40
 
 _WORD = re.compile(r"\w+")
+#: Words not indexed: 8 or more hex digits, at least one a digit -- job
+#: ids, uuids, hashes, timestamps, long numbers.  Each is a key of its own
+#: in the index (rarely shared by two jobs), and each rewrites a bucket of
+#: the index of its own where it falls; a job is found by its id with the
+#: web view's job-id box.
+_HEX = frozenset("0123456789abcdef")
+
+
+def indexed(word):
+    """Whether the index keeps `word` (a word of `words`)."""
+    return len(word) < 8 or word.isalpha() or not _HEX.issuperset(word)
+
+
+class Words(persistent.Persistent):
+    """A completed job's words and its callable's name, written once by
+    its own transaction, read once by the filing that indexes them.
+
+    Kept apart from the job so that filing loads a few hundred bytes,
+    not the job, and apart from the history's set of newly completed jobs,
+    which every completion rewrites whole: there a job's words were
+    rewritten by each completion until the next filing."""
+
+    def __init__(self, words, name):
+        self.words = words
+        self.name = name
 
 
 class _Repr(reprlib.Repr):
@@ -53,6 +82,8 @@ _repr = _Repr()
 def _text(value):
     if isinstance(value, str):
         return value[:TEXT_LIMIT]
+    if value is None or value.__class__ in (int, bool, float):
+        return str(value)      # what reprlib gives, without its dispatch
     try:
         return _repr.repr(value)[:TEXT_LIMIT]
     except Exception:
@@ -67,10 +98,11 @@ def words(text):
     return list(found)
 
 
-def job_words(job, callable_name=None):
+def job_words(job, callable_name=None, every=False):
     """The words a search finds the completed `job` by (a tuple, sorted),
     read through its public attributes (`callable_name` if the caller has
-    it already); never raises."""
+    it already); with those that are not `indexed` if `every`; never
+    raises."""
     parts = []
     try:
         parts.append(job.callable_name if callable_name is None else callable_name)
@@ -96,9 +128,12 @@ def job_words(job, callable_name=None):
     except Exception:
         pass     # a job whose parts cannot be read is found by fewer words
     found = {}
-    for part in parts:
-        for word in words(part):
-            found.setdefault(word, None)
+    # one pass of the expression over all the parts: a pass per part
+    # cost as much as the rest of a job's completion
+    for word in _WORD.findall(" ".join(parts).lower()):
+        word = word[:WORD_LENGTH]
+        if word not in found and (every or indexed(word)):
+            found[word] = None
             if len(found) >= WORD_LIMIT:
-                return tuple(sorted(found))
+                break
     return tuple(sorted(found))

@@ -26,7 +26,7 @@ import itertools
 import re
 
 from zasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING
-from zasync.queue.words import words
+from zasync.queue.words import indexed, words
 
 #: Words of one search that are looked up.
 TERM_LIMIT = 10
@@ -36,10 +36,14 @@ _TERM = re.compile(r"(\w+)(\*?)")
 
 def terms(text):
     """[(word, prefix)] of a search's text: its words, lower-cased, each
-    matching a whole word, or any word it starts if followed by ``*``."""
+    matching a whole word, or any word it starts if followed by ``*``;
+    without the whole words that the index does not keep (ids and long
+    numbers, see `zasync.queue.words.indexed`), which no job would match."""
     found = []
     for word, star in _TERM.findall(text.lower()):
         for part in words(word):
+            if not (star or indexed(part)):
+                continue
             if (part, bool(star)) not in found:
                 found.append((part, bool(star)))
     return found[:TERM_LIMIT]

@@ -157,7 +157,10 @@ class Filters:
         self.callable = (params.get("callable") or "").strip()[:200]
         self.q = (params.get("q") or "").strip()[:200]
         if self.q and not terms(self.q):
-            raise FilterError(f"q={self.q!r}: expected words (letters or digits) to search for")
+            raise FilterError(
+                f"q={self.q!r}: expected words (letters or digits) to search for; "
+                f"ids and numbers of 8 or more hex digits are not searched "
+                f"(the job-id box finds a job by its id)")
         self.page = _number(params, "page", 1, 1, 1_000_000)
         self.per_page = _number(params, "per_page", PER_PAGE, 1, MAX_PER_PAGE)
 
