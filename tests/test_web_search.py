@@ -267,7 +267,9 @@ def test_a_completion_does_not_rewrite_the_words_of_jobs_completed_before_it(db)
         queue.claim("keeper", count=0)
     with db.transaction() as conn:
         history = zasync.get_queue(conn).history
-        assert history.ids_with_word("word50") == set(ids)
+        # (words of the arguments' short text, `IJob.args_summary`: the
+        # first 200 characters)
+        assert history.ids_with_word("word10") == set(ids)
         assert history.ids_with_word("n7") == {ids[7]}
 
 
