@@ -312,3 +312,21 @@ def test_an_index_made_before_forgets_the_ids_it_held_of_a_retried_job(db):
         queue = zasync.get_queue(conn)
         queue.retry(queue.get(job_id))
         assert list(queue.history._words) == []
+
+
+def test_completed_jobs_not_filed_yet_are_found_by_callable_and_words(db):
+    # No claim has filed them into the history's indexes (no worker runs
+    # after them): they are found all the same, by their callable's name
+    # and by the words of their failure.
+    later = datetime.datetime.now(datetime.timezone.utc) + LATER
+    ids = [put(db, web_jobs.fail, f"quokka {n}", begin_after=later) for n in range(2)]
+    with db.transaction() as conn:
+        queue = zasync.get_queue(conn)
+        for job_id in ids:
+            queue.get(job_id).cancel()       # completes them, waiting to be filed
+        assert len(queue.history._done) == 2
+    app = webtest.TestApp(make_app(db))
+    for query in ({"callable": "web_jobs.fail"}, {"q": "quokka"},
+                  {"q": "cancelled"}, {"status": "completed", "q": "quok*"}):
+        found = app.get("/api/jobs", query).json
+        assert sorted(job["id"] for job in found["jobs"]) == sorted(ids), query

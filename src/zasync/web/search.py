@@ -27,6 +27,7 @@ import re
 
 from zasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING
 from zasync.queue.words import indexed, words
+from zasync.queue.words import job_words as job_words_of
 
 #: Words of one search that are looked up.
 TERM_LIMIT = 10
@@ -78,10 +79,18 @@ def _completed_ids(queue):
     return [key[1] for key in filed] + fresh
 
 
+def _unfiled_jobs(queue):
+    """The queue's completed jobs that no claim filed into the history's
+    indexes yet (until the next claim; for good where no worker runs)."""
+    return iter(queue.history._done)
+
+
 def _live_jobs(queue, held):
     """The queue's pending jobs (in no order; some, taken out since the
     last claim, no longer pending) and those its workers hold; none if
-    `held` is None (a listing of completed jobs)."""
+    `held` is None (a listing of completed jobs).  Then the completed jobs
+    not filed yet, which the indexes do not know either."""
+    yield from _unfiled_jobs(queue)
     if held is None:
         return
     for tree in queue._pending_lanes():
@@ -116,8 +125,16 @@ def _text_matches(queue, held, found_terms):
             break
     matched = matched or set()
     live = set()
+    # a completed job not filed yet: by all its words, as once filed
+    for job in _unfiled_jobs(queue):
+        its_words = set(job_words_of(job))
+        if all(any(w.startswith(word) for w in its_words) if prefix
+               else word in its_words for word, prefix in found_terms):
+            live.add(job.id)
     seen = {}
     for job_id, name in _live_names(queue, held):
+        if job_id in live:
+            continue
         found = seen.get(name)
         if found is None:
             name_words = words(name)
@@ -275,7 +292,8 @@ def find_ids(queues, filters, held):
             if source == "all":
                 fresh = list(filed | live)
             elif source == "completed":
-                fresh = list(filed)
+                # (with held None, `live` holds only jobs not filed yet)
+                fresh = list(filed | live)
             elif source == "pending":
                 fresh = [job_id for job_id in _pending_ids(queue) if job_id in live]
             else:
