@@ -45,15 +45,18 @@ class Call(persistent.Persistent):
 SUMMARY_LIMIT = 200
 
 
-class _Repr(reprlib.Repr):
-    """reprlib that also cuts bytes before making their repr (reprlib
-    would repr 50 MB of bytes whole, then cut the text)."""
+class BoundedRepr(reprlib.Repr):
+    """reprlib bounded to `text` characters a string (or other value) and
+    `items` items a container, `levels` deep; bytes are cut *before* their
+    repr is made (reprlib would repr 50 MB of bytes whole, then cut the
+    text).  Shared by the job's argument summary, the search words and the
+    web view, each with its own bounds."""
 
-    def __init__(self):
+    def __init__(self, text, items, levels):
         super().__init__()
-        self.maxstring = self.maxother = SUMMARY_LIMIT
-        self.maxlist = self.maxtuple = self.maxset = self.maxdict = 10
-        self.maxlevel = 3
+        self.maxstring = self.maxother = text
+        self.maxlist = self.maxtuple = self.maxset = self.maxdict = items
+        self.maxlevel = levels
 
     def repr_bytes(self, value, level):
         if len(value) <= self.maxstring:
@@ -63,7 +66,7 @@ class _Repr(reprlib.Repr):
     repr_bytearray = repr_bytes
 
 
-_repr = _Repr()
+_repr = BoundedRepr(SUMMARY_LIMIT, 10, 3)
 
 
 def _bounded(value):

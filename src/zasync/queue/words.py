@@ -23,9 +23,10 @@ with zasync.
 """
 
 import re
-import reprlib
 
 import persistent
+
+from zasync.job.call import BoundedRepr
 
 #: Characters read of one value (a repr, a message, a traceback's end).
 TEXT_LIMIT = 2000
@@ -62,21 +63,7 @@ class Words(persistent.Persistent):
         self.name = name
 
 
-class _Repr(reprlib.Repr):
-    def __init__(self):
-        super().__init__()
-        self.maxstring = self.maxother = TEXT_LIMIT
-        self.maxlist = self.maxtuple = self.maxset = self.maxdict = 30
-        self.maxlevel = 3
-
-    def repr_bytes(self, value, level):
-        # cut first: reprlib would repr all of a 50 MB value, then cut
-        return repr(value[:self.maxstring])
-
-    repr_bytearray = repr_bytes
-
-
-_repr = _Repr()
+_repr = BoundedRepr(TEXT_LIMIT, 30, 3)
 
 
 def _text(value):

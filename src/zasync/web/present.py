@@ -8,9 +8,9 @@ Nothing here writes to the database or calls what a job holds, except the
 import datetime
 import html
 import math
-import reprlib
 
 from zasync.job import storable, workflow
+from zasync.job.call import BoundedRepr
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, Cancelled)
 
@@ -45,26 +45,8 @@ NOTICES = {
 }
 
 
-class _Repr(reprlib.Repr):
-    """reprlib with room for real values, still bounded for huge ones."""
-
-    def __init__(self):
-        super().__init__()
-        self.maxstring = 400
-        self.maxother = 400
-        self.maxlist = self.maxtuple = self.maxset = self.maxdict = 30
-        self.maxlevel = 4
-
-    def repr_bytes(self, value, level):
-        # cut first: reprlib would repr all of a 50 MB value, then cut
-        if len(value) <= self.maxstring:
-            return repr(value)
-        return repr(value[:self.maxstring]) + "…"
-
-    repr_bytearray = repr_bytes
-
-
-_repr = _Repr()
+#: reprlib with room for real values, still bounded for huge ones.
+_repr = BoundedRepr(400, 30, 4)
 
 
 def safe_repr(value, limit=LONG):
