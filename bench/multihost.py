@@ -27,7 +27,6 @@ with the ratios 2/1 and 4/1 of the same run's medians.
 import argparse
 import json
 import os
-import secrets
 import sys
 import time
 
@@ -87,19 +86,6 @@ def parse_args(argv=None):
     return args
 
 
-def _pg_admin(*statements):
-    import psycopg2
-    conn = psycopg2.connect(host=PG[0], port=PG[1], user=PG[2], dbname="postgres",
-                            connect_timeout=5)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            for statement in statements:
-                cursor.execute(statement)
-    finally:
-        conn.close()
-
-
 class Backend:
     """A fresh database of one kind for one run: `client_uri` for this
     process, `worker_uri` for the hosts; `close` removes it."""
@@ -107,7 +93,7 @@ class Backend:
     def __init__(self, kind, scratch, hosts, relay, label):
         from zasync.testing import ZEOServer
         self.kind, self.scratch = kind, scratch
-        self.server = self.name = None
+        self.server = self.database = None
         if kind == "zeo":
             self.server = ZEOServer(os.path.join(scratch.folder(label), "Data.fs"),
                                     host="127.0.0.1" if relay is None else hosts.server_address)
@@ -116,22 +102,18 @@ class Backend:
             self.client_uri = self.worker_uri = self.server.uri
             self.logs = os.path.dirname(self.server.path)
         else:
-            self.name = f"zasync_bench_mh_{os.getpid()}_{secrets.token_hex(4)}"
-            _pg_admin(f"CREATE DATABASE {self.name}")
-            self.client_uri = (f"postgres://{PG[2]}@{PG[0]}:{PG[1]}/{self.name}"
-                               f"?keep_history=false")
+            from zasync.testing import PostgresDatabase
+            self.database = PostgresDatabase("zasync_bench_mh", *PG).create()
+            self.client_uri = self.database.uri()
             self.worker_uri = self.client_uri if relay is None else (
-                f"postgres://{PG[2]}@{hosts.server_address}:{relay.port}/"
-                f"{self.name}?keep_history=false")
+                self.database.uri(host=hosts.server_address, port=relay.port))
             self.logs = scratch.folder(label)
 
     def close(self):
         if self.server is not None:
             self.scratch.stop_server(self.server)
-        if self.name is not None:
-            _pg_admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                      f"WHERE datname = '{self.name}' AND pid <> pg_backend_pid()",
-                      f"DROP DATABASE IF EXISTS {self.name}")
+        if self.database is not None:
+            self.database.drop()
 
 
 def one_run(args, scratch, hosts, relay, kind, workers, label):

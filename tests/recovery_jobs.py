@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 
+import pytest
 import transaction
 
 import zasync
@@ -394,3 +395,17 @@ def start_registered(client, workers, name, *options, **kwargs):
     worker = workers.start(name, *options, **kwargs)
     wait_until(lambda: client.registered(worker), STARTUP, f"{worker} to register")
     return worker
+
+
+def fresh_postgres_database(prefix):
+    """A `zasync.testing.PostgresDatabase`, created; if the server cannot
+    be reached the test is skipped, saying why -- or fails, where
+    ZASYNC_REQUIRE_POSTGRES=1 (CI) makes PostgreSQL required."""
+    from zasync.testing import PostgresDatabase
+    database = PostgresDatabase(prefix)
+    why = database.unreachable()
+    if why is not None:
+        if os.environ.get("ZASYNC_REQUIRE_POSTGRES") == "1":
+            pytest.fail(why + "; ZASYNC_REQUIRE_POSTGRES=1 requires it")
+        pytest.skip(why + "; set ZASYNC_REQUIRE_POSTGRES=1 to fail instead")
+    return database.create()

@@ -17,7 +17,6 @@ removed or ended by their pids whatever happens.
 """
 
 import os
-import secrets
 import time
 
 import pytest
@@ -27,7 +26,8 @@ from zasync.netns import Hosts, Relay, check_permitted
 from zasync.testing import ZEOServer
 
 import recovery_jobs as jobs
-from recovery_jobs import Client, Counter, WorkerProcess, gather, wait_until, work
+from recovery_jobs import (
+    Client, Counter, WorkerProcess, fresh_postgres_database, gather, wait_until, work)
 
 HOSTS = 3
 THREADS = 2
@@ -38,7 +38,6 @@ DEATH = 5.0
 #: How long the cut host's link stays down.
 OUTAGE = 20.0
 JOBS = 30
-PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 
 @pytest.fixture
 def hosts():
@@ -107,19 +106,6 @@ def test_hosts_refuse_a_count_that_is_not_a_number_of_hosts():
             Hosts(wrong)
 
 
-def _pg_admin(*statements):
-    import psycopg2
-    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER,
-                            dbname="postgres", connect_timeout=5)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            for statement in statements:
-                cursor.execute(statement)
-    finally:
-        conn.close()
-
-
 @pytest.fixture(params=["zeo", "relstorage"])
 def storage(request, hosts, tmp_path):
     """(URI for the test's own client in the root namespace, URI for the
@@ -132,27 +118,15 @@ def storage(request, hosts, tmp_path):
         finally:
             server.stop()
         return
-    try:
-        _pg_admin("SELECT 1")
-    except Exception as error:
-        message = (f"PostgreSQL is unreachable at {PG_HOST}:{PG_PORT} as {PG_USER} "
-                   f"({type(error).__name__}: {str(error).strip()})")
-        if os.environ.get("ZASYNC_REQUIRE_POSTGRES") == "1":
-            pytest.fail(message + "; ZASYNC_REQUIRE_POSTGRES=1 requires it")
-        pytest.skip(message + "; set ZASYNC_REQUIRE_POSTGRES=1 to fail instead")
-    name = f"zasync_test_mh_{os.getpid()}_{secrets.token_hex(4)}"
-    _pg_admin(f"CREATE DATABASE {name}")
-    relay = Relay(hosts.server_address, PG_HOST, PG_PORT)
+    database = fresh_postgres_database("zasync_test_mh")
+    relay = Relay(hosts.server_address, database.host, database.port)
     try:
         relay.start()
-        yield (f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}?keep_history=false",
-               f"postgres://{PG_USER}@{hosts.server_address}:{relay.port}/{name}"
-               f"?keep_history=false")
+        yield (database.uri(),
+               database.uri(host=hosts.server_address, port=relay.port))
     finally:
         relay.stop()
-        _pg_admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                  f"WHERE datname = '{name}' AND pid <> pg_backend_pid()",
-                  f"DROP DATABASE IF EXISTS {name}")
+        database.drop()
 
 
 @pytest.fixture

@@ -17,8 +17,6 @@ ZASYNC_REQUIRE_POSTGRES=1 (set it in CI) makes an unreachable server a
 failure; without it the tests are skipped, saying why.
 """
 
-import os
-import secrets
 import threading
 import time
 
@@ -29,14 +27,13 @@ import zasync
 
 import recovery_jobs as jobs
 from recovery_jobs import (
-    Client, Counter, Workers, describe_outcome, gather, hold, started_pid, touch,
-    wait_until, work)
+    Client, Counter, Workers, describe_outcome, fresh_postgres_database, gather, hold,
+    started_pid, touch, wait_until, work)
 
-HOST, PORT, USER = "127.0.0.1", 5432, "postgres"
 #: storage kind -> (prefix of the database's name, keep_history)
 DATABASES = {
-    "history-free": ("zasync_test_hf", "false"),
-    "history-preserving": ("zasync_test_hp", "true"),
+    "history-free": ("zasync_test_hf", False),
+    "history-preserving": ("zasync_test_hp", True),
 }
 PING = 0.5
 DEATH = 3.0
@@ -44,46 +41,15 @@ SLACK = 5.0
 STARTUP = 20.0
 
 
-def _admin(*statements):
-    """Run `statements` on the server's maintenance database."""
-    import psycopg2
-    conn = psycopg2.connect(host=HOST, port=PORT, user=USER, dbname="postgres",
-                            connect_timeout=5)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            for statement in statements:
-                cursor.execute(statement)
-    finally:
-        conn.close()
-
-
-def _drop(name):
-    # Terminate what is left connected (a worker of an interrupted run),
-    # then drop: DROP DATABASE ... WITH (FORCE) needs PostgreSQL 13.
-    _admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-           f"WHERE datname = '{name}' AND pid <> pg_backend_pid()",
-           f"DROP DATABASE IF EXISTS {name}")
-
-
 @pytest.fixture(scope="module", params=sorted(DATABASES))
 def pg_uri(request):
     """The URI of a fresh RelStorage database of each kind."""
     prefix, keep_history = DATABASES[request.param]
-    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+    database = fresh_postgres_database(prefix)
     try:
-        _admin("SELECT 1")
-    except Exception as error:
-        message = (f"PostgreSQL is unreachable at {HOST}:{PORT} as {USER} "
-                   f"({type(error).__name__}: {str(error).strip()})")
-        if os.environ.get("ZASYNC_REQUIRE_POSTGRES") == "1":
-            pytest.fail(message + "; ZASYNC_REQUIRE_POSTGRES=1 requires it")
-        pytest.skip(message + "; set ZASYNC_REQUIRE_POSTGRES=1 to fail instead")
-    _admin(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgres://{USER}@{HOST}:{PORT}/{name}?keep_history={keep_history}"
+        yield database.uri(keep_history)
     finally:
-        _drop(name)
+        database.drop()
 
 
 @pytest.fixture

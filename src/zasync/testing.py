@@ -5,6 +5,7 @@ mode, a dispatcher for the time of a test, and the wait helpers
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -163,6 +164,54 @@ class ZEOServer:
 
     def __exit__(self, *exc_info):
         self.stop()
+
+
+class PostgresDatabase:
+    """A database of its own on a PostgreSQL server (trust authentication,
+    as on a test machine), for RelStorage: `create()` makes it, `drop()`
+    ends what is still connected to it and removes it; `uri()` names it
+    for `zasync.open_db`, through another address if given (a relay)."""
+
+    def __init__(self, prefix, host="127.0.0.1", port=5432, user="postgres"):
+        self.host, self.port, self.user = host, port, user
+        self.name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+
+    def admin(self, *statements):
+        """Run `statements` on the server's maintenance database."""
+        import psycopg2
+        conn = psycopg2.connect(host=self.host, port=self.port, user=self.user,
+                                dbname="postgres", connect_timeout=5)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+        finally:
+            conn.close()
+
+    def unreachable(self):
+        """Why the server cannot be used, or None if it can."""
+        try:
+            self.admin("SELECT 1")
+        except Exception as error:
+            return (f"PostgreSQL is unreachable at {self.host}:{self.port} as "
+                    f"{self.user} ({type(error).__name__}: {str(error).strip()})")
+        return None
+
+    def create(self):
+        self.admin(f"CREATE DATABASE {self.name}")
+        return self
+
+    def drop(self):
+        # DROP DATABASE ... WITH (FORCE) needs PostgreSQL 13: end the
+        # connections left (a worker of an interrupted run) first.
+        self.admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   f"WHERE datname = '{self.name}' AND pid <> pg_backend_pid()",
+                   f"DROP DATABASE IF EXISTS {self.name}")
+
+    def uri(self, keep_history=False, host=None, port=None):
+        return (f"postgres://{self.user}@{host or self.host}:{port or self.port}/"
+                f"{self.name}?keep_history={str(bool(keep_history)).lower()}")
 
 
 def installed_db(target, queues=("",), **db_kwargs):
