@@ -26,8 +26,7 @@ import itertools
 import re
 
 from zasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING
-from zasync.queue.words import indexed, words
-from zasync.queue.words import job_words as job_words_of
+from zasync.queue.words import indexed, job_words, words
 
 #: Words of one search that are looked up.
 TERM_LIMIT = 10
@@ -127,7 +126,7 @@ def _text_matches(queue, held, found_terms):
     live = set()
     # a completed job not filed yet: by all its words, as once filed
     for job in _unfiled_jobs(queue):
-        its_words = set(job_words_of(job))
+        its_words = set(job_words(job))
         if all(any(w.startswith(word) for w in its_words) if prefix
                else word in its_words for word, prefix in found_terms):
             live.add(job.id)
