@@ -186,11 +186,23 @@ class Queue(Claiming, persistent.Persistent):
         job._set_status(PENDING, now)
         if job._p_jar is None:
             jar.add(job)
-        self._inbox[random.randrange(len(self._inbox))].add(job)
+            self._inbox[random.randrange(len(self._inbox))].add(job)
+        else:
+            self._add_to_inbox(job)
         txn = jar.transaction_manager.get()
         events.notify_after_commit(txn, events.JobPut(job))
         txn.addAfterCommitHook(wake.after_commit)
         return job
+
+    def _add_to_inbox(self, job):
+        """Add a job that has waited before (a retry, a removed job put
+        again) to an inbox lane.  Taken out and not yet filed, it may still
+        sit in its old lane; another lane keeps `len` counting it once (the
+        lanes hold it twice, the taken-out set subtracts one)."""
+        lanes = self._inbox
+        if self._taken_out is not None and job.id in self._taken_out:
+            lanes = [lane for lane in lanes if job.id not in lane] or lanes
+        random.choice(lanes).add(job)
 
     def _check_quota_names(self, quotas):
         if isinstance(quotas, str):
@@ -412,7 +424,7 @@ class Queue(Claiming, persistent.Persistent):
         for callback in job._callbacks:
             callback._reset()
         job._set_status(PENDING, job.begin_after)
-        self._inbox[random.randrange(len(self._inbox))].add(job)
+        self._add_to_inbox(job)
         txn = self._p_jar.transaction_manager.get()
         events.notify_after_commit(txn, events.JobPut(job))
         txn.addAfterCommitHook(wake.after_commit)
