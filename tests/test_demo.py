@@ -305,6 +305,8 @@ def _poll(look, what, timeout=COMMAND_TIMEOUT):
         time.sleep(0.1)
 
 
+@pytest.mark.slow(reason="runs `zasync demo` as a newcomer watches it: a slow report's progress "
+                         "moving in the web view, a retry, a group, until the second round is put")
 def test_demo_keeps_putting_jobs_that_the_web_view_shows_running(tmp_path):
     directory = str(tmp_path / "var")
     port = free_port()

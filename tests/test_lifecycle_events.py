@@ -262,16 +262,59 @@ def _commit_in_thread(event):
     return thread
 
 
+class HeldCommit:
+    """A producer's commit in a thread of its own, held after the commit
+    and before its events are sent (as a thread is that has committed a
+    put and not yet run its hooks, when a worker claims the job)."""
+
+    def __init__(self, event):
+        self.committed, self.release = threading.Event(), threading.Event()
+
+        def hold(status):
+            self.committed.set()
+            self.release.wait(TIMEOUT)
+
+        def run():
+            tm = transaction.TransactionManager()
+            txn = tm.begin()
+            txn.addAfterCommitHook(hold)
+            events.notify_after_commit(txn, event)
+            tm.commit()
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+        assert self.committed.wait(TIMEOUT)
+
+    def finish(self):
+        self.release.set()
+        self.thread.join(TIMEOUT)
+
+
 def test_a_later_event_waits_for_an_earlier_one_of_another_thread(names):
     job = FakeJob("ordered")
-    producer = transaction.TransactionManager()
-    events.notify_after_commit(producer.begin(), events.JobPut(job))
+    producer = HeldCommit(events.JobPut(job))
     worker = _commit_in_thread(events.JobStarted(job))
     worker.join(0.2)
     assert worker.is_alive() and names == []    # held back, not sent first
-    producer.commit()
+    producer.finish()
     worker.join(TIMEOUT)
     assert names == ["JobPut", "JobStarted"]
+
+
+def test_a_transaction_left_open_holds_up_no_other_commit(names, caplog, monkeypatch):
+    """An operator's commit in the thread that keeps another transaction
+    open (two connections, two transaction managers) sends its events at
+    once: the open one has not started to commit, so it comes later."""
+    monkeypatch.setattr(events, "ORDER_TIMEOUT", 60.0)
+    job = FakeJob("left-open")
+    runner, operator = transaction.TransactionManager(), transaction.TransactionManager()
+    events.notify_after_commit(runner.begin(), events.JobSucceeded(job))
+    events.notify_after_commit(operator.begin(), events.JobCancelled(job))
+    with caplog.at_level(logging.WARNING, logger="zasync.job.events"):
+        operator.commit()       # would wait 60 s for the runner's ticket
+        assert names == ["JobCancelled"]
+        runner.commit()
+    assert names == ["JobCancelled", "JobSucceeded"]
+    assert "waited" not in caplog.text
 
 
 def test_an_earlier_event_that_aborts_lets_the_later_go(names):
@@ -318,15 +361,14 @@ def test_a_subscriber_may_commit_more_events_of_the_same_job(names, caplog, monk
 def test_an_earlier_event_never_settled_holds_the_later_ones_once(names, caplog, monkeypatch):
     monkeypatch.setattr(events, "ORDER_TIMEOUT", 0.1)
     job = FakeJob("abandoned")
-    producer = transaction.TransactionManager()
-    events.notify_after_commit(producer.begin(), events.JobPut(job))
+    producer = HeldCommit(events.JobPut(job))     # a subscriber that never returns
     with caplog.at_level(logging.WARNING, logger="zasync.job.events"):
         _commit_in_thread(events.JobStarted(job)).join(TIMEOUT)
         monkeypatch.setattr(events, "ORDER_TIMEOUT", 60.0)   # no second wait
         _commit_in_thread(events.JobSucceeded(job)).join(TIMEOUT)
     assert names == ["JobStarted", "JobSucceeded"]
     assert caplog.text.count("waited") == 1
-    producer.abort()
+    producer.finish()
 
 
 def test_of_events_with_one_once_key_only_the_first_committed_is_sent(names):

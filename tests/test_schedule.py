@@ -537,11 +537,7 @@ def test_two_transactions_defining_one_name_leave_one_schedule(sessions):
     assert second.queue.schedules["same"].args == ("a",)
 
 
-@pytest.mark.parametrize("first_commits", ["run", pytest.param("unschedule", marks=pytest.mark.slow(
-    reason="once a test has imported zope.component (its event dispatch subscribes "
-           "to zope.event), the operator's commit waits zasync.job.events.ORDER_TIMEOUT "
-           "(10 s) for the events of the runner's transaction, still open in this "
-           "same thread"))])
+@pytest.mark.parametrize("first_commits", ["run", "unschedule"])
 def test_unschedule_racing_a_run_leaves_no_run_behind(db, sessions, first_commits):
     setup = sessions()
     setup.queue.schedule(schedule_jobs.fail, "x", every=HOUR_PERIOD, name="race",

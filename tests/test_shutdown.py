@@ -169,6 +169,8 @@ def test_the_dispatcher_stops_before_the_database_closes(request, tmp_path, layo
     assert_clean_stop(tmp_path, layout, returncode)
 
 
+@pytest.mark.slow(reason="starts one instance ten times as processes, each stopped by a signal "
+                         "in the middle of a job or after it, then restarted on the same files")
 def test_ten_stops_of_one_instance_lose_nothing_and_keep_one_id(tmp_path):
     """Ten runs of one instance (the multi-database layout, as in Zope),
     stopped by SIGINT and SIGTERM in turn, in the middle of a job or after

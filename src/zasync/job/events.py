@@ -110,12 +110,17 @@ def notify(event):
 # sent by an after-commit hook in the thread that committed, and a claim can
 # commit (woken by the put's invalidation) before the producer's thread has
 # run its hooks: without care, JobStarted would overtake JobPut.  So each
-# job event takes a ticket when its transaction registers it (a later event
-# of a job is always registered after the commit of the one before), and is
-# sent only once the job's events of lower tickets were sent, or dropped
-# with their aborted transaction.  A thread sending events may send others
-# from its subscribers (a nested commit) without waiting for itself.
-# Rejected: one lock around all sending, which orders nothing across threads.
+# job event takes a ticket when its transaction starts to commit (a later
+# event of a job always starts to commit after the commit of the one
+# before), and is sent only once the job's events of lower tickets were
+# sent, or dropped with their failed commit.  A transaction still open has
+# no ticket, so it holds up nobody: another transaction of the same thread
+# that commits first sends its events at once.  A thread sending events may
+# send others from its subscribers (a nested commit) without waiting for
+# itself.
+# Rejected: one lock around all sending, which orders nothing across threads;
+# tickets taken when the event is registered, which made a commit wait
+# ORDER_TIMEOUT for an earlier transaction left open in its own thread.
 
 #: Seconds an event waits for its job's earlier events before it is sent
 #: anyway (a subscriber that blocks, a transaction never ended); the stale
@@ -137,7 +142,17 @@ def _tickets_sent_here():
     return tickets
 
 
-def _settle(key, ticket):
+def _take_ticket(key, slot):
+    """Before-commit hook: the event's place in its job's order."""
+    slot.append(next(_tickets))
+    with _order:
+        _undelivered.setdefault(key, set()).add(slot[0])
+
+
+def _settle(key, slot):
+    if not slot:            # its commit never started
+        return
+    ticket = slot[0]
     with _order:
         tickets = _undelivered.get(key)
         if tickets is not None:
@@ -159,10 +174,11 @@ def _first_time(once):
     return True
 
 
-def _deliver(committed, event, key, ticket, once):
+def _deliver(committed, event, key, slot, once):
     if not committed:
-        _settle(key, ticket)
+        _settle(key, slot)
         return
+    ticket = slot[0]
     here = _tickets_sent_here()
 
     def earlier():
@@ -181,7 +197,7 @@ def _deliver(committed, event, key, ticket, once):
             notify(event)
     finally:
         here.discard(ticket)
-        _settle(key, ticket)
+        _settle(key, slot)
 
 
 def _notify_if_committed(committed, event):
@@ -203,8 +219,7 @@ def notify_after_commit(txn, event, once=None):
     if key is None:
         txn.addAfterCommitHook(_notify_if_committed, (event,))
         return
-    ticket = next(_tickets)
-    with _order:
-        _undelivered.setdefault(key, set()).add(ticket)
-    txn.addAfterCommitHook(_deliver, (event, key, ticket, once))
-    txn.addAfterAbortHook(_settle, (key, ticket))
+    slot = []                   # its ticket, once its commit starts
+    txn.addBeforeCommitHook(_take_ticket, (key, slot))
+    txn.addAfterCommitHook(_deliver, (event, key, slot, once))
+    txn.addAfterAbortHook(_settle, (key, slot))
