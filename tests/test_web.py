@@ -456,6 +456,8 @@ def test_queues_and_workers_json(app, scene):
         1, 1, 1, 2)
     assert len(default["last_hour"]["succeeded"]) == 60
     assert sum(default["last_hour"]["succeeded"]) == 1 and sum(default["last_hour"]["failed"]) == 1
+    # the scene's dispatcher serves the default queue only: the overview's warning
+    assert not default["unserved"] and queues["mail"]["unserved"]
     workers = app.get("/api/workers").json["workers"]
     assert len(workers) == 1
     worker = workers[0]

@@ -22,7 +22,7 @@ from zasync.web.guard import BASIC, CSRF_FIELD, CSRF_HEADER, SESSION, same_origi
 from zasync.web.present import JobView, WorkerView
 from zasync.web.survey import (
     FilterError, Filters, failed_jobs, failure_counts, list_jobs, per_minute, queue_counts,
-    running_count, schedule_views)
+    running_count, schedule_views, unserved_queues)
 
 ID = r"(?P<job_id>[^/]+)"
 
@@ -45,7 +45,8 @@ ENDPOINTS = (
      "Dismiss, retry or cancel many jobs: {\"ids\": [...]}, or {\"all\": true, "
      "\"filter\": {...}} for the jobs matching a filter (at most 1000); "
      "\"dry_run\": true counts them only; needs a credential."),
-    ("GET", "/api/queues", "Each queue's counts and its last hour, minute by minute."),
+    ("GET", "/api/queues", "Each queue's counts, its last hour minute by minute, and "
+     "whether it has pending jobs that no live worker serves (unserved)."),
     ("GET", "/api/workers", "The workers (dispatchers), their load and health."),
     ("GET", "/api/schedules", "The schedules of recurring jobs."),
     ("POST", "/api/schedules/{name}/remove",
@@ -132,11 +133,15 @@ def job(ctx, job_id):
 
 
 def queues(ctx):
+    workers = [WorkerView(record, ctx.now) for record in ctx.container.dispatchers.values()]
+    unserved = unserved_queues(ctx.container, workers)
     found = []
     for queue in ctx.container.values():
         succeeded, failed, complete = per_minute(queue, ctx.now)
+        counts = queue_counts(queue, ctx.held)
         found.append(dict(
-            name=queue.name, **queue_counts(queue, ctx.held),
+            name=queue.name, **counts,
+            unserved=bool(counts["pending"]) and queue.name in unserved,
             last_hour={"succeeded": succeeded, "failed": failed, "complete": complete}))
     return ctx.json({"queues": found})
 

@@ -11,7 +11,7 @@ from zasync.web.guard import CSRF_FIELD, SESSION_COOKIE, SESSION_SECONDS, client
 from zasync.web.present import HEALTHS, RUNNING, JobView, WorkerView, full_repr
 from zasync.web.survey import (
     CHART_SCAN_LIMIT, SCAN_LIMIT, STATES, FilterError, Filters, chart, list_jobs, per_minute,
-    queue_counts, schedule_views)
+    queue_counts, schedule_views, unserved_queues)
 from zasync.interfaces import STATUSES
 
 ID = r"(?P<job_id>[^/]+)"
@@ -42,16 +42,10 @@ def _worker_order(worker):
     return (HEALTHS.index(worker.health), -worker.last_ping.timestamp(), worker.id)
 
 
-#: Healths of a worker that still claims jobs.
-SERVING = ("alive", "late", "failing")
-
-
 def overview(ctx):
     found = sorted((WorkerView(record, ctx.now)
                     for record in ctx.container.dispatchers.values()), key=_worker_order)
-    live = [worker for worker in found if worker.health in SERVING]
-    every = any(worker.serves_every_queue for worker in live)
-    served = {name for worker in live for name in worker.queues}
+    unserved = unserved_queues(ctx.container, found)
     queues = []
     for queue in ctx.container.values():
         succeeded, failed, complete = per_minute(queue, ctx.now)
@@ -62,7 +56,7 @@ def overview(ctx):
             "counts": counts,
             "chart": chart(succeeded, failed),
             "complete": complete,
-            "unserved": bool(counts["pending"]) and not every and queue.name not in served,
+            "unserved": bool(counts["pending"]) and queue.name in unserved,
         })
     return _page(ctx, "overview.pt", "Overview", queues=queues, workers=found,
                  scan_limit=CHART_SCAN_LIMIT)

@@ -67,6 +67,21 @@ def schedule_views(ctx):
             for schedule in queue.schedules.values()]
 
 
+#: Healths of a worker that still claims jobs.
+SERVING = ("alive", "late", "failing")
+
+
+def unserved_queues(container, workers):
+    """Names of the queues that no live worker of `workers` (`WorkerView`s)
+    serves."""
+    live = [worker for worker in workers if worker.health in SERVING]
+    if any(worker.serves_every_queue for worker in live):
+        return set()
+    served = {name for worker in live for name in worker.queues}
+    return {queue.name for queue in container.values()
+            if queue.name not in served}
+
+
 def running_count(held):
     return sum(1 for job, _ in held if job.status in RUNNING)
 
