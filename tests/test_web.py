@@ -208,13 +208,14 @@ def test_web_command_serves_until_sigterm(tmp_path):
         def answers():
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/summary",
-                                            timeout=2) as reply:
+                                            timeout=TIMEOUT) as reply:
                     return json.load(reply)["installed"] is True
             except OSError:
                 assert process.poll() is None, process.stderr.read().decode()
                 return False
         wait_until(answers, what="zasync web answering")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as reply:
+        # the first page compiles its templates: seconds on a loaded machine
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=TIMEOUT) as reply:
             page = reply.read().decode()
         assert "Read only: actions are disabled" in page
     finally:
