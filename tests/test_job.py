@@ -519,7 +519,7 @@ def test_a_put_writes_no_live_state_until_one_is_needed(db):
         oid = job._p_oid
     written = _classes_written_last(db)
     assert "LiveState" not in written
-    assert written.count("Job") == 1 and written.count("Call") == 1
+    assert written.count("Job") == 1 and "Call" not in written   # a small call: inline
     with _fresh(db) as conn:
         job = conn.get(oid)
         # read as before: the defaults, no annotations, nothing written

@@ -209,10 +209,14 @@ class Job(persistent.Persistent):
 
     _result = None       # the value, or a `zasync.job.call.Result` holding it
     _failure = None
-    # What it calls: a `zasync.job.call.Call`, written once.  None in a job
-    # stored before calls had a record of their own, whose callable, args
-    # and kwargs are in its own state (read by the properties below).
+    # What it calls: a `zasync.job.call.Call`, written once; or, for a
+    # small call, `_callable_ref` ('module:qualname') with `args` and
+    # `kwargs` in the job's own state (each left out when empty).  Neither
+    # in a job stored before calls had a record of their own, whose
+    # callable, args and kwargs are in its own state.  (Read by the
+    # properties below.)
     _call = None
+    _callable_ref = None
     _callable_name = None
     _args_summary = None     # None in a job stored before it was kept
     _queue = None
@@ -257,11 +261,22 @@ class Job(persistent.Persistent):
             raise ConfigurationError(
                 f"Job({callable!r}): a job is not the callable of another job; "
                 f"put it (queue.put(job)) or return it from a job to wait for it")
-        check_call(callable, args, kwargs)
+        reference = storable.reference(callable) if calls.small(args, kwargs) else None
+        if reference is None:
+            check_call(callable, args, kwargs)
+        # (else nothing to check: found by its name, with plain arguments)
         self.id = new_job_id()
-        self._call = calls.Call(callable, args, kwargs)
-        self._callable_name = storable.describe(callable)
-        self._args_summary = calls.summarize(args, kwargs)
+        if reference is None:
+            self._call = calls.Call(callable, args, kwargs)
+            self._callable_name = storable.describe(callable)
+            self._args_summary = calls.summarize(args, kwargs)
+        else:
+            # its name and summary are made from these when read
+            self._callable_ref = reference
+            if args:
+                self.__dict__["args"] = tuple(args)
+            if kwargs:
+                self.__dict__["kwargs"] = dict(kwargs)
         self.created_at = clock.now()
         self._status = NEW
         self._history = ((NEW, self._created_at_us, None),)
@@ -333,9 +348,14 @@ class Job(persistent.Persistent):
 
     @property
     def callable(self):
-        """What the job calls (loading its `Call` record)."""
+        """What the job calls (loading its `Call` record, or importing it)."""
         call = self._call
-        return self._inline("callable", None) if call is None else call.callable
+        if call is not None:
+            return call.callable
+        reference = self._callable_ref
+        if reference is not None:
+            return calls.resolve(reference)
+        return self._inline("callable", None)
 
     @property
     def args(self):
@@ -351,12 +371,20 @@ class Job(persistent.Persistent):
     def callable_name(self):
         # kept in the job's record: naming the job loads no `Call`
         name = self._callable_name
-        return storable.describe(self.callable) if name is None else name
+        if name is not None:
+            return name
+        reference = self._callable_ref
+        if reference is not None:
+            return calls.reference_name(reference)
+        return storable.describe(self.callable)
 
     @property
     def args_summary(self):
         # kept in the job's record: listing or filing the job loads no `Call`
-        return self._args_summary
+        summary = self._args_summary
+        if summary is None and self._callable_ref is not None:
+            return calls.summarize(self.args, self.kwargs)   # its record has them
+        return summary
 
     @property
     def result(self):

@@ -34,6 +34,22 @@ def _findable_by_name(obj):
         return False
 
 
+def reference(obj):
+    """'module:qualname' of a module-level function or class or a builtin,
+    which pickle would store by that name; None for any other callable
+    (methods, persistent objects, callable instances, lambdas, nested
+    functions) and for one not found again under its name."""
+    if isinstance(obj, persistent.Persistent) or not isinstance(
+            obj, (types.FunctionType, types.BuiltinFunctionType, type)):
+        return None
+    self = getattr(obj, "__self__", None)
+    if self is not None and not inspect.ismodule(self):
+        return None     # a method of a builtin object
+    if not _findable_by_name(obj):
+        return None
+    return f"{obj.__module__}:{obj.__qualname__}"
+
+
 def describe(obj):
     """A short, dotted description of a callable, for messages and display."""
     self = getattr(obj, "__self__", None)
