@@ -225,7 +225,6 @@ class Job(persistent.Persistent):
     dispatcher_id = None
     _status = NEW
     _created_at_us = _begin_after_us = _started_at_us = _ended_at_us = None
-    created_at = _moment("created_at", "When the job was made.")
     begin_after = _moment("begin_after", "When it falls due.")
     started_at = _moment("started_at", "When its last attempt started.")
     ended_at = _moment("ended_at", "When it ended.")
@@ -277,9 +276,9 @@ class Job(persistent.Persistent):
                 self.__dict__["args"] = tuple(args)
             if kwargs:
                 self.__dict__["kwargs"] = dict(kwargs)
-        self.created_at = clock.now()
-        self._status = NEW
-        self._history = ((NEW, self._created_at_us, None),)
+        # (`created_at` is the time of this first status: stored apart
+        # too, it cost each write of the job a key and a value)
+        self._history = ((NEW, clock.to_micros(clock.now()), None),)
 
     @property
     def _live(self):
@@ -321,6 +320,14 @@ class Job(persistent.Persistent):
         super().__setstate__(state)
 
     # -- reading ---------------------------------------------------------
+
+    @property
+    def created_at(self):
+        """When the job was made."""
+        micros = self._created_at_us     # a job stored before: its own
+        if micros is None:
+            micros = self._history[0][1] if self._history else None
+        return None if micros is None else clock.from_micros(micros)
 
     @property
     def status_history(self):
