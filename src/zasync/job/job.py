@@ -75,7 +75,8 @@ def new_job_id():
             _last_id_ms = ms
             _id_counter = 0
         counter = _id_counter
-    return f"{ms:011x}{counter & 0xff:02x}{random.getrandbits(28):07x}"
+    # the three fields (11, 2 and 7 hex digits) formatted at once
+    return f"{(ms << 36) | ((counter & 0xff) << 28) | random.getrandbits(28):020x}"
 
 
 def _merge_live_states(old, saved, new):

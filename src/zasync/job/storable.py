@@ -6,6 +6,7 @@ import importlib
 import inspect
 import io
 import pickle
+import sys
 import types
 
 import persistent
@@ -15,7 +16,8 @@ from zasync.interfaces import UnstorableError
 
 
 def _lookup(module_name, qualname):
-    module = importlib.import_module(module_name)
+    # (most often imported already: sys.modules spares import_module's work)
+    module = sys.modules.get(module_name) or importlib.import_module(module_name)
     found = module
     for part in qualname.split("."):
         found = getattr(found, part)

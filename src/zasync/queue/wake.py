@@ -44,5 +44,5 @@ def wake_all():
 def after_commit(committed):
     """An after-commit hook (`transaction`'s ``addAfterCommitHook``) that
     wakes the waiters if the transaction committed."""
-    if committed:
+    if committed and _waiters:    # (no lock to find none: a put's common case)
         wake_all()
