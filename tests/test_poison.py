@@ -252,6 +252,23 @@ def test_a_call_that_is_not_small_has_a_record_of_its_own(db, args):
     assert _written_last(db) == ["Call", "Job", "JobSet"]
 
 
+def test_only_plain_values_of_exact_types_are_small():
+    """A subclass of a plain type pickles by its class's name, which a
+    worker may lack: such an argument keeps the call in a record."""
+    import enum
+    from zasync.job.call import CALL_INLINE_LIMIT, small
+
+    class Level(enum.IntEnum):
+        LOW = 1
+
+    assert small((1, 2.5, True, None, "text", b"raw", (1, 2), [3], {"k": "v"}), {"n": 1})
+    assert not small((Level.LOW,), {})
+    assert not small(((1, (2,)),), {})                  # two levels deep at most
+    assert not small(("x" * CALL_INLINE_LIMIT,), {})
+    assert not small((), {"big": 10 ** 1000})
+    assert not small((datetime.timedelta(1),), {})
+
+
 def test_a_method_or_a_persistent_argument_has_a_record_of_its_own(db):
     with db.transaction() as conn:
         conn.root()["box"] = box = unit_jobs.Counter()
