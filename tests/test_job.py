@@ -519,7 +519,7 @@ def test_a_put_writes_no_live_state_until_one_is_needed(db):
         oid = job._p_oid
     written = _classes_written_last(db)
     assert "LiveState" not in written
-    assert written.count("Job") == 1 and written.count("Call") == 1
+    assert written.count("Job") == 1 and "Call" not in written   # a small call: inline
     with _fresh(db) as conn:
         job = conn.get(oid)
         # read as before: the defaults, no annotations, nothing written
@@ -552,9 +552,12 @@ def test_a_job_stores_no_defaults_through_put_run_and_completion(db):
         job = conn.get(oid)
         job._p_activate()
         state = job.__getstate__()
-        for name in ("begin_by", "priority", "_failure", "_live"):
+        for name in ("begin_by", "priority", "_failure", "_live", "_created_at_us",
+                     "_call", "_callable_name", "_args_summary", "kwargs"):
             assert name not in state
         assert job.begin_by is None and job.priority == 0 and job.failure is None
+        # its first status's time
+        assert job.created_at == job.status_history[0][1] and job.created_at is not None
         assert job.succeeded and job.result == 3 and job.ended_at is not None
     with db.transaction() as conn:       # put with the options: stored
         job = zasync.get_queue(conn).put(

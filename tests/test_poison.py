@@ -193,7 +193,8 @@ def test_a_job_stored_with_its_call_inline_still_runs(db):
     callable and arguments in their own state."""
     job = zasync.Job(examples.add, 2, 3)
     state = job.__getstate__()
-    del state["_call"], state["_callable_name"]
+    for name in ("_call", "_callable_name", "_callable_ref"):
+        state.pop(name, None)
     state.update(callable=examples.add, args=(2, 3), kwargs={})
     old = zasync.Job.__new__(zasync.Job)
     old.__setstate__(state)
@@ -205,6 +206,137 @@ def test_a_job_stored_with_its_call_inline_still_runs(db):
     with zasync.Dispatcher(db, threads=1, poll_interval=0.05):
         wait_until(lambda: _look(db, job_id, lambda job: job.status == COMPLETED))
     assert _look(db, job_id, lambda job: job.result) == 5
+
+
+def _written_last(db):
+    """The classes of the records the database's last transaction wrote."""
+    from ZODB.utils import get_pickle_metadata
+    last = db.storage.lastTransaction()
+    return sorted(get_pickle_metadata(record.data)[1]
+                  for txn in db.storage.iterator(last, last) for record in txn)
+
+
+def test_a_small_call_is_kept_in_the_jobs_own_record(db):
+    """A callable found by its name with a few plain arguments costs
+    nothing to rewrite: a put writes the job and its inbox lane, no `Call`
+    record (issue 19)."""
+    job_id = _put(db, examples.add, 2, b=3)
+    assert _written_last(db) == ["Job", "JobSet"]
+    conn = db.open()
+    try:
+        job = zasync.get_queues(conn).find_job(job_id)
+        assert job._call is None
+        assert job.callable is examples.add
+        assert (job.args, job.kwargs) == ((2,), {"b": 3})
+        assert job.callable_name == "zasync.cli.examples.add"
+        assert job.args_summary == "2, b=3"
+    finally:
+        conn.close()
+    builtin = _put(db, len, ["x", "y"])
+    assert _written_last(db) == ["Job", "JobSet"]
+    assert _look(db, builtin, lambda job: (job.callable, job.callable_name)) == (len, "len")
+    with zasync.Dispatcher(db, threads=1, poll_interval=0.05):
+        for done in (job_id, builtin):
+            wait_until(lambda: _look(db, done, lambda job: job.status == COMPLETED))
+    assert _look(db, job_id, lambda job: job.result) == 5
+    assert _look(db, builtin, lambda job: job.result) == 2
+
+
+@pytest.mark.parametrize("args", [
+    ("x" * 1000, "y"),                               # big
+    (datetime.date(2026, 1, 1), 1),                  # not a plain value
+    ([list(range(100))], 1),                         # many items
+])
+def test_a_call_that_is_not_small_has_a_record_of_its_own(db, args):
+    _put(db, examples.add, *args)
+    assert _written_last(db) == ["Call", "Job", "JobSet"]
+
+
+def test_only_plain_values_of_exact_types_are_small():
+    """A subclass of a plain type pickles by its class's name, which a
+    worker may lack: such an argument keeps the call in a record."""
+    import enum
+    from zasync.job.call import CALL_INLINE_LIMIT, small
+
+    class Level(enum.IntEnum):
+        LOW = 1
+
+    assert small((1, 2.5, True, None, "text", b"raw", (1, 2), [3], {"k": "v"}), {"n": 1})
+    assert not small((Level.LOW,), {})
+    assert not small(((1, (2,)),), {})                  # two levels deep at most
+    assert not small(("x" * CALL_INLINE_LIMIT,), {})
+    assert not small((), {"big": 10 ** 1000})
+    assert not small((datetime.timedelta(1),), {})
+
+
+def test_a_method_or_a_persistent_argument_has_a_record_of_its_own(db):
+    with db.transaction() as conn:
+        conn.root()["box"] = box = unit_jobs.Counter()
+        conn.root()["doubler"] = doubler = unit_jobs.Doubler()
+        queue = zasync.get_queue(conn)
+        ids = [queue.put(unit_jobs.count_of, box).id, queue.put(doubler, 2).id,
+               queue.put(box.increment).id]
+    for job_id in ids:
+        assert _look(db, job_id, lambda job: job._call is not None)
+
+
+def test_a_job_stored_with_a_call_record_for_a_small_call_still_runs(db):
+    """Jobs stored before small calls were kept inline have a `Call`."""
+    job = zasync.Job(examples.add, 2, 3)
+    state = job.__getstate__()
+    for name in ("_callable_ref", "args", "kwargs"):
+        state.pop(name, None)
+    state.update(_call=Call(examples.add, (2, 3), {}), _callable_name="zasync.cli.examples.add",
+                 _args_summary="2, 3")
+    old = zasync.Job.__new__(zasync.Job)
+    old.__setstate__(state)
+    with db.transaction() as conn:
+        zasync.get_queue(conn).put(old)
+        job_id = old.id
+    assert "Call" in _written_last(db)
+    with zasync.Dispatcher(db, threads=1, poll_interval=0.05):
+        wait_until(lambda: _look(db, job_id, lambda job: job.status == COMPLETED))
+    assert _look(db, job_id, lambda job: (job.result, job.args_summary)) == (5, "2, 3")
+
+
+VANISHING = '''\
+def work(number):
+    return number + 1
+'''
+
+
+def test_a_small_call_of_code_this_process_lacks_fails_its_attempt(tmp_path, monkeypatch):
+    """Kept by name, a callable this process cannot import loads as
+    ZODB's placeholder, as from a `Call` record: the job is claimed, its
+    attempt fails with `MissingCodeError` naming the module, and a process
+    without the code still cancels it."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "vanishing.py").write_text(VANISHING)
+    monkeypatch.syspath_prepend(str(code))
+    import vanishing
+    path = str(tmp_path / "Data.fs")
+    db = zasync.open_db(path)
+    zasync.install(db)
+    job_id = _put(db, vanishing.work, 1)
+    assert _written_last(db) == ["Job", "JobSet"]
+    db.close()
+    monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(code)])
+    monkeypatch.delitem(sys.modules, "vanishing")
+    db = zasync.open_db(path)
+    try:
+        with zasync.Dispatcher(db, threads=1, poll_interval=0.05):
+            failure, _ = wait_until(lambda: _attempted(db, job_id),
+                                    what="the job of missing code to fail an attempt")
+        assert failure.check(MissingCodeError) is not None, failure
+        assert "cannot import vanishing.work" in failure.message
+        assert "No module named 'vanishing'" in failure.message
+        with db.transaction() as conn:
+            assert zasync.get_queues(conn).find_job(job_id).cancel()
+        assert _look(db, job_id, lambda job: job.cancelled)
+    finally:
+        db.close()
 
 
 def test_a_big_argument_is_stored_once(tmp_path):

@@ -96,3 +96,41 @@ def test_a_watch_is_dropped_after_its_database_closed(tmp_path):
     db.close()
     wakeup.unwatch(db, handle)
     assert handle not in wakeup._watches.get(handle.adapter, [])
+
+
+class _Waiter:
+    def __init__(self):
+        self.woken = 0
+
+    def wake(self):
+        self.woken += 1
+
+
+def test_a_put_wakes_this_processs_waiters_and_adds_nothing_to_a_commit_without_them(
+        db, monkeypatch):
+    """A put's commit wakes the waiters of `zasync.queue.wake` (a
+    dispatcher, the eager mode); with none, the put gives its transaction
+    no after-commit hook, whose call would cost the commit an abort of
+    each of its resources (issue 19)."""
+    import transaction
+    import zope.event
+    from zasync.queue import wake
+    monkeypatch.setattr(zope.event, "subscribers", [])   # (nor events to send)
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        zasync.get_queue(conn).put(zasync.Job(len, "x"))
+        assert list(tm.get().getAfterCommitHooks()) == []
+        tm.commit()
+        waiter = _Waiter()
+        wake.register(waiter)
+        try:
+            zasync.get_queue(conn).put(zasync.Job(len, "y"))
+            assert waiter.woken == 0
+            tm.commit()
+            assert waiter.woken == 1
+        finally:
+            wake.unregister(waiter)
+    finally:
+        tm.abort()
+        conn.close()

@@ -1,4 +1,4 @@
-"""What a job calls and what it returned, each in a record of its own.
+"""What a job calls and what it returned: records of their own, unless small.
 
 A job's record is written at every change of its status (put, claim,
 start, each attempt, completion, dismissal).  Were its callable and
@@ -15,6 +15,16 @@ stores without loading them.
 (An earlier design stored the callable's pickle as bytes in the job, to be
 unpickled by the worker; it was rejected: persistent arguments must stay
 references that ZODB resolves, and the pickle would still be rewritten.)
+
+A small call, though, costs nothing to rewrite, and a record of its own
+was a third of what a put wrote and of its CPU time (issue 19).  A
+callable found by its name (a module-level function or class, a builtin)
+with arguments of plain values under `CALL_INLINE_LIMIT` bytes (`small`)
+stays in the job's record: the callable as its name, a string, resolved
+when the job runs (`resolve`), so that a process without its code still
+writes the job, and the arguments as they are, which cannot be a class
+this process lacks.  Jobs stored before keep their `Call`, or (older
+still) their callable itself in their state.
 """
 
 import importlib
@@ -22,7 +32,7 @@ import os
 import reprlib
 
 import persistent
-from ZODB.broken import Broken
+from ZODB.broken import Broken, find_global
 
 from zasync.interfaces import MissingCodeError
 
@@ -39,6 +49,76 @@ class Call(persistent.Persistent):
         self.callable = callable
         self.args = tuple(args)
         self.kwargs = dict(kwargs)
+
+
+#: Bytes (about) of plain values a call kept in the job's record may hold.
+CALL_INLINE_LIMIT = 256
+_SCALARS = (type(None), bool, int, float)
+
+
+def _room_left(value, room, depth):
+    """`room` less what `value` takes in a pickle, or -1 unless it is a
+    plain value (None, bool, int, float, str, bytes, and tuples, lists and
+    dicts of them, two deep): exact types, as a subclass is pickled by a
+    class name that another process may lack."""
+    kind = value.__class__
+    if kind is str or kind is bytes:
+        return room - len(value) - 4
+    if kind in _SCALARS:
+        return room - (2 + value.bit_length() // 8 if kind is int else 9)
+    if depth >= 2:
+        return -1
+    if kind is tuple or kind is list:
+        room -= 2
+        for item in value:
+            room = _room_left(item, room, depth + 1)
+            if room < 0:
+                return -1
+        return room
+    if kind is dict:
+        room -= 2
+        for key, item in value.items():
+            room = _room_left(item, _room_left(key, room, depth + 1), depth + 1)
+            if room < 0:
+                return -1
+        return room
+    return -1
+
+
+def small(args, kwargs):
+    """Whether these arguments are plain values small enough to keep in
+    the job's record (see the module's docstring)."""
+    room = CALL_INLINE_LIMIT
+    for arg in args:
+        room = _room_left(arg, room, 1)
+        if room < 0:
+            return False
+    for name, arg in kwargs.items():
+        room = _room_left(arg, room - len(name) - 4, 1)
+        if room < 0:
+            return False
+    return True
+
+
+def resolve(reference):
+    """What a 'module:qualname' reference names, as loading a pickle that
+    names it gives it: ZODB's placeholder class (`ZODB.broken.Broken`) if
+    this process cannot import it."""
+    module, _, qualname = reference.partition(":")
+    head, *rest = qualname.split(".")
+    found = find_global(module, head)
+    try:
+        for name in rest:       # (a nested class's own, or a staticmethod)
+            found = getattr(found, name)
+    except AttributeError:
+        return find_global(module, qualname)    # a placeholder named in full
+    return found
+
+
+def reference_name(reference):
+    """The callable's name as `zasync.job.storable.describe` gives it."""
+    module, _, qualname = reference.partition(":")
+    return qualname if module == "builtins" else f"{module}.{qualname}"
 
 
 #: Characters kept of a job's arguments in its own record (`summarize`).

@@ -205,6 +205,12 @@ def _notify_if_committed(committed, event):
         notify(event)
 
 
+def wanted():
+    """Whether an event sent now would reach a subscriber (else making it
+    can be spared)."""
+    return bool(zope.event.subscribers)
+
+
 def notify_after_commit(txn, event, once=None):
     """Send `event` once `txn` has committed; never if it aborts.
 

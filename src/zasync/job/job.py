@@ -75,7 +75,8 @@ def new_job_id():
             _last_id_ms = ms
             _id_counter = 0
         counter = _id_counter
-    return f"{ms:011x}{counter & 0xff:02x}{random.getrandbits(28):07x}"
+    # the three fields (11, 2 and 7 hex digits) formatted at once
+    return f"{(ms << 36) | ((counter & 0xff) << 28) | random.getrandbits(28):020x}"
 
 
 def _merge_live_states(old, saved, new):
@@ -209,10 +210,14 @@ class Job(persistent.Persistent):
 
     _result = None       # the value, or a `zasync.job.call.Result` holding it
     _failure = None
-    # What it calls: a `zasync.job.call.Call`, written once.  None in a job
-    # stored before calls had a record of their own, whose callable, args
-    # and kwargs are in its own state (read by the properties below).
+    # What it calls: a `zasync.job.call.Call`, written once; or, for a
+    # small call, `_callable_ref` ('module:qualname') with `args` and
+    # `kwargs` in the job's own state (each left out when empty).  Neither
+    # in a job stored before calls had a record of their own, whose
+    # callable, args and kwargs are in its own state.  (Read by the
+    # properties below.)
     _call = None
+    _callable_ref = None
     _callable_name = None
     _args_summary = None     # None in a job stored before it was kept
     _queue = None
@@ -221,7 +226,6 @@ class Job(persistent.Persistent):
     dispatcher_id = None
     _status = NEW
     _created_at_us = _begin_after_us = _started_at_us = _ended_at_us = None
-    created_at = _moment("created_at", "When the job was made.")
     begin_after = _moment("begin_after", "When it falls due.")
     started_at = _moment("started_at", "When its last attempt started.")
     ended_at = _moment("ended_at", "When it ended.")
@@ -257,14 +261,25 @@ class Job(persistent.Persistent):
             raise ConfigurationError(
                 f"Job({callable!r}): a job is not the callable of another job; "
                 f"put it (queue.put(job)) or return it from a job to wait for it")
-        check_call(callable, args, kwargs)
+        reference = storable.reference(callable) if calls.small(args, kwargs) else None
+        if reference is None:
+            check_call(callable, args, kwargs)
+        # (else nothing to check: found by its name, with plain arguments)
         self.id = new_job_id()
-        self._call = calls.Call(callable, args, kwargs)
-        self._callable_name = storable.describe(callable)
-        self._args_summary = calls.summarize(args, kwargs)
-        self.created_at = clock.now()
-        self._status = NEW
-        self._history = ((NEW, self._created_at_us, None),)
+        if reference is None:
+            self._call = calls.Call(callable, args, kwargs)
+            self._callable_name = storable.describe(callable)
+            self._args_summary = calls.summarize(args, kwargs)
+        else:
+            # its name and summary are made from these when read
+            self._callable_ref = reference
+            if args:
+                self.__dict__["args"] = tuple(args)
+            if kwargs:
+                self.__dict__["kwargs"] = dict(kwargs)
+        # (`created_at` is the time of this first status: stored apart
+        # too, it cost each write of the job a key and a value)
+        self._history = ((NEW, clock.to_micros(clock.now()), None),)
 
     @property
     def _live(self):
@@ -308,6 +323,14 @@ class Job(persistent.Persistent):
     # -- reading ---------------------------------------------------------
 
     @property
+    def created_at(self):
+        """When the job was made."""
+        micros = self._created_at_us     # a job stored before: its own
+        if micros is None:
+            micros = self._history[0][1] if self._history else None
+        return None if micros is None else clock.from_micros(micros)
+
+    @property
     def status_history(self):
         """(status, aware datetime, dispatcher id or None) for each change."""
         return tuple((status, clock.from_micros(micros), by)
@@ -333,9 +356,14 @@ class Job(persistent.Persistent):
 
     @property
     def callable(self):
-        """What the job calls (loading its `Call` record)."""
+        """What the job calls (loading its `Call` record, or importing it)."""
         call = self._call
-        return self._inline("callable", None) if call is None else call.callable
+        if call is not None:
+            return call.callable
+        reference = self._callable_ref
+        if reference is not None:
+            return calls.resolve(reference)
+        return self._inline("callable", None)
 
     @property
     def args(self):
@@ -351,12 +379,20 @@ class Job(persistent.Persistent):
     def callable_name(self):
         # kept in the job's record: naming the job loads no `Call`
         name = self._callable_name
-        return storable.describe(self.callable) if name is None else name
+        if name is not None:
+            return name
+        reference = self._callable_ref
+        if reference is not None:
+            return calls.reference_name(reference)
+        return storable.describe(self.callable)
 
     @property
     def args_summary(self):
         # kept in the job's record: listing or filing the job loads no `Call`
-        return self._args_summary
+        summary = self._args_summary
+        if summary is None and self._callable_ref is not None:
+            return calls.summarize(self.args, self.kwargs)   # its record has them
+        return summary
 
     @property
     def result(self):

@@ -6,6 +6,7 @@ import importlib
 import inspect
 import io
 import pickle
+import sys
 import types
 
 import persistent
@@ -15,7 +16,8 @@ from zasync.interfaces import UnstorableError
 
 
 def _lookup(module_name, qualname):
-    module = importlib.import_module(module_name)
+    # (most often imported already: sys.modules spares import_module's work)
+    module = sys.modules.get(module_name) or importlib.import_module(module_name)
     found = module
     for part in qualname.split("."):
         found = getattr(found, part)
@@ -32,6 +34,22 @@ def _findable_by_name(obj):
         return _lookup(module_name, qualname) is obj
     except Exception:
         return False
+
+
+def reference(obj):
+    """'module:qualname' of a module-level function or class or a builtin,
+    which pickle would store by that name; None for any other callable
+    (methods, persistent objects, callable instances, lambdas, nested
+    functions) and for one not found again under its name."""
+    if isinstance(obj, persistent.Persistent) or not isinstance(
+            obj, (types.FunctionType, types.BuiltinFunctionType, type)):
+        return None
+    self = getattr(obj, "__self__", None)
+    if self is not None and not inspect.ismodule(self):
+        return None     # a method of a builtin object
+    if not _findable_by_name(obj):
+        return None
+    return f"{obj.__module__}:{obj.__qualname__}"
 
 
 def describe(obj):

@@ -131,9 +131,11 @@ def _group(step, kind, jobs, postprocess):
 
 def group_kind(job):
     """'serial' or 'parallel' for a group's job, else None."""
-    name = getattr(job, "_callable_name", None)
-    if name is not None and not name.endswith(("._serial_step", "._parallel_step")):
-        # named in the job's record: its call (maybe huge) stays unloaded
+    named = (getattr(job, "_callable_name", None) is not None
+             or getattr(job, "_callable_ref", None) is not None)
+    if named and not job.callable_name.endswith(("._serial_step", "._parallel_step")):
+        # named in the job's record: its call (maybe huge) stays unloaded,
+        # its callable unimported
         return None
     return {_serial_step: "serial", _parallel_step: "parallel"}.get(job.callable)
 

@@ -284,9 +284,10 @@ class Claiming:
             # whole claim's commit, again at every claim, if this process
             # cannot import the callable.  Leave it pending for a worker
             # that can.  (Newer jobs are written without loading their
-            # call, and a missing callable fails their attempt instead.)
+            # call, or keep their callable by name, and a missing callable
+            # fails their attempt instead.)
             missing = (unimportable(job) if job._status == PENDING and job._call is None
-                       else None)
+                       and job._callable_ref is None else None)
             if missing is not None:
                 _say_unimportable(dispatcher_id, job, missing)
                 if self.quotas:

@@ -47,6 +47,7 @@ from zasync.queue import instance
 from zasync.queue import wake
 from zasync.queue.claim import Claiming, pending_key
 from zasync.job.context import captured_on_put
+from zasync.job.job import Job
 # PUT_OPTIONS stays a name of this module, where it was defined before.
 from zasync.job.options import (  # noqa: F401
     PUT_OPTIONS, check_priority, check_retry_policy, split_put_arguments)
@@ -124,9 +125,12 @@ class Queue(Claiming, persistent.Persistent):
 
     def put(self, job, *args, **kwargs):
         """See `IQueue`."""
-        from zasync.job.job import Job
-        options, kwargs = split_put_arguments(job, args, kwargs)
-        if not IJob.providedBy(job):
+        is_job = job.__class__ is Job or IJob.providedBy(job)
+        if kwargs or (args and is_job):
+            options, kwargs = split_put_arguments(job, args, kwargs)
+        else:
+            options = {}    # no option given, nothing to refuse
+        if not is_job:
             job = Job(job, *args, **kwargs)
         return self._put(job, **options)
 
@@ -150,12 +154,22 @@ class Queue(Claiming, persistent.Persistent):
             raise JobStateError(
                 f"job {job.id} belongs to another connection than {self!r}")
         now = clock.now()
-        begin_after = now if begin_after is None else clock.aware(begin_after, "begin_after")
-        begin_by = clock.duration(begin_by, "begin_by")
-        priority = check_priority(priority)
-        quotas = self._check_quota_names(quotas)
-        timeout = _check_timeout(timeout)
-        check_retry_policy(retry_policy)
+        # (each check only for an option given: a put without options is
+        # most of them, and calls add up)
+        if begin_after is None:
+            begin_after = now
+        else:
+            begin_after = clock.aware(begin_after, "begin_after")
+        if begin_by is not None:
+            begin_by = clock.duration(begin_by, "begin_by")
+        if priority.__class__ is not int or priority:
+            priority = check_priority(priority)
+        if quotas.__class__ is not tuple or quotas:
+            quotas = self._check_quota_names(quotas)
+        if timeout is not None:
+            timeout = _check_timeout(timeout)
+        if retry_policy is not None:
+            check_retry_policy(retry_policy)
         if key is not None:
             holder = self.get_by_key(check_key(key))
             if holder is not None:
@@ -190,8 +204,15 @@ class Queue(Claiming, persistent.Persistent):
         else:
             self._add_to_inbox(job)
         txn = jar.transaction_manager.get()
-        events.notify_after_commit(txn, events.JobPut(job))
-        txn.addAfterCommitHook(wake.after_commit)
+        if events.wanted():
+            events.notify_after_commit(txn, events.JobPut(job))
+        if wake.waiting():
+            # (not otherwise: calling any after-commit hook costs the
+            # commit an abort of each of its resources, a tenth of a put's
+            # instructions.  A waiter registered meanwhile is a dispatcher
+            # starting, which claims what was committed, or hears of it
+            # through invalidations, or at its next poll.)
+            txn.addAfterCommitHook(wake.after_commit)
         return job
 
     def _add_to_inbox(self, job):

@@ -29,6 +29,11 @@ def unregister(waiter):
         _waiters.discard(waiter)
 
 
+def waiting():
+    """Whether a waiter is registered now (no lock: a glance)."""
+    return bool(_waiters)
+
+
 def waiters():
     """The waiters registered now, in a list."""
     with _lock:
@@ -44,5 +49,5 @@ def wake_all():
 def after_commit(committed):
     """An after-commit hook (`transaction`'s ``addAfterCommitHook``) that
     wakes the waiters if the transaction committed."""
-    if committed:
+    if committed and waiting():
         wake_all()
