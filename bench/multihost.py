@@ -229,8 +229,9 @@ def print_table(args, results):
 def main(argv=None):
     args = parse_args(argv)
     from zasync.netns import Hosts, check_forwarding, check_permitted
-    why_not = check_permitted() or ("relstorage" in args.storages and not args.direct
-                                    and check_forwarding())
+    why_not = check_permitted()
+    if why_not is None and "relstorage" in args.storages and not args.direct:
+        why_not = check_forwarding()
     if why_not is not None:
         sys.exit(f"bench/multihost.py: {why_not} (run it as root)")
     install_signal_handlers()
