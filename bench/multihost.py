@@ -6,11 +6,11 @@ PostgreSQL at 127.0.0.1:5432, printed side by side.
     sudo .venv/bin/python bench/multihost.py              # ~6 minutes on 2 cores
     .venv/bin/python bench/multihost.py --repeats 5 --jobs 3000 --job-ms 5
 
-Needs root (``ip netns``) and, for RelStorage, PostgreSQL on 127.0.0.1:5432
-with trust authentication for user postgres.  The database servers stay in
-the root namespace: the ZEO server listens on the bridge's address; the
-workers reach PostgreSQL through `zasync.netns.Relay` on that address (one
-more hop, which RelStorage's figures pay and ZEO's do not).
+Needs root (``ip netns``) and, for RelStorage, iptables and PostgreSQL on
+127.0.0.1:5432 with trust authentication for user postgres.  The database
+servers stay in the root namespace: the ZEO server listens on the bridge's
+address; the workers reach PostgreSQL through that address too, on a port
+the kernel forwards to 127.0.0.1:5432 (`zasync.netns.Hosts.forward`).
 
 Each run, on a fresh database: N jobs are put from this process (the
 application's host, the root namespace), one per transaction, with no
@@ -61,7 +61,7 @@ def parse_args(argv=None):
                         "(default %(default)s)")
     p.add_argument("--direct", action="store_true",
                    help="run the workers in this namespace on 127.0.0.1 instead, "
-                        "with no namespace, bridge or relay: what those cost")
+                        "with no namespace, bridge or forwarding: what those cost")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder and logs")
     p.add_argument("--log-level", default="WARNING",
                    help="the workers' --log-level (default %(default)s; DEBUG logs "
@@ -90,13 +90,13 @@ class Backend:
     """A fresh database of one kind for one run: `client_uri` for this
     process, `worker_uri` for the hosts; `close` removes it."""
 
-    def __init__(self, kind, scratch, hosts, relay, label):
+    def __init__(self, kind, scratch, hosts, pg_port, label):
         from zasync.testing import ZEOServer
         self.kind, self.scratch = kind, scratch
         self.server = self.database = None
         if kind == "zeo":
             self.server = ZEOServer(os.path.join(scratch.folder(label), "Data.fs"),
-                                    host="127.0.0.1" if relay is None else hosts.server_address)
+                                    host="127.0.0.1" if pg_port is None else hosts.server_address)
             scratch.servers.append(self.server)
             self.server.start()
             self.client_uri = self.worker_uri = self.server.uri
@@ -105,8 +105,8 @@ class Backend:
             from zasync.testing import PostgresDatabase
             self.database = PostgresDatabase("zasync_bench_mh", *PG).create()
             self.client_uri = self.database.uri()
-            self.worker_uri = self.client_uri if relay is None else (
-                self.database.uri(host=hosts.server_address, port=relay.port))
+            self.worker_uri = self.client_uri if pg_port is None else (
+                self.database.uri(host=hosts.server_address, port=pg_port))
             self.logs = scratch.folder(label)
 
     def close(self):
@@ -116,10 +116,10 @@ class Backend:
             self.database.drop()
 
 
-def one_run(args, scratch, hosts, relay, kind, workers, label):
+def one_run(args, scratch, hosts, pg_port, kind, workers, label):
     import zasync
     from zasync.cli.examples import noop
-    backend = Backend(kind, scratch, hosts, relay, label)
+    backend = Backend(kind, scratch, hosts, pg_port, label)
     procs, producer, db = [], None, None
     try:
         db = zasync.open_db(backend.client_uri)
@@ -228,25 +228,27 @@ def print_table(args, results):
 
 def main(argv=None):
     args = parse_args(argv)
-    from zasync.netns import Hosts, Relay, check_permitted
+    from zasync.netns import Hosts, check_forwarding, check_permitted
     why_not = check_permitted()
+    if why_not is None and "relstorage" in args.storages and not args.direct:
+        why_not = check_forwarding()
     if why_not is not None:
         sys.exit(f"bench/multihost.py: {why_not} (run it as root)")
     install_signal_handlers()
     scratch = Scratch(keep=args.keep)
     hosts = Hosts(max(args.workers))
-    relay = None
+    pg_port = None
     results = {kind: {k: [] for k in args.workers} for kind in args.storages}
     try:
         hosts.open()
         if not args.direct:
-            relay = Relay(hosts.server_address, PG[0], PG[1]).start()
+            pg_port = hosts.forward(PG[0], PG[1])
         for index in range(args.repeats):
             for kind in args.storages:
                 for k in args.workers:
                     label = f"{kind}-{k}w-{index + 1}"
                     say(f"run {index + 1}/{args.repeats}: {kind}, {k} worker process(es)")
-                    run = one_run(args, scratch, hosts, relay, kind, k, label)
+                    run = one_run(args, scratch, hosts, pg_port, kind, k, label)
                     a = run["audit"]
                     say(f"  enqueue {run['enqueue_per_s']:.0f}/s, e2e {run['e2e_per_s']:.0f}/s, "
                         f"drain {run['drain_per_s']:.0f}/s; lost {a['lost']}, "
@@ -261,8 +263,6 @@ def main(argv=None):
         return 130
     finally:
         scratch.close()
-        if relay is not None:
-            relay.stop()
         hosts.close()
     return 0
 

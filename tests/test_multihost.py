@@ -2,7 +2,7 @@
 network namespace of its own with its own address (`zasync.netns.Hosts`),
 against a database server in the root namespace: a ZEO server listening
 on the bridge's address, or RelStorage on the PostgreSQL at 127.0.0.1:5432
-reached through `zasync.netns.Relay`.
+reached through a port the kernel forwards (`zasync.netns.Hosts.forward`).
 
 A stream of jobs, each committing a side effect (a persistent counter it
 increments in its own transaction); one host is cut off (its link down
@@ -11,9 +11,10 @@ recover its jobs, every job's side effect is committed exactly once, and
 when its link comes back the host rejoins and takes its share of new work.
 
 Making namespaces needs root.  Where ``ip netns`` is not permitted the
-tests are skipped, saying why; ZASYNC_REQUIRE_NETNS=1 (CI) makes that a
-failure.  The namespaces, the bridge, the relay and the workers are
-removed or ended by their pids whatever happens.
+tests are skipped, saying why, and so are the RelStorage ones where the
+iptables command is missing; ZASYNC_REQUIRE_NETNS=1 (CI) makes that a
+failure.  The namespaces, the bridge, the forwarding rules and the workers
+are removed or ended by their pids whatever happens.
 """
 
 import os
@@ -22,7 +23,7 @@ import time
 import pytest
 
 import zasync
-from zasync.netns import Hosts, Relay, check_permitted
+from zasync.netns import Hosts, check_forwarding, check_permitted
 from zasync.testing import ZEOServer
 
 import recovery_jobs as jobs
@@ -45,25 +46,31 @@ def hosts():
     network namespaces cannot be made, saying why."""
     why_not = check_permitted()
     if why_not is not None:
-        if os.environ.get("ZASYNC_REQUIRE_NETNS") == "1":
-            pytest.fail(f"{why_not}; ZASYNC_REQUIRE_NETNS=1 requires network namespaces")
-        pytest.skip(f"{why_not}; set ZASYNC_REQUIRE_NETNS=1 to fail instead")
+        _skip_or_fail(why_not)
     with Hosts(HOSTS) as made:
         yield made
 
 
-# -- the relay, which needs no namespace -------------------------------------------
+def _skip_or_fail(why_not):
+    if os.environ.get("ZASYNC_REQUIRE_NETNS") == "1":
+        pytest.fail(f"{why_not}; ZASYNC_REQUIRE_NETNS=1 requires network namespaces "
+                    f"and forwarding")
+    pytest.skip(f"{why_not}; set ZASYNC_REQUIRE_NETNS=1 to fail instead")
+
+
+# -- forwarding a loopback port to the hosts ---------------------------------------
 
 @pytest.fixture
 def echo_server():
-    """A TCP server on loopback that sends back what it receives, upper-cased."""
+    """A TCP server on 127.0.0.1 only (as PostgreSQL listens) that sends back
+    what it receives, upper-cased, after the address it came from."""
     import socketserver
     import threading
 
     class Upper(socketserver.StreamRequestHandler):
         def handle(self):
             for line in self.rfile:
-                self.wfile.write(line.upper())
+                self.wfile.write(self.client_address[0].encode() + b" " + line.upper())
 
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Upper)
     server.daemon_threads = True
@@ -75,29 +82,47 @@ def echo_server():
     thread.join(10)
 
 
-def test_the_relay_carries_both_ways_and_on_several_connections(echo_server):
-    import socket
-    with Relay("127.0.0.1", *echo_server) as relay:
-        assert relay.port != echo_server[1]
-        conns = [socket.create_connection(("127.0.0.1", relay.port), timeout=10)
-                 for _ in range(2)]
-        try:
-            big = b"x" * 200_000 + b"\n"
-            for number, conn in enumerate(conns):
-                conn.sendall(b"hello %d\n" % number)
-            for number, conn in enumerate(conns):
-                assert conn.makefile("rb").readline() == b"HELLO %d\n" % number
-            conns[0].sendall(big)
-            reader, received = conns[0].makefile("rb"), b""
-            while not received.endswith(b"\n"):
-                received += reader.readline()
-            assert received == big.upper()
-        finally:
-            for conn in conns:
-                conn.close()
-        pid = relay.process.pid
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)                          # ended and reaped by stop()
+_ASK = """
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as conn:
+    conn.sendall(b"hello\\n")
+    print(conn.makefile("rb").readline().decode().strip())
+"""
+
+
+def _ask_from(hosts, index, port):
+    """What the echo server answers a connection from host `index` to the
+    bridge's address and `port` ("" when it cannot connect)."""
+    import subprocess
+    import sys
+    done = subprocess.run(
+        ["ip", "netns", "exec", hosts.names[index], sys.executable, "-c", _ASK,
+         hosts.server_address, str(port)], capture_output=True, text=True, timeout=30)
+    return done.stdout.strip()
+
+
+def _nat_rules(hosts):
+    import subprocess
+    shown = subprocess.run(["iptables", "-w", "-t", "nat", "-S"], capture_output=True,
+                           text=True, timeout=30).stdout
+    return [line for line in shown.splitlines() if f"zasync-{hosts.tag}" in line]
+
+
+def test_a_loopback_server_is_reached_from_the_hosts_through_the_forwarded_port(
+        hosts, echo_server):
+    why_not = check_forwarding()
+    if why_not is not None:
+        _skip_or_fail(why_not)
+    assert _ask_from(hosts, 0, echo_server[1]) == ""      # 127.0.0.1 only: unreachable
+    port = hosts.forward(*echo_server)
+    assert port == echo_server[1]
+    # from every host, and seen coming from 127.0.0.1, which is what a
+    # server trusting only local connections (pg_hba.conf) accepts
+    assert [_ask_from(hosts, index, port) for index in range(HOSTS)] == [
+        "127.0.0.1 HELLO"] * HOSTS
+    assert _nat_rules(hosts)
+    hosts.close()
+    assert _nat_rules(hosts) == []                        # removed with the hosts
 
 
 def test_hosts_refuse_a_count_that_is_not_a_number_of_hosts():
@@ -118,14 +143,14 @@ def storage(request, hosts, tmp_path):
         finally:
             server.stop()
         return
+    why_not = check_forwarding()
+    if why_not is not None:
+        _skip_or_fail(why_not)
     database = fresh_postgres_database("zasync_test_mh")
-    relay = Relay(hosts.server_address, database.host, database.port)
     try:
-        relay.start()
-        yield (database.uri(),
-               database.uri(host=hosts.server_address, port=relay.port))
+        port = hosts.forward(database.host, database.port)
+        yield (database.uri(), database.uri(host=hosts.server_address, port=port))
     finally:
-        relay.stop()
         database.drop()
 
 
