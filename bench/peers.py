@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 
-from common import HERE, REPO, say
+from common import HERE, REPO, median, say
 
 DEFAULT_SYSTEMS = "zasync huey celery rq dramatiq"
 LINE = re.compile(r"^(\w+) enqueue_per_s=(\S+) e2e_per_s=(\S+) "
@@ -95,8 +95,9 @@ def free_port():
 
 
 def run(scratch, cfg):
-    """Run run_all.sh once per Redis mode of cfg.redis_modes; return
-    ({mode: parsed lines}, {mode: raw text}).
+    """Run run_all.sh `cfg.peer_repeats` times per Redis mode of
+    cfg.redis_modes, the modes interleaved; return ({mode: {system:
+    medians}}, {mode: [raw text of each run]}).
 
     zasync's own bench_zasync.py uses no Redis, so it runs in the first
     mode only: running it again would only measure the same thing twice.
@@ -106,18 +107,54 @@ def run(scratch, cfg):
         raise RuntimeError(f"no run_all.sh in {folder} (set PEERS_DIR)")
     ensure_venv(folder)
     script = mirror(folder, scratch.folder("peers"))
-    parsed, texts = {}, {}
-    for index, mode in enumerate(cfg.redis_modes):
-        systems = cfg.peer_systems.split()
-        if index:
-            systems = [s for s in systems if s != "zasync"]
-        if systems:
-            parsed[mode], texts[mode] = _run_mode(script, folder, cfg, mode, " ".join(systems))
-    return parsed, texts
+    runs, texts = {}, {}
+    for repeat in range(cfg.peer_repeats):
+        for index, mode in enumerate(cfg.redis_modes):
+            systems = cfg.peer_systems.split()
+            if index:
+                systems = [s for s in systems if s != "zasync"]
+            if systems:
+                found, text = _run_mode(script, folder, cfg, mode, " ".join(systems), repeat)
+                runs.setdefault(mode, []).append(found)
+                texts.setdefault(mode, []).append(text)
+    return {mode: medians(found) for mode, found in runs.items()}, texts
 
 
-def _run_mode(script, folder, cfg, mode, systems):
-    results = os.path.join(cfg.results_dir, "peers", mode)
+METRICS = ("enqueue_per_s", "e2e_per_s", "p50_latency_ms", "p95_latency_ms")
+
+
+def medians(runs):
+    """{system: figures} of several run_all.sh runs: each metric's median
+    over the runs that measured it, and the result line rebuilt from them
+    (with the count of runs when more than one)."""
+    systems = list(dict.fromkeys(system for found in runs for system in found))
+    merged = {}
+    for system in systems:
+        mine = [found[system] for found in runs if system in found]
+        figures = {}
+        for metric in METRICS:
+            values = [f[metric] for f in mine if f.get(metric) is not None]
+            figures[metric] = median(values) if values else None
+        figures["runs"] = [f.get(metric) for f in mine for metric in ("e2e_per_s",)]
+        if len(mine) == 1:
+            figures["line"] = mine[0]["line"]
+        else:
+            figures["line"] = system + "".join(
+                f" {metric}={'NA' if figures[metric] is None else _fmt(figures[metric])}"
+                for metric in METRICS) + (
+                f"   (median of {len(mine)} runs; e2e each: "
+                + ", ".join("NA" if v is None else _fmt(v) for v in figures["runs"]) + ")")
+        merged[system] = figures
+    return merged
+
+
+def _fmt(value):
+    return f"{value:.2f}" if value < 100 else f"{value:.0f}"
+
+
+def _run_mode(script, folder, cfg, mode, systems, repeat=0):
+    results = os.path.join(cfg.results_dir, "peers", mode
+                           + (f"-{repeat + 1}" if cfg.peer_repeats > 1 else ""))
     os.makedirs(results, exist_ok=True)
     env = dict(os.environ, BENCH_SYSTEMS=systems, BENCH_RESULTS_DIR=results,
                BENCH_JOBS=str(cfg.jobs), BENCH_LAT_JOBS=str(cfg.lat_jobs),

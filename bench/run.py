@@ -64,6 +64,10 @@ def parse_args(argv=None):
                    help="Redis modes the peers run on, one run_all.sh each, of "
                         + ",".join(peers.REDIS_MODES) + " (default: both, printed side by "
                         "side: 'durable' fsyncs every write as ZODB does)")
+    p.add_argument("--peer-repeats", type=int, default=1, metavar="N",
+                   help="runs of run_all.sh per Redis mode, the modes interleaved; "
+                        "each figure is the median of the runs (default %(default)s; "
+                        "issue 19's ratios want >= 3)")
     p.add_argument("--peer-timeout", type=int, default=300, metavar="SECONDS",
                    help="run_all.sh's time budget per system, BENCH_TIMEOUT_S, unless set "
                         "(default %(default)s; theirs is 120)")
@@ -120,10 +124,11 @@ def parse_args(argv=None):
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if set(modes) - set(e2e.MODES):
         p.error(f"--modes: expected some of {e2e.MODES}")
-    for name in ("jobs", "lat_jobs", "threads", "e2e_repeats", "repeats", "raw_commits",
-                 "scale_jobs", "scale_small", "scale_ops", "scale_rounds", "scale_batch"):
+    for name in ("jobs", "lat_jobs", "threads", "e2e_repeats", "peer_repeats", "repeats",
+                 "raw_commits", "scale_jobs", "scale_small", "scale_ops", "scale_rounds",
+                 "scale_batch"):
         if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be 1 or more")
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: expected 1 or more")
     redis_modes = [m.strip() for m in args.redis_modes.split(",") if m.strip()]
     if not redis_modes or set(redis_modes) - set(peers.REDIS_MODES):
         p.error(f"--redis-modes: {args.redis_modes!r}: expected some of "
