@@ -18,7 +18,7 @@ from ZODB.POSException import ConflictError
 from zope.interface import implementer
 
 from zasync.job import call as calls
-from zasync.job import clock, events, local, storable, waiting
+from zasync.job import clock, events, ledger, local, storable, waiting
 from zasync.job.failure import Failure
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, STATUSES,
@@ -225,7 +225,8 @@ class Job(persistent.Persistent):
     begin_after = _moment("begin_after", "When it falls due.")
     started_at = _moment("started_at", "When its last attempt started.")
     ended_at = _moment("ended_at", "When it ended.")
-    # (status, microseconds, dispatcher id) for each change; see status_history
+    # (status, microseconds, dispatcher id) for each change, kept as one
+    # string (see `zasync.job.ledger`); see status_history
     _history = ()
     begin_by = None
     retry_policy = None
@@ -311,7 +312,7 @@ class Job(persistent.Persistent):
     def status_history(self):
         """(status, aware datetime, dispatcher id or None) for each change."""
         return tuple((status, clock.from_micros(micros), by)
-                     for status, micros, by in self._history)
+                     for status, micros, by in ledger.entries(self._history))
 
     @property
     def status(self):
@@ -444,7 +445,8 @@ class Job(persistent.Persistent):
         assert status in STATUSES, status
         when = when or clock.now()
         self._status = status
-        self._history = self._history + ((status, clock.to_micros(when), dispatcher_id),)
+        self._history = ledger.append(self._history, status, clock.to_micros(when),
+                                      dispatcher_id)
         return when
 
     def _start(self, dispatcher_id=None, when=None):
@@ -488,7 +490,7 @@ class Job(persistent.Persistent):
         own record is written by the transaction that ends it)."""
         live = self._live
         live.started_at = when
-        live.started_for = self._history[-1][1]
+        live.started_for = ledger.last_micros(self._history)
 
     def _started_ahead(self):
         """When this assigned job started, if its worker said so for the
@@ -496,7 +498,7 @@ class Job(persistent.Persistent):
         if self._status != ASSIGNED:
             return None
         live = self._live
-        if live.started_for != self._history[-1][1]:
+        if live.started_for != ledger.last_micros(self._history):
             return None
         return live.started_at
 
