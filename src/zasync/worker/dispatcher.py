@@ -758,10 +758,9 @@ def _ahead_below_backlog(agent, pending, held):
     another worker sits idle.  For one of short jobs (`short`, see
     `IAgent`), as many as leave it holding ahead no more than stay pending
     beyond two per thread: the rest, and the two, stay for other workers.
-    Taking
-    none left the end of every drain of short jobs, twice an agent's
-    prefetch (260 jobs for two threads), claimed one job per free thread
-    per cycle, each cycle a commit: two thirds of the cycles of a
+    Taking none left the end of every drain of short jobs, twice an
+    agent's prefetch (260 jobs for two threads), claimed one job per free
+    thread per cycle, each cycle a commit: two thirds of the cycles of a
     3,000-job drain, an eighth of its CPU (`bench/cost.py`).  (Agents
     written before `short` was asked for count as long.)
     """
