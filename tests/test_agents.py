@@ -1,10 +1,13 @@
 """Agents claim by their own load: a busy worker leaves new jobs to an idle
 one, a filter keeps an agent to the jobs it accepts, and jobs are taken
-ahead of free threads only under a backlog.
+ahead of free threads under a backlog (below one, for short jobs only, no
+more than stay pending).
 
 The first two scenarios run two ``zasync worker`` processes on a real ZEO
 server; the third watches one in-process dispatcher on FileStorage.
 """
+
+import time
 
 import pytest
 
@@ -216,3 +219,40 @@ def test_under_a_backlog_a_worker_takes_up_to_its_prefetch_ahead(
     assert claimed[second.id] < released_at <= started.started_at <= started.ended_at
     statuses = [status for status, _, _ in started.status_history]
     assert statuses == [NEW, PENDING, ASSIGNED, ACTIVE, COMPLETED]
+
+
+@pytest.mark.parametrize("recent, held", [
+    # short jobs: the free thread's job, and as many ahead as stay pending
+    # beyond two: 3 of the 9 left, and 6 stay (no later claim takes them)
+    (0.001, 1 + 3),
+    # long jobs (or none run yet): only the free thread's
+    (0.5, 1), (None, 1),
+])
+def test_below_a_backlog_a_worker_of_short_jobs_takes_half_the_rest_ahead(
+        db, local_producer, local_viewer, recent, held):
+    # 10 jobs are no backlog for Agent(1, prefetch=8) (twice 9 would be).
+    # Taking none ahead left the end of every drain of short jobs claimed
+    # a job per thread per commit; taking half leaves the rest to others.
+    name = unique("below-backlog")
+    meeting = scenario_jobs.rendezvous(name)
+    jobs = [local_producer.put(zasync.Job(scenario_jobs.pause, name, n))
+            for n in range(10)]
+    agent = zasync.Agent(1, prefetch=8)
+    agent._recent = recent      # as if it had run such jobs
+    assert agent.short == (recent is not None and recent < 0.02)
+    dispatcher = zasync.Dispatcher(db, agents=[agent], poll_interval=0.05)
+    with dispatcher:
+        try:
+            assert meeting.wait_arrived(count=1)
+            assert len(_held(local_viewer, dispatcher.id)) == held
+            time.sleep(0.2)     # four more polls: none takes more
+            assert len(_held(local_viewer, dispatcher.id)) == held
+            statuses = [local_viewer.get(job).status for job in jobs]
+            assert statuses.count(ASSIGNED) == held - 1
+            assert statuses.count(PENDING) == 10 - held
+        finally:
+            meeting.release()
+        done = local_viewer.wait_completed(jobs, timeout=scenario_jobs.TIMEOUT * 3)
+    assert sorted(job.result for job in done) == list(range(10))
+    assert scenario_jobs.calls[name] == 10
+    assert {job.attempt_count for job in done} == {1}

@@ -101,6 +101,31 @@ def test_gather_waits_at_most_gather_seconds(db, monkeypatch):
     assert 0.2 <= time.monotonic() - began < LONG / 4
 
 
+def holding(db, ahead):
+    """A dispatcher (not started) whose one agent of 2 threads and a
+    prefetch of 8 has both threads busy and `ahead` jobs waiting."""
+    agent = Agent(2, prefetch=8)
+    dispatcher = zasync.Dispatcher(db, agents=[agent])
+    for number in range(2 + ahead):
+        agent.submit(b"\0" * 8, f"job-{number}", ahead=number >= 2)
+    assert agent.free == 0
+    return dispatcher
+
+
+def test_gather_waits_until_a_quarter_of_the_prefetch_is_left_ahead(db, monkeypatch):
+    # Three of eight still held ahead: results and room go on gathering,
+    # so that the next cycle claims six of the eight.
+    monkeypatch.setattr(dispatcher_module, "GATHER_SECONDS", 0.2)
+    began = time.monotonic()
+    holding(db, 3)._gather()
+    assert time.monotonic() - began >= 0.2
+    # Two: the cycle comes at once, while the threads still have work.
+    monkeypatch.setattr(dispatcher_module, "GATHER_SECONDS", LONG)
+    began = time.monotonic()
+    holding(db, 2)._gather()
+    assert time.monotonic() - began < LONG / 4
+
+
 def test_a_backlog_drains_exactly_once(db):
     """The gathering changes when results commit, not what: each of a
     backlog's jobs completes once with its own result."""

@@ -330,3 +330,48 @@ def test_completed_jobs_not_filed_yet_are_found_by_callable_and_words(db):
                   {"q": "cancelled"}, {"status": "completed", "q": "quok*"}):
         found = app.get("/api/jobs", query).json
         assert sorted(job["id"] for job in found["jobs"]) == sorted(ids), query
+
+
+def test_the_words_of_a_callables_name_are_found_through_the_names_index(db):
+    # Every job of one callable shares its name's words: kept as (word, id)
+    # keys they were most of what a filing wrote, a bucket rewritten per
+    # word and filing.  The index of names finds them instead.
+    later = datetime.datetime.now(datetime.timezone.utc) + LATER
+    ids = [put(db, web_jobs.fail, f"fig{n}", begin_after=later) for n in range(3)]
+    with db.transaction() as conn:
+        queue = zasync.get_queue(conn)
+        for job_id in ids:
+            queue.get(job_id).cancel()
+    with db.transaction() as conn:
+        zasync.get_queue(conn).claim("keeper", count=0)
+    with db.transaction() as conn:
+        history = zasync.get_queue(conn).history
+        kept = {word for word, _ in history._words}
+        assert "fig1" in kept and not kept & {"web_jobs", "fail"}
+        assert history.ids_with_word("web_jobs") == set(ids)
+        assert history.ids_with_word("fail") == set(ids)
+        assert history.ids_with_word("fai", prefix=True) == set(ids)
+        assert history.ids_with_word("fai") == set()
+        assert history.ids_with_word("fig1") == {ids[1]}
+    app = webtest.TestApp(make_app(db, token=TOKEN))
+    assert sorted(ids_found(app, q="fail fig2")) == [ids[2]]
+    assert sorted(ids_found(app, q="web_jobs")) == sorted(ids)
+
+
+def test_a_job_filed_with_its_names_words_is_found_and_forgotten(db):
+    # An index filed by an earlier version holds the words of the name too.
+    later = datetime.datetime.now(datetime.timezone.utc) + LATER
+    job_id = put(db, web_jobs.fail, "plum", begin_after=later)
+    with db.transaction() as conn:
+        zasync.get_queue(conn).get(job_id).cancel()
+    with db.transaction() as conn:
+        history = zasync.get_queue(conn).history
+        zasync.get_queue(conn).claim("keeper", count=0)
+        for word in ("web_jobs", "fail"):
+            history._words.add((word, job_id))
+    with db.transaction() as conn:
+        queue = zasync.get_queue(conn)
+        assert queue.history.ids_with_word("fail") == {job_id}
+        queue.retry(queue.get(job_id))
+        assert list(queue.history._words) == []
+        assert queue.history.ids_with_word("fail") == set()

@@ -516,7 +516,13 @@ class IAgent(Interface):
     (`zasync.Agent`) and process agents
     (`zasync.worker.process.ProcessAgent`) implement it separately; any
     object that provides it can serve a dispatcher (docs/internals.rst,
-    "Writing an agent")."""
+    "Writing an agent").
+
+    One attribute is optional, so that agents written before it still
+    serve: `short`, whether the agent's recent jobs were short.  Below a
+    backlog the dispatcher then still takes some jobs ahead of its slots
+    (holding ahead no more than stay pending beyond two per slot); an
+    agent without it counts as running long jobs."""
 
     name = Attribute("The agent's name, unique within its dispatcher.")
     size = Attribute("How many jobs it runs at once.")

@@ -18,7 +18,7 @@ from ZODB.POSException import ConflictError
 from zope.interface import implementer
 
 from zasync.job import call as calls
-from zasync.job import clock, events, local, storable, waiting
+from zasync.job import clock, events, ledger, local, storable, waiting
 from zasync.job.failure import Failure
 from zasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING, STATUSES,
@@ -229,7 +229,8 @@ class Job(persistent.Persistent):
     begin_after = _moment("begin_after", "When it falls due.")
     started_at = _moment("started_at", "When its last attempt started.")
     ended_at = _moment("ended_at", "When it ended.")
-    # (status, microseconds, dispatcher id) for each change; see status_history
+    # (status, microseconds, dispatcher id) for each change, kept as one
+    # string (see `zasync.job.ledger`); see status_history
     _history = ()
     begin_by = None
     retry_policy = None
@@ -327,14 +328,14 @@ class Job(persistent.Persistent):
         """When the job was made."""
         micros = self._created_at_us     # a job stored before: its own
         if micros is None:
-            micros = self._history[0][1] if self._history else None
+            micros = ledger.first_micros(self._history)
         return None if micros is None else clock.from_micros(micros)
 
     @property
     def status_history(self):
         """(status, aware datetime, dispatcher id or None) for each change."""
         return tuple((status, clock.from_micros(micros), by)
-                     for status, micros, by in self._history)
+                     for status, micros, by in ledger.entries(self._history))
 
     @property
     def status(self):
@@ -480,7 +481,8 @@ class Job(persistent.Persistent):
         assert status in STATUSES, status
         when = when or clock.now()
         self._status = status
-        self._history = self._history + ((status, clock.to_micros(when), dispatcher_id),)
+        self._history = ledger.append(self._history, status, clock.to_micros(when),
+                                      dispatcher_id)
         return when
 
     def _start(self, dispatcher_id=None, when=None):
@@ -524,7 +526,7 @@ class Job(persistent.Persistent):
         own record is written by the transaction that ends it)."""
         live = self._live
         live.started_at = when
-        live.started_for = self._history[-1][1]
+        live.started_for = ledger.last_micros(self._history)
 
     def _started_ahead(self):
         """When this assigned job started, if its worker said so for the
@@ -532,7 +534,7 @@ class Job(persistent.Persistent):
         if self._status != ASSIGNED:
             return None
         live = self._live
-        if live.started_for != self._history[-1][1]:
+        if live.started_for != ledger.last_micros(self._history):
             return None
         return live.started_at
 

@@ -14,10 +14,16 @@ stop for `KEEPER_LEASE`, the next claimer takes over.  So that the set of
 newly completed jobs stays small (each result's commit rewrites it), any
 claim files it once it holds `FILE_ANYWAY` jobs.
 
-Filing also indexes the job for search (see `zasync.queue.words`): ``_words``
-holds a (word, job id) key for each word of each filed job, and
-``_callables`` a (callable's name, job id) key for each (both `WordTree`s,
-whose small nodes keep a batch's scattered keys from rewriting big parents).
+Filing also indexes the job for search (see `zasync.queue.words`):
+``_callables`` holds a (callable's name, job id) key for each filed job, and
+``_words`` a (word, job id) key for each word of its arguments, result and
+failure (both `WordTree`s, whose small nodes keep a batch's scattered keys
+from rewriting big parents).  The words of the name are found through
+``_callables``, each distinct name read once: every job of a callable has
+them, and as keys of ``_words`` (four of a noop job's five) they rewrote a
+bucket per word at each filing, a fifth to a quarter of the objects and
+bytes an in-process drain wrote per job (jobs filed before keep them
+there too).
 A finishing job reads its own words and name into a `Words` record, in its
 own transaction, which its note refers to, so the keeper need not load the
 job, and later completions, which rewrite the set of jobs waiting to be
@@ -43,7 +49,7 @@ from zasync.queue.claim import prefetch
 from zasync.interfaces import ConfigurationError
 from zasync.job.jobset import JobSet
 from zasync.queue.trees import WideTree, WordTree
-from zasync.queue.words import Words, indexed, job_words
+from zasync.queue.words import Words, indexed, job_words, words
 
 #: The largest character, to end a range of (word, id) keys.
 _LAST = "\U0010ffff"
@@ -95,7 +101,7 @@ class History(persistent.Persistent):
         what its filing needs, so that the keeper need not load it."""
         name = job.callable_name
         self._done.add(job, note=(job._ended_at_us, job._failure is not None,
-                                  Words(job_words(job, name), name)))
+                                  Words(job_words(job, of_name=False), name)))
 
     # -- written by workers' claims -----------------------------------------
 
@@ -164,7 +170,7 @@ class History(persistent.Persistent):
                 elif len(note) == 4:      # words noted before `Words`
                     found, name = note[2:]
                 else:   # notes made before search have no words: read the job
-                    found, name = job_words(job), job.callable_name
+                    found, name = job_words(job, of_name=False), job.callable_name
                 self._index_words(job_id, found, name)
             if failed and not getattr(job, "dismissed", False):
                 self._failed[job_id] = job
@@ -200,7 +206,8 @@ class History(persistent.Persistent):
     def _unindex_words(self, job):
         if self._words is None:
             return
-        # an index made before `WordTree` may hold words not `indexed` now
+        # an index made before `WordTree` may hold words not `indexed` now,
+        # and one filed before names had their own index, its name's words
         every = not isinstance(self._words, WordTree)
         for word in job_words(job, every=every):
             key = (word, job.id)
@@ -214,16 +221,24 @@ class History(persistent.Persistent):
 
     def ids_with_word(self, word, prefix=False):
         """Ids of the filed jobs that have `word` (or a word that starts
-        with it, if `prefix`): a set."""
+        with it, if `prefix`): a set.  The words of a job's callable's name
+        are found through `_callables`, each distinct name read once;
+        `_words` holds the others (and, for jobs filed before, those too)."""
         if self._words is None or not word:
             return set()
         if not prefix:
-            return {job_id for _, job_id in self._words.keys((word,), (word, _LAST))}
-        found = set()
-        for found_word, job_id in self._words.keys((word,)):
-            if not found_word.startswith(word):
-                break
-            found.add(job_id)
+            found = {job_id for _, job_id in self._words.keys((word,), (word, _LAST))}
+        else:
+            found = set()
+            for found_word, job_id in self._words.keys((word,)):
+                if not found_word.startswith(word):
+                    break
+                found.add(job_id)
+        for name in self._names():
+            name_words = words(name)
+            if (any(w.startswith(word) for w in name_words) if prefix
+                    else word in name_words):
+                found.update(self._ids_named(name))
         return found
 
     def ids_by_callable(self, part):
@@ -231,19 +246,29 @@ class History(persistent.Persistent):
         (case-insensitive): a set.  Reads each distinct name once, then
         the ids of the names that match."""
         found = set()
-        if self._callables is None:
-            return found
         part = part.lower()
+        for name in self._names():
+            if part in name.lower():
+                found.update(self._ids_named(name))
+        return found
+
+    def _names(self):
+        """The distinct callables' names of the filed jobs, each read once
+        (jumping over the keys of the name before)."""
         keys = self._callables
+        if keys is None:
+            return
         low = None
         while True:
             try:
                 name, _ = keys.minKey() if low is None else keys.minKey((low, _LAST))
             except ValueError:
-                return found
-            if part in name.lower():
-                found.update(job_id for _, job_id in keys.keys((name,), (name, _LAST)))
+                return
+            yield name
             low = name
+
+    def _ids_named(self, name):
+        return (job_id for _, job_id in self._callables.keys((name,), (name, _LAST)))
 
     def filed_ids(self):
         """The ids of the filed jobs, newest end first (a lazy sequence of

@@ -85,14 +85,16 @@ def words(text):
     return list(found)
 
 
-def job_words(job, callable_name=None, every=False):
+def job_words(job, callable_name=None, every=False, of_name=True):
     """The words a search finds the completed `job` by (a tuple, sorted),
     read through its public attributes (`callable_name` if the caller has
-    it already); with those that are not `indexed` if `every`; never
-    raises."""
+    it already); with those that are not `indexed` if `every`; without
+    the words of the callable's name unless `of_name` (the history finds
+    those through its index of names); never raises."""
     parts = []
     try:
-        parts.append(job.callable_name if callable_name is None else callable_name)
+        if of_name:
+            parts.append(job.callable_name if callable_name is None else callable_name)
         summary = getattr(job, "args_summary", None)
         if summary is not None:
             # kept in the job's record: the arguments' record (which may

@@ -118,10 +118,13 @@ class Agent:
     says which jobs it takes.  The dispatcher asks `free` before each claim,
     so a busy agent leaves new jobs to other workers.
 
-    Only when the queue holds a backlog (more due jobs than twice what this
-    agent could hold) does it take up to `prefetch` jobs more than it has
-    free threads, so that one commit claims many jobs; they wait in this
-    process, `assigned`, until a thread is free.  `prefetch=0` never takes
+    Only when the queue holds a backlog (more pending jobs than twice what
+    this agent could hold) does it take up to `prefetch` jobs more than it
+    has free threads, so that one commit claims many jobs; they wait in
+    this process, `assigned`, until a thread is free.  Below that, while
+    its recent jobs are short (`short`), it holds ahead no more jobs than
+    stay pending beyond two per thread, so that the end of a drain still
+    shares commits.  `prefetch=0` never takes
     more than the free threads.  By default (`prefetch=None`) it adapts:
     while the agent's recent jobs are short (less than `SHORT_JOB` seconds
     on average), as many per thread as take about `AHEAD_SECONDS` (at
@@ -192,6 +195,13 @@ class Agent:
             return min(self.prefetch, self.size)
         wanted = round(self.size * AHEAD_SECONDS / max(recent, 1e-6))
         return max(self.size, min(self.prefetch, wanted))
+
+    @property
+    def short(self):
+        """Whether its recent jobs were short (`SHORT_JOB`, by the moving
+        average of their run times)."""
+        recent = self._recent
+        return recent is not None and recent < SHORT_JOB
 
     @property
     def room(self):

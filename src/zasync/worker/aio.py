@@ -40,6 +40,7 @@ class AsyncioAgent:
 
     batch = 1
     ahead = 0
+    short = False
 
     def __init__(self, size=100, filter=None, name="asyncio", threads=4):
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:

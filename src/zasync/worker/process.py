@@ -78,6 +78,7 @@ class ProcessAgent:
     free = property(lambda self: self._slots.free)
     room = property(lambda self: self._slots.room)
     ahead = property(lambda self: self._slots.ahead)
+    short = property(lambda self: self._slots.short)
     running = property(lambda self: self._slots.running)
 
     @property
