@@ -314,17 +314,25 @@ def test_an_index_made_before_forgets_the_ids_it_held_of_a_retried_job(db):
         assert list(queue.history._words) == []
 
 
+def cancelled_jobs(db, text, count):
+    """Ids of `count` jobs of `web_jobs.fail` (argument `text` with its
+    number), put for later and cancelled: completed, waiting to be filed."""
+    later = datetime.datetime.now(datetime.timezone.utc) + LATER
+    ids = [put(db, web_jobs.fail, text.format(n), begin_after=later) for n in range(count)]
+    with db.transaction() as conn:
+        queue = zasync.get_queue(conn)
+        for job_id in ids:
+            queue.get(job_id).cancel()
+    return ids
+
+
 def test_completed_jobs_not_filed_yet_are_found_by_callable_and_words(db):
     # No claim has filed them into the history's indexes (no worker runs
     # after them): they are found all the same, by their callable's name
     # and by the words of their failure.
-    later = datetime.datetime.now(datetime.timezone.utc) + LATER
-    ids = [put(db, web_jobs.fail, f"quokka {n}", begin_after=later) for n in range(2)]
+    ids = cancelled_jobs(db, "quokka {}", 2)
     with db.transaction() as conn:
-        queue = zasync.get_queue(conn)
-        for job_id in ids:
-            queue.get(job_id).cancel()       # completes them, waiting to be filed
-        assert len(queue.history._done) == 2
+        assert len(zasync.get_queue(conn).history._done) == 2
     app = webtest.TestApp(make_app(db))
     for query in ({"callable": "web_jobs.fail"}, {"q": "quokka"},
                   {"q": "cancelled"}, {"status": "completed", "q": "quok*"}):
@@ -336,12 +344,7 @@ def test_the_words_of_a_callables_name_are_found_through_the_names_index(db):
     # Every job of one callable shares its name's words: kept as (word, id)
     # keys they were most of what a filing wrote, a bucket rewritten per
     # word and filing.  The index of names finds them instead.
-    later = datetime.datetime.now(datetime.timezone.utc) + LATER
-    ids = [put(db, web_jobs.fail, f"fig{n}", begin_after=later) for n in range(3)]
-    with db.transaction() as conn:
-        queue = zasync.get_queue(conn)
-        for job_id in ids:
-            queue.get(job_id).cancel()
+    ids = cancelled_jobs(db, "fig{}", 3)
     with db.transaction() as conn:
         zasync.get_queue(conn).claim("keeper", count=0)
     with db.transaction() as conn:
