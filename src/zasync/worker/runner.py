@@ -118,8 +118,19 @@ class JobRunner:
             close_connection(conn)
 
     def _record(self, conn):
+        """The dispatcher's record, looked up once per transaction of
+        `conn`: a commit that stores a hundred results releases a hundred
+        jobs from it (the lookup was 2 us a job, under 1% of a drain's
+        CPU)."""
+        txn = conn.transaction_manager.get()
+        try:
+            return txn.data(conn)
+        except KeyError:
+            pass
         from zasync.queue.database import get_queues
-        return get_queues(conn).dispatchers.get(self.dispatcher_id)
+        record = get_queues(conn).dispatchers.get(self.dispatcher_id)
+        txn.set_data(conn, record)
+        return record
 
     def _release(self, conn, job):
         """Drop the job from the dispatcher's record (a merging set)."""
