@@ -19,6 +19,7 @@ from zasync.queue.database import (
     close_connection, close_databases, get_queues, install, open_connection,
     open_db)
 from zasync.interfaces import DispatcherIdInUseError, NotInstalledError, ZasyncError
+from zasync.worker import collector
 
 logger = logging.getLogger(__name__)
 
@@ -677,6 +678,7 @@ def _serve(dispatcher, grace, id_hint):
             raise click.ClickException(f"{error}; {id_hint}") from None
         except ZasyncError as error:
             raise click.ClickException(str(error)) from None
+        collector.tune_for_worker()   # started up: none of that is garbage
         logger.info("worker: pid %d, dispatcher %s serving %s with %d thread(s)",
                     os.getpid(), dispatcher.id,
                     ", ".join(repr(n) for n in dispatcher.queue_names),
