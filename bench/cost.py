@@ -10,7 +10,9 @@ with no worker; then an in-process `zasync.Dispatcher(db, threads=2)`
 drains them while this thread looks every 20 ms at the 64 oldest jobs
 not yet seen completed (as the peers' protocol polls,
 `common.wait_completed`); that thread's own CPU time is counted in the
-drain's and printed apart.  Then the floor: N puts of a minimal call,
+drain's and printed apart, and so is the CPU time of the drain's garbage
+collections.  `--worker-gc` tunes the collector as a ``zasync worker``
+process does (`zasync.worker.collector`) once the dispatcher started.  Then the floor: N puts of a minimal call,
 then its drain, 32 per commit.  For each phase: the process's CPU time (user + system, all
 threads) per job, wall-clock time per job, and from the FileStorage
 afterwards, transactions, objects and bytes written per job, and the
@@ -20,6 +22,7 @@ instructions, the same from one run to the next) use `--runs 1`.
 
 import argparse
 import collections
+import gc
 import os
 import shutil
 import sys
@@ -33,6 +36,7 @@ import zasync  # noqa: E402
 from ZODB.FileStorage import FileStorage  # noqa: E402
 from ZODB.utils import get_pickle_metadata  # noqa: E402
 from zasync.cli.examples import noop  # noqa: E402
+from zasync.worker import collector  # noqa: E402
 
 import storage  # noqa: E402
 from common import Producer, median, wait_completed  # noqa: E402
@@ -84,7 +88,30 @@ def census(path, ends):
     return found
 
 
-def run_zasync(folder, jobs, threads):
+class Collections:
+    """CPU time spent in the garbage collector while on (by the thread
+    collecting, as `gc.callbacks` are called)."""
+
+    def __init__(self):
+        self.spent = 0.0
+        self._began = None
+
+    def _note(self, phase, info):
+        if phase == "start":
+            self._began = time.thread_time()
+        elif self._began is not None:
+            self.spent += time.thread_time() - self._began
+            self._began = None
+
+    def __enter__(self):
+        gc.callbacks.append(self._note)
+        return self
+
+    def __exit__(self, *exc_info):
+        gc.callbacks.remove(self._note)
+
+
+def run_zasync(folder, jobs, threads, worker_gc=False):
     path = os.path.join(folder, "zasync.fs")
     db = zasync.open_db(path)
     zasync.install(db)
@@ -94,10 +121,13 @@ def run_zasync(folder, jobs, threads):
     phases.measure("put", lambda: oids.extend(producer.put(noop, i) for i in range(jobs)))
 
     polling = []
+    collections_ = Collections()
 
     def drain():
         dispatcher = zasync.Dispatcher(db, threads=threads)
         dispatcher.start()
+        if worker_gc:
+            collector.tune_for_worker()
         try:
             # The oldest 64 jobs not seen completed, every 20 ms: reading
             # every job left at each look cost this thread 100 us of CPU
@@ -107,11 +137,12 @@ def run_zasync(folder, jobs, threads):
             polling.append(time.thread_time() - began)
         finally:
             dispatcher.stop()
-    phases.measure("drain", drain)
+    with collections_:
+        phases.measure("drain", drain)
     conflicts = producer.conflicts
     producer.close()
     db.close()
-    return phases, census(path, phases.ends), conflicts, polling[0]
+    return phases, census(path, phases.ends), conflicts, polling[0], collections_.spent
 
 
 def run_floor(folder, jobs):
@@ -132,6 +163,10 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2, help="dispatcher threads (default %(default)s)")
     p.add_argument("--only", choices=("zasync", "floor"), default=None,
                    help="measure one side only (for a profiler)")
+    p.add_argument("--worker-gc", action="store_true",
+                   help="tune the garbage collector as a `zasync worker` process does "
+                        "(freezes all made so far; not undone: use it with --runs 1 "
+                        "or for every run)")
     cfg = p.parse_args(argv)
     if cfg.jobs < 1 or cfg.runs < 1:
         p.error(f"--jobs {cfg.jobs} and --runs {cfg.runs}: expected 1 or more")
@@ -141,14 +176,17 @@ def main(argv=None):
     classes = {}
     conflicts = 0
     polled = []
+    collected = []
     for number in range(cfg.runs):
         for side in sides:
             folder = tempfile.mkdtemp(prefix=f"zasync-cost-{side}-")
             try:
                 if side == "zasync":
-                    phases, found, c, polling = run_zasync(folder, cfg.jobs, cfg.threads)
+                    phases, found, c, polling, gc_s = run_zasync(
+                        folder, cfg.jobs, cfg.threads, cfg.worker_gc)
                     conflicts += c
                     polled.append(polling / cfg.jobs * 1e6)
+                    collected.append(gc_s / cfg.jobs * 1e6)
                 else:
                     phases, found, _, _ = run_floor(folder, cfg.jobs)
             finally:
@@ -174,6 +212,9 @@ def main(argv=None):
     if polled:
         print(f"  of zasync's drain CPU, the bench's own thread polling for "
               f"completions: {median(polled):.0f} us/job")
+        print(f"  of zasync's drain CPU, garbage collections"
+              f"{' (tuned as a zasync worker)' if cfg.worker_gc else ''}: "
+              f"{median(collected):.0f} us/job")
     if len(sides) == 2:
         for phase in ("put", "drain"):
             mine, floor = (median(figures[(s, phase)]["cpu_us"]) for s in sides)
