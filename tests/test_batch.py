@@ -7,9 +7,12 @@ jobs claimed for it, so that what shares a transaction is known; the last
 test watches a running dispatcher form batches by itself.
 """
 
+import collections
 import threading
 
 import transaction
+import ZODB
+from ZODB.FileStorage import FileStorage
 from ZODB.POSException import ConflictError
 
 import zasync
@@ -278,3 +281,39 @@ def test_long_jobs_and_batch_1_run_one_to_a_call():
     ahead = [(f"a{n}", True) for n in range(3)]
     assert run_agent(ahead, recent=0.5) == [["a0"], ["a1"], ["a2"]]
     assert run_agent(ahead, batch=1) == [["a0"], ["a1"], ["a2"]]
+
+
+class CountingFileStorage(FileStorage):
+    """A FileStorage that counts, by object id, the records its agents'
+    threads read."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.agent_loads = collections.Counter()
+
+    def loadBefore(self, oid, tid):
+        if "-main-" in threading.current_thread().name:
+            self.agent_loads[oid] += 1
+        return super().loadBefore(oid, tid)
+
+
+def test_a_thread_reads_each_job_it_runs_once(tmp_path):
+    # The dispatcher that claimed a job says its class: the thread does
+    # not read its record a first time only to learn it.
+    storage = CountingFileStorage(str(tmp_path / "Data.fs"))
+    db = ZODB.DB(storage)
+    try:
+        zasync.install(db)
+        producer, viewer = Producer(db), Viewer(db)
+        with producer.tm:
+            queue = producer.queue()
+            jobs = [queue.put(scenario_jobs.add, i, 1) for i in range(40)]
+        with zasync.Dispatcher(db, agents=[zasync.Agent(1, prefetch=8, batch=8)],
+                               poll_interval=0.05):
+            done = viewer.wait_completed(jobs, timeout=TIMEOUT * 3)
+        assert sorted(job.result for job in done) == list(range(1, 41))
+        assert [storage.agent_loads[job._p_oid] for job in jobs] == [1] * 40
+        viewer.close()
+        producer.close()
+    finally:
+        db.close()

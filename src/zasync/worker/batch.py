@@ -93,7 +93,7 @@ def run_batch(runner, tm, conn, tasks):
     them; the jobs that ran commit without waiting for them.
     """
     tm.begin()
-    jobs = {oid: conn.get(oid) for oid, _ in tasks}
+    jobs = {oid: runner.job(conn, oid) for oid, _ in tasks}
     prefetch(conn, list(jobs.values()))
     # Each job's live state says whether it was cancelled before it ran,
     # and its call record what to run.

@@ -262,6 +262,7 @@ class Dispatcher:
         self._watch = None
         wake.unregister(self)
         waiting = [job_id for agent in self.agents for job_id in agent.drop_waiting()]
+        self._runner.forget_classes()
         deadline = None if timeout is None else time.monotonic() + timeout
         finished = True
         for agent in self.agents:
@@ -574,6 +575,8 @@ class Dispatcher:
             raise
         self._log_results(stored)
         for agent, job in handed:
+            if isinstance(agent, Agent):   # its threads read the job once
+                self._runner.note_class(job._p_oid, type(job))
             agent.submit(job._p_oid, job.id, ahead=job._status == ASSIGNED)
         return bool(handed) and any(agent.free for agent in self.agents), next_due
 
