@@ -5,11 +5,14 @@ A drain of short jobs makes many small objects that live a transaction
 the connections' object caches.  A worker process, which runs nothing but
 its jobs, freezes what its start-up made (modules, functions, the opened
 database and its caches so far: none of it is garbage), so that no
-collection walks those objects again (`gc.freeze`).  In a drain of 3,000
-no-op jobs, the time spent collecting went from 23 to 15 us a job
-(medians of five runs).  Rejected: young collections rarer than
-CPython's default (every 700 allocations): 2,000 or 10,000 ran a third or
-a twentieth as many collections, each longer, for no less time in all.
+collection walks those objects again (`gc.freeze`).  The gain is small:
+in a drain of 3,000 no-op jobs (`bench/cost.py --worker-gc`, six runs
+each way, alternating) the collections' CPU went from 20 to 18 us a job,
+medians, within the noise of a loaded machine; most of it is young
+collections, which the freeze does not shorten.  Rejected: young
+collections rarer than CPython's default (every 700 allocations): 2,000
+or 10,000 ran a third or a twentieth as many collections, each longer,
+for no less time in all.
 
 Only ``zasync worker`` calls it.  A `zasync.Dispatcher` run inside an
 application leaves the application's collector as it is.
