@@ -317,3 +317,45 @@ def test_a_thread_reads_each_job_it_runs_once(tmp_path):
         producer.close()
     finally:
         db.close()
+
+
+def test_a_job_that_ended_in_its_batch_is_not_marked_started_meanwhile(db):
+    # While a batch runs, the dispatcher shows its started jobs as
+    # running; one that has already ended (its outcome stored by the
+    # batch's commit, or handed) is not given a start mark: that wrote a
+    # live state and the job once more, for nothing.
+    from zasync.cli.examples import gate, noop, wait_at_gate
+    producer, viewer = Producer(db), Viewer(db)
+    name = f"batch-{unique()}"
+    agent = zasync.Agent(1, prefetch=8, batch=8)
+    # a long poll: the dispatcher's cycles come when woken, here by the test
+    dispatcher = zasync.Dispatcher(db, agents=[agent], poll_interval=5.0)
+    with dispatcher:
+        # a first job, so that the agent knows its jobs are short
+        zasync.wait_for(producer.put(noop, 0), timeout=TIMEOUT)
+        with producer.tm:
+            queue = producer.queue()
+            # one for the free thread, then (taken ahead, started by the
+            # batch) one that ends and one that waits at the gate
+            first, ended, waiting = (queue.put(wait_at_gate, f"{name}-first"),
+                                     queue.put(noop, 2), queue.put(wait_at_gate, name))
+            rest = [queue.put(noop, i) for i in range(3, 12)]
+        try:
+            # the cycles that claimed them are over: the thread holds the
+            # batch, none of its threads is free, no cycle comes unwoken
+            assert gate(f"{name}-first:reached").wait(TIMEOUT)
+            gate(f"{name}-first").set()
+            assert gate(f"{name}:reached").wait(TIMEOUT)
+            dispatcher.wake()
+            assert scenario_jobs.wait_until(
+                lambda: viewer.get(waiting).status == zasync.ACTIVE, TIMEOUT)
+            seen = viewer.get(ended)
+            assert seen.status == zasync.ASSIGNED
+            seen._p_activate()
+            assert "_live" not in seen.__dict__
+        finally:
+            gate(f"{name}-first").set()
+            gate(name).set()
+        viewer.wait_completed([first, ended, waiting, *rest])
+    viewer.close()
+    producer.close()

@@ -63,7 +63,7 @@ class _Ran:
     """What one job of a batch did."""
 
     __slots__ = ("oid", "job_id", "job", "began", "started", "value", "error",
-                 "outcome", "log")
+                 "outcome", "log", "finished")
 
     def __init__(self, oid, job_id, job):
         self.oid, self.job_id, self.job = oid, job_id, job
@@ -71,6 +71,9 @@ class _Ran:
         # still assigned in the database: the outcome records its start
         self.started = clock.now() if job._status == ASSIGNED else None
         self.value = self.error = self.outcome = self.log = None
+        # returned a value: its outcome is the batch's to store, so the
+        # dispatcher need not show it as running (see `note_started`)
+        self.finished = False
 
 
 def _taking(tasks):
@@ -121,12 +124,15 @@ def run_batch(runner, tm, conn, tasks):
             # Shown as started while it runs, by the dispatcher's next
             # cycle (not woken for it: most of these end first and their
             # outcome records the start).
-            runner.dispatcher.note_started(oid, job_id, each.started, wake=False)
+            runner.dispatcher.note_started(oid, job_id, each.started, wake=False,
+                                           ran=each)
         try:
             _call(runner, each)
         except Exception as error:
             savepoint.rollback()
             each.error = error
+        else:
+            each.finished = each.outcome is None
         ran.append(each)
     succeeded = [each for each in ran if each.error is None]
     if succeeded and _hand(runner, tm, succeeded):

@@ -466,12 +466,14 @@ class Dispatcher:
             self._wakeup.set()
         return True
 
-    def note_started(self, oid, job_id, when, wake=True):
+    def note_started(self, oid, job_id, when, wake=True, ran=None):
         """Record, with the next claim (now if `wake`, else within a poll
         interval), that a job taken ahead of a free thread has started
-        (called from the agents' threads)."""
+        (called from the agents' threads).  `ran`, if given, says by its
+        `finished` attribute when the job has ended in its thread: from
+        then on no start is recorded, its outcome's commit records it."""
         with self._results_lock:
-            self._started.append((oid, job_id, when))
+            self._started.append((oid, job_id, when, ran))
         if wake:
             self._wakeup.set()
 
@@ -488,9 +490,13 @@ class Dispatcher:
 
     def _mark_started(self, started, results):
         finished = {oid for oid, *_ in results}
-        for oid, job_id, when in started:
-            if oid in finished:
-                continue       # its outcome records the start
+        for oid, job_id, when, ran in started:
+            if oid in finished or (ran is not None and ran.finished):
+                # Its outcome records the start.  (A batch's jobs that had
+                # ended when another thread's results woke this cycle were
+                # given a live state and rewritten, to show as running a
+                # job that was not: one job in nine of a drain of 1 ms jobs.)
+                continue
             job = self._conn.get(oid)
             if job._status == ASSIGNED and job.dispatcher_id == self.id:
                 job._mark_started_ahead(when)
