@@ -41,7 +41,7 @@ import persistent
 from BTrees.OOBTree import OOBTree
 from zope.interface import implementer
 
-from zasync.job import clock, events
+from zasync.job import clock, events, ledger
 
 from zasync.queue import instance
 from zasync.queue import wake
@@ -156,12 +156,12 @@ class Queue(Claiming, persistent.Persistent):
         if job._p_jar is not None and job._p_jar is not jar:
             raise JobStateError(
                 f"job {job.id} belongs to another connection than {self!r}")
-        now = clock.now()
+        # (microseconds, as a job stores its times: no datetime made and
+        # taken apart again)
+        now_us = clock.now_micros()
         # (each check only for an option given: a put without options is
         # most of them, and calls add up)
-        if begin_after is None:
-            begin_after = now
-        else:
+        if begin_after is not None:
             begin_after = clock.aware(begin_after, "begin_after")
         if begin_by is not None:
             begin_by = clock.duration(begin_by, "begin_by")
@@ -179,7 +179,10 @@ class Queue(Claiming, persistent.Persistent):
                 return holder    # writes nothing: the job of the key stands
         instance.check_put(self)
 
-        job.begin_after = begin_after
+        if begin_after is None:
+            job._begin_after_us = now_us
+        else:
+            job.begin_after = begin_after
         # Defaults are the class's: stored, they would be pickled again at
         # every write of the job (each key and value costs the pickler a
         # persistent_id call).
@@ -200,7 +203,9 @@ class Queue(Claiming, persistent.Persistent):
         for callback in job._callbacks:
             callback._queue = self
         captured_on_put(job)     # nothing unless an application configured it
-        job._set_status(PENDING, now)
+        # (what `job._set_status(PENDING)` does, from the microseconds)
+        job._status = PENDING
+        job._history = ledger.append(job._history, PENDING, now_us, None)
         if job._p_jar is None:
             jar.add(job)
             self._lane_for_put().add(job)
