@@ -12,7 +12,8 @@ One ZEO server (a child process), `--workers` worker processes
 round: `--puts` ``queue.put(noop, i)``, one per transaction, from one
 connection, while the workers run them.  Prints each round's puts/s and
 the objects the producer's connection loaded per put
-(``Connection.getTransferCounts``), then the medians.
+(``Connection.getTransferCounts``), then the medians, with the ZEO
+server's loads, commits and conflicts (resolved, and raised) per put.
 """
 
 import argparse
@@ -30,11 +31,13 @@ from common import Producer, Scratch, median, say, wait_completed  # noqa: E402
 
 
 def _round(producer, puts):
-    """(puts/s, loads per put, the jobs' oids) of one round."""
+    """(puts/s, loads per put, the server's figures per put, the jobs'
+    oids) of one round."""
     conn, tm = producer.conn, producer.tm
     queue = zasync.get_queue(conn)
     tm.begin()
     conn.getTransferCounts(clear=True)
+    before = conn.db().storage.server_status()
     oids = []
     started = time.perf_counter()
     for i in range(puts):
@@ -43,7 +46,13 @@ def _round(producer, puts):
         oids.append(job._p_oid)
     elapsed = time.perf_counter() - started
     loads, _ = conn.getTransferCounts(clear=True)
-    return puts / elapsed, loads / puts, oids
+    after = conn.db().storage.server_status()
+    server = {name: (after[name] - before[name]) / puts for name in SERVER_FIGURES}
+    return puts / elapsed, loads / puts, server, oids
+
+
+#: the ZEO server's counts printed per put (all its clients, workers too)
+SERVER_FIGURES = ("loads", "commits", "conflicts_resolved", "conflicts")
 
 
 def main(argv=None):
@@ -70,15 +79,19 @@ def main(argv=None):
             first = queue.put(noop, -1)
             producer.tm.commit()
             wait_completed(producer, [first._p_oid], "warm-up")
-            rates, loads = [], []
+            rates, loads, servers = [], [], []
             for n in range(cfg.rounds):
-                rate, loaded, oids = _round(producer, cfg.puts)
+                rate, loaded, server, oids = _round(producer, cfg.puts)
                 wait_completed(producer, oids, f"round {n + 1}")
                 rates.append(rate)
                 loads.append(loaded)
+                servers.append(server)
                 say(f"round {n + 1}: {rate:.0f} puts/s, {loaded:.3f} loads per put")
             say(f"median of {cfg.rounds} rounds of {cfg.puts} puts beside {cfg.workers} "
-                f"workers: {median(rates):.0f} puts/s, {median(loads):.3f} loads per put")
+                f"workers: {median(rates):.0f} puts/s, {median(loads):.3f} loads per put; "
+                f"the server's, per put: "
+                + ", ".join(f"{name} {median([each[name] for each in servers]):.3f}"
+                            for name in SERVER_FIGURES))
             producer.close()
         finally:
             db.close()
