@@ -982,3 +982,43 @@ def test_a_removed_job_put_again_before_any_claim_waits_once(db, monkeypatch):
     with committing(db) as queue:
         assert [job.id for job in queue.claim("worker", 5)] == [job_id]
         assert len(queue) == queue.pending_count() == 0
+
+
+def test_a_claim_files_the_inbox_without_loading_its_jobs(db):
+    # Over ZEO each job a claim loads is one the producer wrote, which the
+    # worker's cache does not hold: the inbox notes what filing needs.
+    with committing(db) as queue:
+        job_ids = [queue.put(unit_jobs.add, n, n, priority=n % 3,
+                             begin_by=HOUR if n % 2 else None).id
+                   for n in range(30)]
+    with fresh(db) as queue:
+        queue._p_jar.cacheMinimize()      # as in a worker that did not put them
+        assert queue.claim("drainer", count=0) == []
+        assert queue.pending_count() == 30
+        assert len(queue._deadlines) == 15
+        assert all(queue._index[job_id]._p_changed is None for job_id in job_ids)
+    with fresh(db) as queue:
+        claimed = queue.claim("worker", count=30)
+        assert [job.priority for job in claimed] == sorted(
+            (n % 3 for n in range(30)), reverse=True)
+        assert set(ids(claimed)) == set(job_ids)
+
+
+def test_a_job_retried_later_before_any_claim_keeps_its_new_deadline(db, monkeypatch):
+    # Its first inbox entry noted the deadline of its first put, which has
+    # passed; the retry's own entry, in another lane, holds the new one.
+    put_at = clock.now()
+    job_id = put(db, unit_jobs.add, 1, 2, begin_by=MINUTE)
+    with committing(db) as queue:
+        assert queue.get(job_id).cancel()
+    monkeypatch.setattr(clock, "now", lambda: put_at + HOUR)
+    with committing(db) as queue:
+        queue.retry(queue.get(job_id))
+    with committing(db) as queue:
+        assert queue.claim("worker", 5, now=put_at + 2 * MINUTE) == []
+        assert queue.get(job_id).status == zasync.PENDING
+        assert len(queue) == queue.pending_count() == 1
+    with committing(db) as queue:
+        claimed = queue.claim("worker", 5, now=put_at + HOUR + MINUTE / 2)
+        assert ids(claimed) == [job_id]
+        assert len(queue) == queue.pending_count() == 0
