@@ -42,12 +42,25 @@ def pending_key(job):
 
 
 def inbox_note(job, deadline_us):
-    """What an inbox lane notes beside a job put as pending: its pending
-    key and its (deadline, id) or None, `deadline_us` being its begin_by
-    deadline if it has one.  A claim files the job by its note without
-    loading it, which over ZEO is a round trip for each job a producer
-    wrote."""
+    """What an inbox lane notes beside a job put as pending, so that a
+    claim files the job without loading it (over ZEO, a round trip's
+    answer for each job a producer wrote): its due time in microseconds,
+    or, for a job of another priority or with a begin_by deadline
+    (`deadline_us`), its pending key and (deadline, id).
+
+    A lane is rewritten whole at each put to it, notes and all: a plain
+    int for most jobs keeps that as cheap as it can be (a pair of tuples
+    cost a put an eighth more instructions)."""
+    if deadline_us is None and not job.priority:
+        return job._begin_after_us
     return (pending_key(job), None if deadline_us is None else (deadline_us, job.id))
+
+
+def _filed_by(job_id, note):
+    """(pending key, (deadline, id) or None) of an `inbox_note`."""
+    if note.__class__ is int:
+        return (0, note, job_id), None
+    return note
 
 
 def _lane_number(job_id, lanes):
@@ -238,7 +251,7 @@ class Claiming:
                     key = pending_key(job)
                     deadline = None if job.begin_by is None else (self._deadline(job), job_id)
                 else:
-                    key, deadline = note
+                    key, deadline = _filed_by(job_id, note)
                 ids.append(job_id)
                 if job_id not in index:
                     index[job_id] = job

@@ -198,7 +198,10 @@ class Queue(Claiming, persistent.Persistent):
             callback._queue = self
         captured_on_put(job)     # nothing unless an application configured it
         job._set_status(PENDING, now)
-        note = inbox_note(job, None if begin_by is None else self._deadline(job))
+        # (`inbox_note`'s plain int for a put without options, inline: this
+        # line runs at every put)
+        note = (job._begin_after_us if begin_by is None and not priority
+                else inbox_note(job, None if begin_by is None else self._deadline(job)))
         if job._p_jar is None:
             jar.add(job)
             self._inbox[random.randrange(len(self._inbox))].add(job, note)
