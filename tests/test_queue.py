@@ -984,29 +984,10 @@ def test_a_removed_job_put_again_before_any_claim_waits_once(db, monkeypatch):
         assert len(queue) == queue.pending_count() == 0
 
 
-def test_a_claim_files_the_inbox_without_loading_its_jobs(db):
-    # Over ZEO each job a claim loads is one the producer wrote, which the
-    # worker's cache does not hold: the inbox notes what filing needs.
-    with committing(db) as queue:
-        job_ids = [queue.put(unit_jobs.add, n, n, priority=n % 3,
-                             begin_by=HOUR if n % 2 else None).id
-                   for n in range(30)]
-    with fresh(db) as queue:
-        queue._p_jar.cacheMinimize()      # as in a worker that did not put them
-        assert queue.claim("drainer", count=0) == []
-        assert queue.pending_count() == 30
-        assert len(queue._deadlines) == 15
-        assert all(queue._index[job_id]._p_changed is None for job_id in job_ids)
-    with fresh(db) as queue:
-        claimed = queue.claim("worker", count=30)
-        assert [job.priority for job in claimed] == sorted(
-            (n % 3 for n in range(30)), reverse=True)
-        assert set(ids(claimed)) == set(job_ids)
-
-
 def test_a_job_retried_later_before_any_claim_keeps_its_new_deadline(db, monkeypatch):
-    # Its first inbox entry noted the deadline of its first put, which has
-    # passed; the retry's own entry, in another lane, holds the new one.
+    # Its old inbox entry, from its first put, still sits in a lane when the
+    # retry puts it in another; the claim files it by the retry's due time
+    # and deadline, not the first put's, which have passed.
     put_at = clock.now()
     job_id = put(db, unit_jobs.add, 1, 2, begin_by=MINUTE)
     with committing(db) as queue:

@@ -41,28 +41,6 @@ def pending_key(job):
     return (-job.priority, job._begin_after_us, job.id)
 
 
-def inbox_note(job, deadline_us):
-    """What an inbox lane notes beside a job put as pending, so that a
-    claim files the job without loading it (over ZEO, a round trip's
-    answer for each job a producer wrote): its due time in microseconds,
-    or, for a job of another priority or with a begin_by deadline
-    (`deadline_us`), its pending key and (deadline, id).
-
-    A lane is rewritten whole at each put to it, notes and all: a plain
-    int for most jobs keeps that as cheap as it can be (a pair of tuples
-    cost a put an eighth more instructions)."""
-    if deadline_us is None and not job.priority:
-        return job._begin_after_us
-    return (pending_key(job), None if deadline_us is None else (deadline_us, job.id))
-
-
-def _filed_by(job_id, note):
-    """(pending key, (deadline, id) or None) of an `inbox_note`."""
-    if note.__class__ is int:
-        return (0, note, job_id), None
-    return note
-
-
 def _lane_number(job_id, lanes):
     """Which of `lanes` pending trees holds the job (the same in every
     process: Python's own str hash differs between them)."""
@@ -216,51 +194,36 @@ class Claiming:
         taken_out.remove_all(done)
         return owing
 
-    def _drain(self, keep_callbacks=False, unsure=()):
+    def _drain(self, keep_callbacks=False):
         """Move the inbox into the ordered structures (workers only); return
         the jobs it held that are no longer pending.  With `keep_callbacks`,
         jobs owing callbacks stay in the inbox, for a claim that has room
-        to run them.
-
-        A job put since queues note their inbox entries is filed by its
-        note, unloaded, unless its id is among `unsure`: those taken out
-        since their put (cancelled, removed, maybe put again), whose notes
-        may be stale.  Until the claim that files the inbox, such a job
-        stays in the set of jobs taken out; the others are loaded, as are
-        the jobs of entries without a note (put before, or put back owing
-        callbacks)."""
+        to run them."""
         moved = []
-        entries = [(lane, lane.noted()) for lane in self._inbox if lane]
+        lanes = [lane for lane in self._inbox if lane]
         # Over ZEO each job read is a round trip: ask for them all at once.
-        prefetch(self._p_jar, [job for _, noted in entries for job_id, note, job in noted
-                               if note is None or job_id in unsure])
-        index = self._index
-        for lane, noted in entries:
+        # (Rejected: noting each job's pending key in its inbox entry, so
+        # that this loads none.  The first claim of a backlog was faster,
+        # the drain not: its jobs are loaded to be run anyway; and each put
+        # cost 4% more instructions, its lane rewritten notes and all.)
+        prefetch(self._p_jar, [job for lane in lanes for job in lane])
+        for lane in lanes:
             ids = []
-            for job_id, note, job in noted:
-                if note is None or job_id in unsure:
-                    if keep_callbacks and job.status == CALLBACKS:
-                        continue
-                    if job.status != PENDING:
-                        ids.append(job_id)
-                        if job_id not in index:
-                            index[job_id] = job
-                        if job not in moved:
-                            moved.append(job)   # completed outside a worker
-                        continue
-                    key = pending_key(job)
-                    deadline = None if job.begin_by is None else (self._deadline(job), job_id)
-                else:
-                    key, deadline = _filed_by(job_id, note)
-                ids.append(job_id)
-                if job_id not in index:
-                    index[job_id] = job
-                # counted once, should two lanes hold it (a cancelled job
-                # retried before a claim took it out of its lane)
-                if self._pending_lane(job_id).insert(key, job):
-                    self._pending_count.change(1)
-                if deadline is not None:
-                    self._deadlines[deadline] = job
+            for job in lane:
+                if keep_callbacks and job.status == CALLBACKS:
+                    continue
+                ids.append(job.id)
+                if job.id not in self._index:
+                    self._index[job.id] = job
+                if job.status == PENDING:
+                    # counted once, should two lanes hold it (a cancelled
+                    # job retried before a claim took it out of its lane)
+                    if self._pending_lane(job.id).insert(pending_key(job), job):
+                        self._pending_count.change(1)
+                    if job.begin_by is not None:
+                        self._deadlines[(self._deadline(job), job.id)] = job
+                elif job not in moved:
+                    moved.append(job)   # completed outside a worker
             if ids:
                 lane.remove_all(ids)
         return moved
@@ -282,12 +245,10 @@ class Claiming:
         # A claim of none (every thread busy) must not take a job owing
         # callbacks: no thread would run them until a heartbeat found the
         # job held and idle, a minute later.
-        # (read before filing them: see `_drain`)
-        unsure = frozenset(self._taken_out.ids()) if self._taken_out else ()
         for job in self._file_taken_out(keep_callbacks=count == 0):
             job.dispatcher_id = dispatcher_id       # it runs the callbacks
             claimed.append(job)
-        for job in self._drain(keep_callbacks=count == 0, unsure=unsure):
+        for job in self._drain(keep_callbacks=count == 0):
             if job.status == CALLBACKS:
                 job.dispatcher_id = dispatcher_id   # it runs the callbacks
                 claimed.append(job)

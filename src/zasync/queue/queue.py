@@ -45,7 +45,7 @@ from zasync.job import clock, events
 
 from zasync.queue import instance
 from zasync.queue import wake
-from zasync.queue.claim import Claiming, inbox_note, pending_key
+from zasync.queue.claim import Claiming, pending_key
 from zasync.job.context import captured_on_put
 from zasync.job.job import Job
 # PUT_OPTIONS stays a name of this module, where it was defined before.
@@ -198,15 +198,11 @@ class Queue(Claiming, persistent.Persistent):
             callback._queue = self
         captured_on_put(job)     # nothing unless an application configured it
         job._set_status(PENDING, now)
-        # (`inbox_note`'s plain int for a put without options, inline: this
-        # line runs at every put)
-        note = (job._begin_after_us if begin_by is None and not priority
-                else inbox_note(job, None if begin_by is None else self._deadline(job)))
         if job._p_jar is None:
             jar.add(job)
-            self._inbox[random.randrange(len(self._inbox))].add(job, note)
+            self._inbox[random.randrange(len(self._inbox))].add(job)
         else:
-            self._add_to_inbox(job, note)
+            self._add_to_inbox(job)
         txn = jar.transaction_manager.get()
         if events.wanted():
             events.notify_after_commit(txn, events.JobPut(job))
@@ -219,16 +215,15 @@ class Queue(Claiming, persistent.Persistent):
             txn.addAfterCommitHook(wake.after_commit)
         return job
 
-    def _add_to_inbox(self, job, note):
+    def _add_to_inbox(self, job):
         """Add a job that has waited before (a retry, a removed job put
-        again) to an inbox lane, with its `inbox_note`.  Taken out and not
-        yet filed, it may still sit in its old lane; another lane keeps
-        `len` counting it once (the lanes hold it twice, the taken-out set
-        subtracts one)."""
+        again) to an inbox lane.  Taken out and not yet filed, it may still
+        sit in its old lane; another lane keeps `len` counting it once (the
+        lanes hold it twice, the taken-out set subtracts one)."""
         lanes = self._inbox
         if self._taken_out is not None and job.id in self._taken_out:
             lanes = [lane for lane in lanes if job.id not in lane] or lanes
-        random.choice(lanes).add(job, note)
+        random.choice(lanes).add(job)
 
     def _check_quota_names(self, quotas):
         if isinstance(quotas, str):
@@ -450,8 +445,7 @@ class Queue(Claiming, persistent.Persistent):
         for callback in job._callbacks:
             callback._reset()
         job._set_status(PENDING, job.begin_after)
-        self._add_to_inbox(job, inbox_note(
-            job, None if job.begin_by is None else self._deadline(job)))
+        self._add_to_inbox(job)
         txn = self._p_jar.transaction_manager.get()
         events.notify_after_commit(txn, events.JobPut(job))
         txn.addAfterCommitHook(wake.after_commit)
