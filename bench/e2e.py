@@ -156,6 +156,8 @@ def run_zeo(scratch, cfg, label, workers):
 
         done_at = wait_completed(producer, oids, "e2e", alive=alive)
         after = db.storage.server_status()
+        # (the producer puts nothing while the workers drain)
+        drain_conflicts = after["conflicts"] - before["conflicts"] - producer.conflicts
         out = e2e_figures(cfg.jobs, t0, t_enq, t_start, done_at)
         out["worker_commits_per_job"] = (after["commits"] - before["commits"]) / cfg.jobs
         out["audit"] = audit(producer, oids, expected=range(cfg.jobs))
@@ -165,6 +167,10 @@ def run_zeo(scratch, cfg, label, workers):
         end = db.storage.server_status()
         out["producer_conflicts"] = producer.conflicts
         out["server_conflicts"] = end["conflicts"] - before["conflicts"] - producer.conflicts
+        # Apart: those of the drain, and those of the latency probe, where
+        # both processes wake for each lone job and claim it, and one's
+        # claim conflicts.
+        out["drain_conflicts"] = drain_conflicts
         producer.close()
         statuses = [scratch.stop(proc) for proc, _ in procs]
         procs = []
@@ -195,7 +201,7 @@ def summarize(runs):
                 "p50_latency_ms", "p95_latency_ms", "p99_latency_ms", "max_latency_ms"):
         out[key] = median(run.get(key) for run in runs)
         out[key + "_runs"] = [run.get(key) for run in runs]
-    for key in ("producer_conflicts", "claim_conflicts", "server_conflicts"):
+    for key in ("producer_conflicts", "claim_conflicts", "server_conflicts", "drain_conflicts"):
         values = [run[key] for run in runs if key in run]
         out[key] = sum(values) if values else None
     out["worker_exit_statuses"] = [s for run in runs for s in run.get("worker_exit_statuses", ())]

@@ -72,7 +72,11 @@ def _e2e(lines, runs, cfg):
     if zeo:
         lines.append("  ConflictErrors the ZEO server raised to worker processes (retried "
                      "inside zasync; not merged by a resolver): " + ", ".join(
-                         f"{m} {runs[m]['server_conflicts']}" for m in zeo))
+                         f"{m} {runs[m]['server_conflicts']}"
+                         + (f" ({runs[m]['drain_conflicts']} in the drains, the rest "
+                            f"in the latency probes)"
+                            if runs[m].get("drain_conflicts") is not None else "")
+                         for m in zeo))
     statuses = [s for r in runs.values() for s in r.get("worker_exit_statuses", ())]
     if statuses:
         bad = [s for s in statuses if s != 0]

@@ -1029,3 +1029,24 @@ def test_puts_with_no_worker_draining_spread_over_the_lanes(db):
     finally:
         tm.abort()
         conn.close()
+
+
+def test_a_job_retried_later_before_any_claim_keeps_its_new_deadline(db, monkeypatch):
+    # Its old inbox entry, from its first put, still sits in a lane when the
+    # retry puts it in another; the claim files it by the retry's due time
+    # and deadline, not the first put's, which have passed.
+    put_at = clock.now()
+    job_id = put(db, unit_jobs.add, 1, 2, begin_by=MINUTE)
+    with committing(db) as queue:
+        assert queue.get(job_id).cancel()
+    monkeypatch.setattr(clock, "now", lambda: put_at + HOUR)
+    with committing(db) as queue:
+        queue.retry(queue.get(job_id))
+    with committing(db) as queue:
+        assert queue.claim("worker", 5, now=put_at + 2 * MINUTE) == []
+        assert queue.get(job_id).status == zasync.PENDING
+        assert len(queue) == queue.pending_count() == 1
+    with committing(db) as queue:
+        claimed = queue.claim("worker", 5, now=put_at + HOUR + MINUTE / 2)
+        assert ids(claimed) == [job_id]
+        assert len(queue) == queue.pending_count() == 0

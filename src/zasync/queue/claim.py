@@ -202,6 +202,10 @@ class Claiming:
         moved = []
         lanes = [lane for lane in self._inbox if lane]
         # Over ZEO each job read is a round trip: ask for them all at once.
+        # (Rejected: noting each job's pending key in its inbox entry, so
+        # that this loads none.  The first claim of a backlog was faster,
+        # the drain not: its jobs are loaded to be run anyway; and each put
+        # cost 4% more instructions, its lane rewritten notes and all.)
         prefetch(self._p_jar, [job for lane in lanes for job in lane])
         for lane in lanes:
             ids = []
