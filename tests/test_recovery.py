@@ -10,7 +10,6 @@ for the dispatcher, as when the ZEO server goes away during the commit.
 import datetime
 import threading
 
-import transaction
 
 import zasync
 from zasync.job import clock

@@ -15,7 +15,7 @@ from zasync.web.survey import Filters, list_jobs
 from zasync.queue.words import job_words
 
 import web_jobs
-from test_web import TOKEN, look, put, wait_completed, wait_until
+from test_web import TOKEN, put, wait_completed, wait_until
 
 LATER = datetime.timedelta(hours=1)
 
@@ -298,10 +298,7 @@ def test_an_index_made_before_forgets_the_ids_it_held_of_a_retried_job(db):
     # Indexes made before ids were left out (plain OOTreeSets) hold them;
     # taking a job out of the history takes them out too.
     from BTrees.OOBTree import OOTreeSet
-    later = datetime.datetime.now(datetime.timezone.utc) + LATER
-    job_id = put(db, web_jobs.fail, "quince 0123456789abcdef", begin_after=later)
-    with db.transaction() as conn:
-        zasync.get_queue(conn).get(job_id).cancel()
+    job_id, = cancelled_jobs(db, "quince 0123456789abcdef", 1)
     with db.transaction() as conn:
         queue = zasync.get_queue(conn)
         queue.claim("keeper", count=0)
@@ -363,10 +360,7 @@ def test_the_words_of_a_callables_name_are_found_through_the_names_index(db):
 
 def test_a_job_filed_with_its_names_words_is_found_and_forgotten(db):
     # An index filed by an earlier version holds the words of the name too.
-    later = datetime.datetime.now(datetime.timezone.utc) + LATER
-    job_id = put(db, web_jobs.fail, "plum", begin_after=later)
-    with db.transaction() as conn:
-        zasync.get_queue(conn).get(job_id).cancel()
+    job_id, = cancelled_jobs(db, "plum", 1)
     with db.transaction() as conn:
         history = zasync.get_queue(conn).history
         zasync.get_queue(conn).claim("keeper", count=0)

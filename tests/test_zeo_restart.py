@@ -12,7 +12,6 @@ tests restart a real server on the same port and file, with a producer
 runs the jobs write themselves.
 """
 
-import os
 
 import pytest
 import transaction
