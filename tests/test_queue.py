@@ -984,53 +984,6 @@ def test_a_removed_job_put_again_before_any_claim_waits_once(db, monkeypatch):
         assert len(queue) == queue.pending_count() == 0
 
 
-# -- the inbox lane a put goes to ---------------------------------------------------
-
-def test_puts_between_two_drains_load_at_most_one_inbox_lane(db):
-    # A drain changes every lane that holds jobs, which drops them from the
-    # producers' caches; over ZEO, each one a put loads is a round trip
-    # before its commit's.
-    tm, conn = _open(db)
-    try:
-        queue = zasync.get_queue(conn)
-        for i in range(5):
-            queue.put(unit_jobs.add, i, 1)
-            tm.commit()
-        drain(db)
-        tm.begin()      # (sees the drain)
-        conn.getTransferCounts(clear=True)
-        for i in range(10):
-            queue.put(unit_jobs.add, i, 1)
-            tm.commit()
-        loads, stores = conn.getTransferCounts()
-        assert loads <= 1
-        assert stores == 20     # each put: the job and its lane
-    finally:
-        tm.abort()
-        conn.close()
-    drain(db)
-    with fresh(db) as queue:
-        assert queue.pending_count() == 15
-
-
-def test_puts_with_no_worker_draining_spread_over_the_lanes(db):
-    # A put rewrites its lane whole: with no worker draining, one lane
-    # taking every put would make each put cost more than the last.
-    from zasync.queue.queue import LANE_RUN
-    tm, conn = _open(db)
-    try:
-        queue = zasync.get_queue(conn)
-        for i in range(3 * LANE_RUN):
-            queue.put(unit_jobs.add, i, 1)
-            tm.commit()
-        assert max(len(lane) for lane in queue._inbox) <= 2 * LANE_RUN
-        assert sum(1 for lane in queue._inbox if lane) >= 2
-        assert sum(len(lane) for lane in queue._inbox) == 3 * LANE_RUN
-    finally:
-        tm.abort()
-        conn.close()
-
-
 def test_a_job_retried_later_before_any_claim_keeps_its_new_deadline(db, monkeypatch):
     # Its old inbox entry, from its first put, still sits in a lane when the
     # retry puts it in another; the claim files it by the retry's due time

@@ -190,7 +190,7 @@ def test_concurrent_producers_never_see_a_conflict(pg_db, client, workers, folde
     for thread in threads:
         thread.join(jobs.TIMEOUT)
     assert not any(thread.is_alive() for thread in threads)
-    assert errors == []
+    assert errors == [], "\n".join(str(e) for e in errors)
     everything = [job for jobs_put in put for job in jobs_put]
     assert len(everything) == producers * per_producer
 

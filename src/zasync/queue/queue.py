@@ -65,9 +65,6 @@ from zasync.queue.trees import WideTree
 #: worker draining them lanes fill up: 5,000 puts leave about 20 jobs in
 #: each of 256 lanes (78 in each of 64, whose puts cost a quarter more).
 LANES = 256
-#: A connection's puts go on into the lane of its last put while no worker
-#: drained it and it holds fewer jobs than this (see `Queue._lane_for_put`).
-LANE_RUN = 8
 #: Pending trees of a new queue.  Two dispatchers claiming the first jobs
 #: of one tree conflict every time: BTrees refuse to merge a change to a
 #: bucket that deletes its first key.  With lanes, each dispatcher claims
@@ -223,37 +220,20 @@ class Queue(Claiming, persistent.Persistent):
             txn.addAfterCommitHook(wake.after_commit)
         return job
 
-    # The lane of this connection's last put (volatile: per connection,
-    # gone when the queue is ghosted).
-    _v_lane = None
-
     def _lane_for_put(self):
-        """The inbox lane a new job goes to: the lane of this connection's
-        last put while nothing else changed it since and it holds fewer
-        than `LANE_RUN` jobs; else one at random.
+        """The inbox lane a new job goes to: one at random.
 
-        A worker's drain empties every lane that holds jobs, which drops
-        them from each producer's cache: over ZEO, a put into one of those
-        was a load and its round trip before the commit's own (0.97 loads
-        per put into random lanes beside two worker processes, 0.15 now:
-        bench/put_beside_workers.py).  Staying in its lane, a producer
-        loads one lane per drain, and the drain loads one lane per
-        producer (the server's loads per put fell by a third).  Only while the lane is small: a put rewrites
-        its lane whole, and with no worker draining, lanes filled one after
-        the other held more jobs at each put than lanes filled at random
-        (with runs of 16 puts, 18% more Python calls per put).
-        (Rejected: probing random lanes for one still loaded -- without
-        loads, the loaded ones become the few this connection wrote since
-        the last drain, and the probes miss them.)
+        (Rejected: a connection going on putting into the lane of its last
+        put while no drain changed it.  Over ZEO beside two worker
+        processes it cut the producer's loads per put from 0.97 to 0.15
+        (bench/put_beside_workers.py), but over RelStorage producers that
+        stayed in their lanes while workers drained them met PostgreSQL
+        lock deadlocks at commit (`UnableToLockRowsDeadlockError`, 2 runs
+        in 27 of tests/test_relstorage.py's concurrent producers, none in
+        30 with random lanes): a producer must never see an error.)
         """
-        lane = self._v_lane
-        # (a lane changed by another transaction is a ghost here: its
-        # `_p_changed` is None)
-        if lane is not None and lane._p_changed is not None and len(lane) < LANE_RUN:
-            return lane
         lanes = self._inbox
-        lane = self._v_lane = lanes[random.randrange(len(lanes))]
-        return lane
+        return lanes[random.randrange(len(lanes))]
 
     def _add_to_inbox(self, job):
         """Add a job that has waited before (a retry, a removed job put
