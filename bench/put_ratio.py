@@ -29,6 +29,7 @@ import zasync  # noqa: E402
 from zasync.cli.examples import noop  # noqa: E402
 
 from common import Scratch, median, say  # noqa: E402
+import storage  # noqa: E402
 
 
 def _rounds(db, rounds, commits):
@@ -45,11 +46,7 @@ def _rounds(db, rounds, commits):
         queue = zasync.get_queue(conn)
 
         def raw_block():
-            started = time.perf_counter()
-            for i in range(commits):
-                raw["value"] = i
-                tm.commit()
-            return commits / (time.perf_counter() - started)
+            return storage.commit_rate(tm, raw, commits)
 
         def put_block():
             started = time.perf_counter()

@@ -14,6 +14,16 @@ import zasync
 from common import median, rate, say
 
 
+def commit_rate(tm, obj, commits):
+    """Commits per second of `commits` transactions of `tm`, each changing
+    the small persistent mapping `obj`."""
+    started = time.perf_counter()
+    for i in range(commits):
+        obj["value"] = i
+        tm.commit()
+    return rate(commits, time.perf_counter() - started)
+
+
 def commit_rates(db, commits, repeats):
     """Change one small persistent object per transaction, `commits` times,
     `repeats` times; return the rates (commits per second)."""
@@ -24,14 +34,7 @@ def commit_rates(db, commits, repeats):
         root["bench"] = PersistentMapping(value=0)
         tm.commit()
         obj = root["bench"]
-        rates = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            for i in range(commits):
-                obj["value"] = i
-                tm.commit()
-            rates.append(rate(commits, time.perf_counter() - started))
-        return rates
+        return [commit_rate(tm, obj, commits) for _ in range(repeats)]
     finally:
         tm.abort()
         conn.close()

@@ -205,7 +205,14 @@ class Queue(Claiming, persistent.Persistent):
         job._history = ledger.append(job._history, PENDING, now_us, None)
         if job._p_jar is None:
             jar.add(job)
-            self._lane_for_put().add(job)
+            # A lane at random.  (Rejected: a connection going on putting
+            # into the lane of its last put while no drain changed it.
+            # Over ZEO beside two worker processes it cut the producer's
+            # loads per put from 0.97 to 0.15, bench/put_beside_workers.py,
+            # but over RelStorage producers then met PostgreSQL lock
+            # deadlocks at commit, 2 runs in 27 of test_relstorage's
+            # concurrent producers: a producer must never see an error.)
+            self._inbox[random.randrange(len(self._inbox))].add(job)
         else:
             self._add_to_inbox(job)
         txn = jar.transaction_manager.get()
@@ -219,21 +226,6 @@ class Queue(Claiming, persistent.Persistent):
             # through invalidations, or at its next poll.)
             txn.addAfterCommitHook(wake.after_commit)
         return job
-
-    def _lane_for_put(self):
-        """The inbox lane a new job goes to: one at random.
-
-        (Rejected: a connection going on putting into the lane of its last
-        put while no drain changed it.  Over ZEO beside two worker
-        processes it cut the producer's loads per put from 0.97 to 0.15
-        (bench/put_beside_workers.py), but over RelStorage producers that
-        stayed in their lanes while workers drained them met PostgreSQL
-        lock deadlocks at commit (`UnableToLockRowsDeadlockError`, 2 runs
-        in 27 of tests/test_relstorage.py's concurrent producers, none in
-        30 with random lanes): a producer must never see an error.)
-        """
-        lanes = self._inbox
-        return lanes[random.randrange(len(lanes))]
 
     def _add_to_inbox(self, job):
         """Add a job that has waited before (a retry, a removed job put

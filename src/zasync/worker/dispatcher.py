@@ -610,12 +610,12 @@ class Dispatcher:
                 room -= len(jobs)
             if room > 0 and ahead:
                 pending = queue.pending_count()
-                if pending <= 2 * (agent.size + ahead):
+                if pending <= 2 * (agent.size + ahead):     # no backlog
                     room = min(room, _ahead_below_backlog(agent, pending, held_ahead))
-            if room > 0 and ahead:
-                jobs = queue.claim(self.id, room, agent.accepts, now)
-                claimed_any = True
-                handed.extend((agent, job) for job in jobs)
+                if room > 0:
+                    jobs = queue.claim(self.id, room, agent.accepts, now)
+                    claimed_any = True
+                    handed.extend((agent, job) for job in jobs)
         if not claimed_any:
             # No room: a claim of none still moves the inbox into the queue
             # and files completed jobs, so the inbox stays small while every
