@@ -21,6 +21,18 @@ def test_a_dispatcher_provides_its_interface(db):
     verifyObject(IDispatcher, zasync.Dispatcher(db, threads=1))
 
 
+def test_a_dispatchers_record_says_which_agents_filter_jobs(db):
+    # Other dispatchers read it to judge whether to leave this one's inbox
+    # lanes to it (see test_queue's inbox lane tests).
+    agents = [zasync.Agent(size=2, name="any"),
+              zasync.Agent(size=1, name="short", filter=lambda job: True)]
+    with zasync.Dispatcher(db, agents=agents, poll_interval=0.05) as running:
+        with Viewer(db) as fresh:
+            info = zasync.get_queues(fresh.conn).dispatchers[running.id].info
+            assert info["agents"] == [{"name": "any", "size": 2, "filtered": False},
+                                      {"name": "short", "size": 1, "filtered": True}]
+
+
 def test_a_committed_job_runs_and_wait_for_returns_it_completed(dispatcher, producer):
     job = producer.put(zasync.Job(jobs.add, 2, 3))
     done = zasync.wait_for(job, timeout=TIMEOUT)

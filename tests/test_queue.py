@@ -912,6 +912,124 @@ def test_a_dispatcher_takes_more_urgent_jobs_outside_its_share_first(db):
         assert all(lane % 2 == 0 for lane in lanes)
 
 
+# -- inbox lanes: a put wakes every dispatcher, its lane's owner files it ----------
+
+class IntoLane:
+    """Stands for `random` in zasync.queue.queue: puts go to lane `number`."""
+
+    def __init__(self, number):
+        self.number = number
+
+    def randrange(self, n):
+        return self.number
+
+
+class Clock:
+    """Stands for `time` in zasync.queue.claim: a monotonic clock moved by hand."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self):
+        return self.now
+
+
+def _claims_at_once(db, *claims):
+    """Make each (dispatcher id, count) claim in a connection of its own,
+    all before any commits; commit them in order; return the ids each
+    claimed (a ConflictError at a commit raises)."""
+    opened = [_open(db) for _ in claims]
+    try:
+        taken = [ids(zasync.get_queue(conn).claim(dispatcher_id, count))
+                 for (tm, conn), (dispatcher_id, count) in zip(opened, claims)]
+        for tm, conn in opened:
+            tm.commit()
+        return taken
+    finally:
+        for tm, conn in opened:
+            tm.abort()
+            conn.close()
+
+
+def test_a_lone_put_is_filed_by_its_lanes_owner_alone(db, monkeypatch):
+    # Both dispatchers wake for the put and claim at once: before lanes had
+    # owners, both filed the job and the second commit raised ConflictError.
+    _register(db, "a", "b")         # lanes of even number are a's, odd b's
+    drain(db)       # (its claim keeps the history: theirs leave it alone)
+    monkeypatch.setattr("zasync.queue.queue.random", IntoLane(3))
+    job_id = put(db, unit_jobs.add, 1, 2)
+    assert _claims_at_once(db, ("a", 1), ("b", 1)) == [[], [job_id]]
+    monkeypatch.setattr("zasync.queue.queue.random", IntoLane(4))
+    job_id = put(db, unit_jobs.add, 3, 4)
+    assert _claims_at_once(db, ("b", 1), ("a", 1)) == [[], [job_id]]
+    with fresh(db) as queue:
+        assert len(queue) == 0
+
+
+def _register_agents(db, **agents):
+    from zasync.worker.record import DispatcherRecord
+    with db.transaction() as conn:
+        records = zasync.get_queues(conn).dispatchers
+        for dispatcher_id, (size, filtered) in agents.items():
+            record = records[dispatcher_id] = DispatcherRecord(dispatcher_id)
+            record.info = {"agents": [{"name": "main", "size": size, "filtered": filtered}]}
+        return {dispatcher_id: records[dispatcher_id].jobs for dispatcher_id in agents}
+
+
+def test_a_lane_is_filed_by_another_when_its_owner_has_no_room(db, monkeypatch):
+    monkeypatch.setattr("zasync.queue.queue.random", IntoLane(1))
+    _register_agents(db, a=(1, False), b=(1, False))
+    with db.transaction() as conn:      # b's one thread is busy
+        zasync.get_queues(conn).dispatchers["b"].jobs.add(zasync.Job(unit_jobs.add, 0, 0))
+    job_id = put(db, unit_jobs.add, 1, 2)
+    # a, with no room either, leaves it to b's claims of none
+    assert _claims_at_once(db, ("a", 0)) == [[]]
+    with fresh(db) as queue:
+        assert len(queue._inbox[1]) == 1
+    # a, with room, files and takes it at once
+    assert _claims_at_once(db, ("a", 1)) == [[job_id]]
+
+
+def test_a_lane_is_filed_by_another_when_its_owner_filters_jobs(db, monkeypatch):
+    # Its owner might file the job and leave it, and others see filed jobs
+    # only at their next poll: one with room takes it at once.
+    monkeypatch.setattr("zasync.queue.queue.random", IntoLane(1))
+    _register_agents(db, a=(2, False), b=(2, True))
+    job_id = put(db, unit_jobs.add, 1, 2)
+    assert _claims_at_once(db, ("a", 1)) == [[job_id]]
+    _register_agents(db, a=(2, False), b=(2, False))
+    job_id = put(db, unit_jobs.add, 3, 4)
+    assert _claims_at_once(db, ("a", 1)) == [[]]
+
+
+def test_a_lane_left_unchanged_past_the_grace_is_filed_by_another(db, monkeypatch):
+    # Its owner hangs, or died and is not yet found dead.
+    from zasync.queue import claim
+    clock = Clock()
+    monkeypatch.setattr(claim, "time", clock)
+    monkeypatch.setattr("zasync.queue.queue.random", IntoLane(1))
+    _register(db, "a", "b")
+    first = put(db, unit_jobs.add, 1, 2)
+    assert _claims_at_once(db, ("a", 1)) == [[]]
+    clock.now += claim.INBOX_GRACE / 2
+    second = put(db, unit_jobs.add, 3, 4)      # the lane changed: seen anew
+    clock.now += claim.INBOX_GRACE / 2
+    assert _claims_at_once(db, ("a", 1)) == [[]]
+    clock.now += claim.INBOX_GRACE
+    assert _claims_at_once(db, ("a", 5)) == [[first, second]]
+
+
+def test_a_dispatcher_alone_files_every_lane(db, monkeypatch):
+    from zasync.worker.record import DispatcherRecord
+    monkeypatch.setattr("zasync.queue.queue.random", IntoLane(1))
+    _register(db, "a")
+    with db.transaction() as conn:       # b stopped: no longer an owner
+        record = zasync.get_queues(conn).dispatchers["b"] = DispatcherRecord("b")
+        record.stopped_at = zasync.job.clock.now()
+    job_id = put(db, unit_jobs.add, 1, 2)
+    assert _claims_at_once(db, ("a", 1)) == [[job_id]]
+
+
 def test_a_queue_made_before_lanes_keeps_its_one_pending_tree(db):
     with committing(db) as queue:
         del queue._more_pending         # as a queue stored before lanes

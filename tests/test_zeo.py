@@ -89,3 +89,25 @@ def test_concurrent_producers_get_no_conflicts_and_every_job_runs_once(
         assert {job.attempt_count for job in done} == {1}
         assert len(zasync.get_queue(fresh.conn)) == 0
 
+
+
+def test_lone_puts_wake_two_workers_and_neither_claim_conflicts(zeo_server, zeo_db, producer):
+    # Each put wakes both dispatchers (each a ZEO client of its own).  Its
+    # inbox lane's owner files and claims it; the other leaves it, where
+    # both used to file it and one's claim raised ConflictError.
+    opened = [zasync.open_db(zeo_server.uri) for _ in range(2)]
+    try:
+        with zasync.Dispatcher(opened[0], threads=2, poll_interval=0.05) as one, \
+                zasync.Dispatcher(opened[1], threads=2, poll_interval=0.05) as other:
+            lone = []
+            for number in range(30):
+                job = producer.put(zasync.Job(jobs.add, number, 1))
+                lone.append(zasync.wait_for(job, timeout=TIMEOUT))
+            conflicts = one.claim_conflicts + other.claim_conflicts
+            ran = {job.dispatcher_id for job in lone}
+    finally:
+        for database in opened:
+            database.close()
+    assert [job.result for job in lone] == [number + 1 for number in range(30)]
+    assert ran == {one.id, other.id}       # both took their share
+    assert conflicts <= 2, f"{conflicts} claims conflicted for 30 lone puts"

@@ -10,6 +10,7 @@ see `zasync.queue.queue` for who writes what.
 
 import logging
 import os
+import time
 import zlib
 
 from zasync.job import clock, events
@@ -35,6 +36,48 @@ def _say_unimportable(dispatcher_id, job, why):
         "that holds the module (this one runs in %s), install the application "
         "in the worker's environment, or add its folder to PYTHONPATH",
         dispatcher_id, job.id, job.callable_name, why, os.getcwd())
+
+
+#: Seconds a dispatcher leaves an inbox lane of another's, unchanged, to
+#: its owner before it files the lane's jobs itself (see
+#: `Claiming._inbox_to_file`).  More than an owner's longest filing (a
+#: first claim of a backlog of thousands of jobs over ZEO takes about a
+#: second), so that a lagging owner rarely meets another in its lanes.
+INBOX_GRACE = 2.0
+
+#: (dispatcher id, lane oid) -> (the lane's serial, time.monotonic() when
+#: this process first saw it so), for the lanes of others a dispatcher
+#: found holding jobs and left to their owner.
+_unfiled = {}
+
+
+def _left_unfiled(dispatcher_id, lane):
+    """Whether `lane`, another's, held jobs unchanged since this dispatcher
+    first saw it so, `INBOX_GRACE` seconds or more ago."""
+    key = (dispatcher_id, lane._p_oid)
+    seen = _unfiled.get(key)
+    now = time.monotonic()
+    if seen is None or seen[0] != lane._p_serial:
+        if len(_unfiled) > 100_000:      # dispatchers of this process come and go
+            _unfiled.clear()
+        _unfiled[key] = (lane._p_serial, now)
+        return False
+    if now - seen[1] >= INBOX_GRACE:
+        del _unfiled[key]
+        return True
+    return False
+
+
+def _may_not_claim(record):
+    """Whether the dispatcher of `record` may not claim a job it files at
+    once: it holds as many jobs as its agents have threads, or an agent of
+    its takes only the jobs its filter accepts.  (A record that does not
+    say: no.)"""
+    agents = record.info.get("agents", ())
+    if any(agent.get("filtered") for agent in agents):
+        return True
+    size = sum(agent.get("size", 0) for agent in agents)
+    return size > 0 and len(record.jobs) >= size
 
 
 def pending_key(job):
@@ -142,20 +185,70 @@ class Claiming:
                   if first is not None]
         return min(firsts)[0] if firsts else None
 
-    def _share(self, dispatcher_id):
+    def _serving(self, dispatcher_id):
+        """The records of the dispatchers that serve this queue and neither
+        stopped nor were found dead, in id order (the same in every
+        process), if there are two or more and `dispatcher_id` is one of
+        them; else None."""
+        if self.__parent__ is None:
+            return None
+        records = [record for id, record in self.__parent__.dispatchers.items()
+                   if record.stopped_at is None and record.dead_at is None
+                   and self.name in record.info.get("queues", (self.name,))]
+        if len(records) < 2 or not any(r.id == dispatcher_id for r in records):
+            return None
+        return records
+
+    def _share(self, dispatcher_id, serving=None):
         """Which pending lanes a dispatcher claims from while they hold jobs
         of the best due level: (its rank, how many) among the dispatchers
-        that serve this queue and neither stopped nor were found dead, so
-        that dispatchers claiming at once take from different trees; None
-        with one lane or one such dispatcher (then due order is strict)."""
-        if len(self._pending_lanes()) == 1 or self.__parent__ is None:
+        that serve this queue (`_serving`), so that dispatchers claiming at
+        once take from different trees; None with one lane or one such
+        dispatcher (then due order is strict)."""
+        if len(self._pending_lanes()) == 1:
             return None
-        ids = [id for id, record in self.__parent__.dispatchers.items()
-               if record.stopped_at is None and record.dead_at is None
-               and self.name in record.info.get("queues", (self.name,))]
-        if len(ids) < 2 or dispatcher_id not in ids:
+        serving = self._serving(dispatcher_id) if serving is None else serving
+        if serving is None:
             return None
+        ids = [record.id for record in serving]
         return ids.index(dispatcher_id), len(ids)
+
+    def _inbox_to_file(self, dispatcher_id, serving, room):
+        """The inbox lanes a claim files: all of them, unless other
+        dispatchers serve this queue too.  Then a lane is first its
+        owner's (lane number modulo the dispatchers, by rank), so that the
+        dispatchers a put wakes do not all file its job, and all but one
+        raise ConflictError (both removed it from the lane).  Another's
+        lane is filed by a claim that has room when its owner may not
+        claim the jobs it files (it has no room, or its agents filter
+        jobs): others, which do not wake when jobs are filed, would see
+        them only at their next poll.  And once this dispatcher saw the
+        lane hold the same jobs, unchanged, for `INBOX_GRACE` seconds (its
+        owner hangs, or died and is not yet found dead)."""
+        lanes = [lane for lane in self._inbox if lane]
+        if serving is None or not lanes:
+            return lanes
+        ids = [record.id for record in serving]
+        rank, dispatchers = ids.index(dispatcher_id), len(ids)
+        cannot = {}
+        chosen = []
+        for number, lane in enumerate(self._inbox):
+            if not lane:
+                _unfiled.pop((dispatcher_id, lane._p_oid), None)
+                continue
+            owner = number % dispatchers
+            if owner == rank or lane._p_oid is None:
+                chosen.append(lane)
+                continue
+            if room > 0:
+                if owner not in cannot:
+                    cannot[owner] = _may_not_claim(serving[owner])
+                if cannot[owner]:
+                    chosen.append(lane)
+                    continue
+            if _left_unfiled(dispatcher_id, lane):
+                chosen.append(lane)
+        return chosen
 
     _taken_out = None
 
@@ -194,13 +287,14 @@ class Claiming:
         taken_out.remove_all(done)
         return owing
 
-    def _drain(self, keep_callbacks=False):
-        """Move the inbox into the ordered structures (workers only); return
-        the jobs it held that are no longer pending.  With `keep_callbacks`,
-        jobs owing callbacks stay in the inbox, for a claim that has room
-        to run them."""
+    def _drain(self, keep_callbacks=False, lanes=None):
+        """Move the inbox (or the given lanes of it) into the ordered
+        structures (workers only); return the jobs it held that are no
+        longer pending.  With `keep_callbacks`, jobs owing callbacks stay in
+        the inbox, for a claim that has room to run them."""
         moved = []
-        lanes = [lane for lane in self._inbox if lane]
+        if lanes is None:
+            lanes = [lane for lane in self._inbox if lane]
         # Over ZEO each job read is a round trip: ask for them all at once.
         # (Rejected: noting each job's pending key in its inbox entry, so
         # that this loads none.  The first claim of a backlog was faster,
@@ -242,13 +336,15 @@ class Claiming:
         record = None
         if self.__parent__ is not None:
             record = self.__parent__.dispatchers.get(dispatcher_id)
+        serving = self._serving(dispatcher_id)
         # A claim of none (every thread busy) must not take a job owing
         # callbacks: no thread would run them until a heartbeat found the
         # job held and idle, a minute later.
         for job in self._file_taken_out(keep_callbacks=count == 0):
             job.dispatcher_id = dispatcher_id       # it runs the callbacks
             claimed.append(job)
-        for job in self._drain(keep_callbacks=count == 0):
+        for job in self._drain(keep_callbacks=count == 0,
+                               lanes=self._inbox_to_file(dispatcher_id, serving, count)):
             if job.status == CALLBACKS:
                 job.dispatcher_id = dispatcher_id   # it runs the callbacks
                 claimed.append(job)
@@ -277,7 +373,7 @@ class Claiming:
         if self.quotas:
             accept = self._quota_check(accept)
         picked = self._pick(now_us, accept, count - len(claimed),
-                            self._share(dispatcher_id) if count else None)
+                            self._share(dispatcher_id, serving) if count and serving else None)
         # Over ZEO, ask for the jobs at once rather than one round trip
         # each.  (Their live states are not needed: a claim writes them
         # only for a retried job.)

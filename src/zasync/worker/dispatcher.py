@@ -199,7 +199,11 @@ class Dispatcher:
         record.info = {
             "host": socket.gethostname(), "pid": os.getpid(),
             "queues": list(self.queue_names),
-            "agents": [{"name": a.name, "size": a.size} for a in self.agents],
+            # (whether an agent filters jobs, as one of another kind may:
+            # see `Claiming._inbox_to_file`)
+            "agents": [{"name": a.name, "size": a.size,
+                        "filtered": getattr(a, "filter", True) is not None}
+                       for a in self.agents],
             "ping_interval": self.ping_interval,
             "death_interval": self.death_interval,
         }
