@@ -45,6 +45,14 @@ def _say_unimportable(dispatcher_id, job, why):
 #: second), so that a lagging owner rarely meets another in its lanes.
 INBOX_GRACE = 2.0
 
+#: Jobs in the inbox up to which its lanes are left to their owners.  A
+#: backlog put while no worker ran is filed by any claim: filed in halves
+#: by two dispatchers at once, their thousands of additions to the
+#: ordered trees meet in bucket splits, and the one that lost files its
+#: half again against the other's claims; filed whole by both, the loser
+#: finds the inbox empty when it claims again.
+OWNED_UP_TO = 64
+
 #: (dispatcher id, lane oid) -> (the lane's serial, time.monotonic() when
 #: this process first saw it so), for the lanes of others a dispatcher
 #: found holding jobs and left to their owner.
@@ -63,7 +71,7 @@ def _left_unfiled(dispatcher_id, lane):
         _unfiled[key] = (lane._p_serial, now)
         return False
     if now - seen[1] >= INBOX_GRACE:
-        del _unfiled[key]
+        _unfiled.pop(key, None)     # (another thread may have cleared it)
         return True
     return False
 
@@ -224,9 +232,11 @@ class Claiming:
         jobs): others, which do not wake when jobs are filed, would see
         them only at their next poll.  And once this dispatcher saw the
         lane hold the same jobs, unchanged, for `INBOX_GRACE` seconds (its
-        owner hangs, or died and is not yet found dead)."""
+        owner hangs, or died and is not yet found dead).  An inbox of more
+        than `OWNED_UP_TO` jobs (a backlog put while no worker ran) is
+        filed whole by any claim, as before lanes had owners."""
         lanes = [lane for lane in self._inbox if lane]
-        if serving is None or not lanes:
+        if serving is None or not lanes or sum(map(len, lanes)) > OWNED_UP_TO:
             return lanes
         ids = [record.id for record in serving]
         rank, dispatchers = ids.index(dispatcher_id), len(ids)
