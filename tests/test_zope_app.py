@@ -103,7 +103,9 @@ def test_concurrent_puts_from_request_threads_all_commit_and_run_once(zope):
     # from which the requests of the second round take theirs.
     first = [token() for _ in range(16)]
     for job_id in _put_concurrently(zope, first):
-        assert zope.get(f"/@@zasync/jobs/{job_id}", auth=ADMIN).status == 200
+        page = zope.get(f"/@@zasync/jobs/{job_id}", auth=ADMIN)
+        assert page.status == 200, (f"job {job_id}'s page: {page.text[:300]}; "
+                                    f"the instance logged {zope.errors()}")
     tokens = [token() for _ in range(64)]
     _put_concurrently(zope, tokens)
     everything = first + tokens
