@@ -53,6 +53,7 @@ class Race:
         elif event == "return" and frame is self.frame:
             self.done = True
             gc.set_threshold(*self.threshold)
+            sys.setprofile(None)       # the rest of the page at full speed
 
     def collecting(self, phase, info):
         if phase == "start" and self.frame is not None and not self.done:
