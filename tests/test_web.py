@@ -718,6 +718,25 @@ def test_unknown_pages_and_jobs_are_404_without_a_traceback(app, scene):
     app.get("/static/../app.py", status=[403, 404])
 
 
+@pytest.mark.skipif(not (3, 11) <= sys.version_info < (3, 11, 8),
+                    reason="only CPython 3.11 before 3.11.8 fails an AST that another "
+                           "thread builds at the same time (gh-106905)")
+def test_the_first_view_of_a_page_survives_another_thread_building_an_ast():
+    # A page is compiled at its first view in a process; in a Zope
+    # instance over ZEO, the first job page answered 500 (SystemError from
+    # Chameleon) while a worker formatted the traceback of a ConflictError.
+    # tests/ast_race_page.py forces that race in a fresh process.
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ast_race_page.py")
+    done = subprocess.run([sys.executable, script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["raced"] > 0, "no AST was built during the page's compilation"
+    assert found["status"] == 200, found["log"]
+    assert any(line.startswith("web: compiling job.pt met CPython 3.11's AST race")
+               for line in found["log"]), found["log"]
+
+
 def test_not_installed_database(tmp_path):
     db = zasync.open_db(str(tmp_path / "Empty.fs"))
     try:

@@ -39,6 +39,12 @@ STATIC = os.path.join(HERE, "static")
 #: each template once, on first use, and keeps it.
 LOADER = PageTemplateLoader(TEMPLATES, auto_reload=False)
 
+#: The start of the SystemError that CPython 3.11 before 3.11.8 raises,
+#: wrongly, when two threads build an AST at once (see `cooked`).
+AST_RACE = "AST constructor recursion depth mismatch"
+#: How many times `cooked` compiles a template that meets it.
+COOK_ATTEMPTS = 3
+
 #: What a job id may look like; anything else is a 404 before any lookup.
 JOB_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_.-]{0,99}")
 
@@ -221,9 +227,10 @@ class Context:
         return text
 
     def render(self, template, status=200, **namespace):
-        page = self.app.templates[template]
-        tools = dict(view=self, layout=self.app.templates["layout.pt"],
-                     macros=self.app.templates["macros.pt"], fmt_time=fmt_time,
+        templates = self.app.templates
+        page = cooked(templates[template])
+        tools = dict(view=self, layout=cooked(templates["layout.pt"]),
+                     macros=cooked(templates["macros.pt"]), fmt_time=fmt_time,
                      ago=ago, fmt_seconds=fmt_seconds, clip=clip, labels=LABELS,
                      confirm=CONFIRM, back=None, login=False,
                      ago_tag=lambda when: time_tag(when, self.now),
@@ -261,6 +268,39 @@ class Context:
         response = Response(status=303, location=location)
         self.finish(response)
         return response
+
+
+def cooked(template):
+    """`template`, compiled.
+
+    Chameleon compiles a template at its first use in the process, in the
+    request that first shows it, and parses its expressions with `ast`.
+    CPython 3.11 before 3.11.8 keeps the depth counter of its AST
+    constructor in one place for all threads (gh-106905), and a garbage
+    collection in the middle of building an AST can switch threads: when
+    another thread builds an AST then (a worker formatting the traceback of
+    a failed attempt: 3.11's traceback module parses each frame's line to
+    place its carets), the compilation fails with a SystemError
+    ("AST constructor recursion depth mismatch") that has nothing to do
+    with the template, and the first view of a page answered 500.
+
+    Compiling is pure and Chameleon keeps nothing of a compilation that
+    failed, so the template is compiled again, up to `COOK_ATTEMPTS` times.
+    Compiling every template before any thread starts was rejected: it
+    takes seconds (3 s for all of them here), paid by every process that
+    imports the web view, and an application that mounts the view cannot
+    always import it before its threads start.
+    """
+    for attempt in itertools.count(1):
+        try:
+            template.cook_check()
+            return template
+        except SystemError as error:
+            if not str(error).startswith(AST_RACE) or attempt >= COOK_ATTEMPTS:
+                raise
+            logger.info("web: compiling %s met CPython 3.11's AST race (gh-106905, "
+                        "fixed in 3.11.8): %s; compiling it again",
+                        os.path.basename(template.filename), error)
 
 
 def page_etag(body):
