@@ -42,8 +42,9 @@ Failures not dismissed are listed apart, in ``_failures``, by kind
 each kind, so that every page's banner reads two counts and the few newest
 failures instead of loading and sorting them all (with 25,000 failures,
 1.7 s a page).  A count changes in the transaction that adds or removes an
-entry: filing, a dismissal, a retry, pruning.  Two of them changing the
-same entry write the same key, which conflicts, so a count cannot drift.
+entry: filing, a dismissal, a retry, pruning.  Two of them on one job
+conflict, so a count cannot drift: they write its key in ``_failures``
+(or ``_by_end``), the job itself, or both remove it from ``_done``.
 A dismissal of a job that is not filed yet leaves a mark, None, at its key:
 the claim that files it concurrently writes the same key and conflicts
 (without the mark, it read the job as not dismissed and listed it), and a
