@@ -10,10 +10,13 @@ each.
 import datetime
 
 import pytest
+from BTrees.OOBTree import OOBTree
 from ZODB.FileStorage import FileIterator
+from ZODB.POSException import ConflictError
 
 import zasync
 from zasync.interfaces import COMPLETED
+from zasync.queue.history import CANCELLED
 from zasync.worker.runner import JobRunner
 
 import process_jobs
@@ -267,3 +270,192 @@ def test_an_idle_worker_writes_a_few_hundred_bytes_per_heartbeat(
           f"each; at the default 60 s interval {per_hour / 1024:.1f} KB an hour")
     assert per_ping < 4096
     assert per_hour < 256 * 1024
+
+
+# -- the failures' counts and the newest failures -----------------------------------
+
+class Failures:
+    """Puts jobs, runs them in this thread (no worker claims behind the
+    test's back), and files them with a keeper's claim when asked."""
+
+    def __init__(self, db, producer, viewer):
+        self.producer, self.viewer = producer, viewer
+        self.runner = JobRunner(zasync.Dispatcher(db))
+
+    def run(self, jobs):
+        """Claim and run `jobs` (put before); they stay unfiled."""
+        with self.producer.tm:
+            queue = self.producer.queue()
+            tasks = [(job._p_oid, job.id) for job in queue.claim(
+                self.runner.dispatcher_id, len(jobs))]
+        assert {job_id for _, job_id in tasks} == {job.id for job in jobs}
+        self.runner(tasks)
+
+    def fail(self, count):
+        jobs = [self.producer.put(scenario_jobs.raise_value_error, f"failure {n}")
+                for n in range(count)]
+        self.run(jobs)
+        return jobs
+
+    def cancel(self, count):
+        """Cancel `count` pending jobs, each in its own transaction."""
+        later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+        jobs = [self.producer.put(scenario_jobs.add, n, 0, begin_after=later)
+                for n in range(count)]
+        for job in jobs:
+            with self.producer.tm:
+                self.producer.queue().get(job.id).cancel()
+        return jobs
+
+    def act(self, do, *jobs):
+        """`do(queue, job)` for each job, in one transaction."""
+        with self.producer.tm:
+            queue = self.producer.queue()
+            for job in jobs:
+                do(queue, queue.get(job.id))
+
+    def file(self, now=None):
+        with self.producer.tm:
+            self.producer.queue().claim(self.runner.dispatcher_id, 0, now=now)
+
+    def check(self, failed, cancelled):
+        """The history's counts and newest failures are those found by
+        loading every job of the queue, and are `failed` and `cancelled`."""
+        queue = fresh_queue(self.viewer)
+        truth = sorted((job for job in queue.jobs() if job.failed and not job.dismissed),
+                       key=lambda job: (job.ended_at, job.id), reverse=True)
+        plain = [job.id for job in truth if not job.cancelled]
+        cancellations = [job.id for job in truth if job.cancelled]
+        assert (len(plain), len(cancellations)) == (failed, cancelled)
+        history = queue.history
+        assert history.failure_counts() == (failed, cancelled)
+        assert [job.id for job in queue.failed()] == [job.id for job in truth]
+        assert [job.id for job in history.newest_failures(2)] == plain[:2]
+        assert [job.id for job in history.newest_failures(2, CANCELLED)] == cancellations[:2]
+        return history
+
+
+@pytest.fixture
+def failures(db, producer, viewer):
+    return Failures(db, producer, viewer)
+
+
+def test_failure_counts_stay_right_through_every_change(failures):
+    failed = failures.fail(3)
+    ok = failures.producer.put(scenario_jobs.add, 1, 1)
+    failures.run([ok])
+    failures.check(3, 0)                  # completed, not yet filed
+    failures.file()
+    failures.check(3, 0)
+    cancelled = failures.cancel(2)
+    failures.check(3, 2)
+    failures.file()
+    failures.check(3, 2)
+
+    failures.act(lambda queue, job: queue.dismiss(job), failed[0])
+    failures.check(2, 2)
+    failures.act(lambda queue, job: queue.dismiss(job), failed[0])   # again: no change
+    failures.check(2, 2)
+    # dismissed before a claim filed it: the claim leaves it off the list
+    late = failures.cancel(1)
+    failures.check(2, 3)
+    failures.act(lambda queue, job: queue.dismiss(job), late[0])
+    failures.check(2, 2)
+    failures.file()
+    history = failures.check(2, 2)
+    assert None not in list(history._failures.values())    # the claim took the mark
+
+    # a retry takes the failure off until it fails again
+    failures.act(lambda queue, job: queue.retry(job), failed[1])
+    failures.check(1, 2)
+    failures.run([failed[1]])
+    failures.check(2, 2)
+    failures.file()
+    failures.check(2, 2)
+    # a retried cancellation that succeeds is off for good
+    failures.act(lambda queue, job: queue.retry(job), cancelled[0])
+    failures.check(2, 1)
+    failures.run([cancelled[0]])
+    failures.file()
+    failures.check(2, 1)
+    # a pending job removed is no failure
+    removed = failures.producer.put(scenario_jobs.add, 2, 2)
+    failures.act(lambda queue, job: queue.remove(job), removed)
+    failures.check(2, 1)
+
+    # past the retention, pruned
+    with failures.producer.tm:
+        failures.producer.queue().history.set_retention(datetime.timedelta(seconds=1))
+    failures.file(now=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1))
+    history = failures.check(0, 0)
+    assert len(history._failures) == 0 and len(history) == 0
+
+
+@pytest.mark.parametrize("first", ["claim", "dismissal"])
+def test_a_dismissal_racing_the_claim_that_files_the_job_conflicts(db, failures, first):
+    # Without the mark the dismissal leaves at the job's key, both commit:
+    # the claim had read the job as not dismissed and listed it.
+    job = failures.cancel(1)[0]
+    dismisser = failures.producer
+    claimer = Viewer(db)
+    try:
+        queue = dismisser.queue()
+        queue.dismiss(queue.get(job.id))
+        claimer.root()
+        zasync.get_queue(claimer.conn).claim(failures.runner.dispatcher_id, 0)
+        (claimer.tm if first == "claim" else dismisser.tm).commit()
+        with pytest.raises(ConflictError):
+            (dismisser.tm if first == "claim" else claimer.tm).commit()
+    finally:
+        dismisser.tm.abort()
+        claimer.close()
+    # done again, as a retry would
+    if first == "claim":
+        failures.act(lambda queue, job: queue.dismiss(job), job)
+    else:
+        failures.file()
+    history = failures.check(0, 0)
+    assert list(history._failures.values()) == []
+    assert [found.id for found in history] == [job.id]     # filed all the same
+
+
+def make_old_history(producer, listed_dismissed=()):
+    """Turn the history into one of before `_failures`: failures listed by
+    id in `_failed`, with `listed_dismissed` (jobs that a dismissal racing
+    the claim that filed them left there), and no counts."""
+    with producer.tm:
+        queue = producer.queue()
+        history = queue.history
+        old = OOBTree()
+        for job in history.failed():
+            old[job.id] = job
+        for job in listed_dismissed:
+            old[job.id] = queue.get(job.id)
+        del history._failures, history._failure_counts
+        history._failed = old
+
+
+def test_a_history_of_before_the_counts_is_read_then_indexed_by_its_first_change(failures):
+    failed = failures.fail(3)
+    failures.cancel(2)
+    failures.file()
+    failures.act(lambda queue, job: queue.dismiss(job), failed[2])
+    make_old_history(failures.producer, listed_dismissed=[failed[2]])
+    history = failures.check(2, 2)         # read from `_failed`, every job loaded
+    assert history._failures is None
+
+    failures.fail(1)
+    failures.check(3, 2)
+    failures.file()                        # the keeper's claim indexes it
+    history = failures.check(3, 2)
+    assert len(history._failures) == 5 and history._failed is None
+
+    make_old_history(failures.producer)
+    failures.act(lambda queue, job: queue.dismiss(job), failed[0])   # so does a dismissal
+    history = failures.check(2, 2)
+    assert len(history._failures) == 4 and history._failed is None
+
+    make_old_history(failures.producer)
+    zasync.install(failures.producer.db)                            # and `install`
+    history = failures.check(2, 2)
+    assert len(history._failures) == 4 and history._failed is None

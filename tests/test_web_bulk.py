@@ -251,6 +251,64 @@ def test_api_bulk_needs_the_credential_and_csrf_for_the_cookie(app, db, failures
 
 # -- the banner ------------------------------------------------------------------------
 
+def fail_and_cancel(db, failed, cancelled):
+    """`failed` failures and `cancelled` cancellations, all filed into the
+    history by a claim."""
+    with db.transaction() as conn:
+        queue = zasync.get_queue(conn)
+        jobs = [queue.put(zasync.Job(web_jobs.fail, f"failure {n}")).id
+                for n in range(failed)]
+        later = datetime.datetime.now(datetime.timezone.utc) + LATER
+        for n in range(cancelled):
+            queue.put(zasync.Job(web_jobs.add, n, n), begin_after=later).cancel()
+    # (one dispatcher id: the pages read each dispatcher's record)
+    with zasync.Dispatcher(db, threads=2, poll_interval=0.05, id="worker"):
+        for job_id in jobs:
+            wait_completed(db, job_id)
+    with db.transaction() as conn:
+        zasync.get_queue(conn).claim("filer", 0)     # files what the workers left
+
+
+def newest_failures(db, count):
+    """Ids of the `count` failures (not cancellations) not dismissed that
+    ended last, found by loading them all."""
+    with db.transaction() as conn:
+        failed = [job for job in zasync.get_queue(conn).jobs()
+                  if job.failed and not job.cancelled and not job.dismissed]
+        failed.sort(key=lambda job: (job.ended_at, job.id), reverse=True)
+        return [job.id for job in failed[:count]]
+
+
+def loaded_by(db, app, path):
+    """Objects that answering `path` loads, from empty caches."""
+    db.cacheMinimize()
+    assert db.cacheSize() == 0
+    reply = app.get(path)
+    return db.cacheSize(), reply
+
+
+def test_the_banner_loads_no_more_jobs_with_more_failures(app, db):
+    # The histories keep the counts and list the failures newest first:
+    # the banner loads the five it names, not every failure to sort them.
+    # (More than a bucket of failures before, so that the tree has the
+    # same depth before and after.)
+    fail_and_cancel(db, 6, 60)
+    summary_before, reply = loaded_by(db, app, "/api/summary")
+    assert (reply.json["failed"], reply.json["cancelled"]) == (6, 60)
+    page_before, page = loaded_by(db, app, "/workers")
+    assert page.html.select_one("#banner .n-failed").text == "6"
+
+    fail_and_cancel(db, 150, 150)
+    summary_after, reply = loaded_by(db, app, "/api/summary")
+    assert (reply.json["failed"], reply.json["cancelled"]) == (156, 210)
+    page_after, page = loaded_by(db, app, "/workers")
+    assert page.html.select_one("#banner .n-failed").text == "156"
+    assert page.html.select_one("#banner .n-cancelled").text == "210"
+    listed = [li["data-job"] for li in page.html.select("#banner details.failures li[data-job]")]
+    assert listed == newest_failures(db, 5)
+    assert (summary_after, page_after) == (summary_before, page_before)
+
+
 def test_banner_counts_cancellations_apart_and_lists_details_on_demand(app, db, failures):
     page = app.get("/")
     assert page.html.select_one("#banner .n-failed").text == "7"

@@ -380,6 +380,7 @@ def install(db, queues=("",)):
                     if queue._taken_out is None:    # a queue made before it
                         queue._taken_out = JobSet()
                     give_lanes(queue)               # keys of a queue made before
+                    queue.history.index_failures()  # failures of a history made before
                 installed = container.keys()
     finally:
         close_connection(conn)

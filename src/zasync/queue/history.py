@@ -36,17 +36,33 @@ worker of a queue waits on.  Sets
 of (word, id) keys rather than a tree of id sets per word: one persistent
 object per rare word (most words of arguments are rare) would cost more
 than the keys themselves.
+
+Failures not dismissed are listed apart, in ``_failures``, by kind
+(failed, or cancelled), then newest end first, with a `BTrees.Length` of
+each kind, so that every page's banner reads two counts and the few newest
+failures instead of loading and sorting them all (with 25,000 failures,
+1.7 s a page).  A count changes in the transaction that adds or removes an
+entry: filing, a dismissal, a retry, pruning.  Two of them on one job
+conflict, so a count cannot drift: they write its key in ``_failures``
+(or ``_by_end``), the job itself, or both remove it from ``_done``.
+A dismissal of a job that is not filed yet leaves a mark, None, at its key:
+the claim that files it concurrently writes the same key and conflicts
+(without the mark, it read the job as not dismissed and listed it), and a
+later claim drops the mark instead of listing the job.  Rejected: counting
+in the finishing job's transaction (`add`), which adds a writer to every
+failure's commit and still races a dismissal the same way.
 """
 
 import datetime
+import heapq
+import itertools
 
 import BTrees.Length
 import persistent
-from BTrees.OOBTree import OOBTree
 
 from zasync.job import clock
 from zasync.queue.claim import prefetch
-from zasync.interfaces import ConfigurationError
+from zasync.interfaces import Cancelled, ConfigurationError
 from zasync.job.jobset import JobSet
 from zasync.queue.trees import WideTree, WordTree
 from zasync.queue.words import Words, indexed, job_words, words
@@ -59,6 +75,8 @@ DEFAULT_RETENTION = datetime.timedelta(days=7)
 KEEPER_LEASE = 10_000_000
 #: Newly completed jobs that any claim files, keeper or not.
 FILE_ANYWAY = 256
+#: The kinds of failures not dismissed, the first part of their keys.
+FAILED, CANCELLED = 0, 1
 
 
 class Keeper(persistent.Persistent):
@@ -77,7 +95,10 @@ class History(persistent.Persistent):
         # (-end micros, id) -> job: iterating gives the newest first, and
         # the oldest, to prune, is the largest key
         self._by_end = WideTree()
-        self._failed = OOBTree()        # id -> failed job not dismissed
+        # (kind, -end micros, id) -> filed failed job not dismissed, or
+        # None for one dismissed before it was filed; and a count of each kind
+        self._failures = WideTree()
+        self._failure_counts = (BTrees.Length.Length(), BTrees.Length.Length())
         self._length = BTrees.Length.Length()
         self._words = WordTree()
         self._callables = WordTree()
@@ -86,6 +107,12 @@ class History(persistent.Persistent):
     # them; the jobs filed before are not found by a search.
     _words = None
     _callables = None
+    # Histories made before `_failures` list failures in `_failed` (id ->
+    # job) until `install`, or a change to the list, indexes them
+    # (`index_failures`).
+    _failures = None
+    _failure_counts = None
+    _failed = None
 
     def set_retention(self, retention):
         retention = clock.duration(retention, "retention", allow_none=False)
@@ -141,6 +168,7 @@ class History(persistent.Persistent):
 
     def archive(self, index):
         """Move newly completed jobs into the time-ordered store."""
+        self.index_failures()
         if not self._done:
             return 0
         entries = self._done.noted()
@@ -172,8 +200,8 @@ class History(persistent.Persistent):
                 else:   # notes made before search have no words: read the job
                     found, name = job_words(job, of_name=False), job.callable_name
                 self._index_words(job_id, found, name)
-            if failed and not getattr(job, "dismissed", False):
-                self._failed[job_id] = job
+            if failed:
+                self._list_failure(job)
             if job_id not in index:
                 index[job_id] = job
         self._done.remove_all([job_id for job_id, _, _ in entries])
@@ -190,7 +218,7 @@ class History(persistent.Persistent):
             job = self._by_end.pop(key)
             self._length.change(-1)
             self._unindex_words(job)
-            self._failed.pop(job.id, None)
+            self._unlist_failure(job)
             if index.get(job.id) is job:
                 del index[job.id]
             removed += 1
@@ -280,15 +308,22 @@ class History(persistent.Persistent):
 
     def dismiss(self, job):
         """Take a failed job off the list of failures to look at."""
-        job.dismissed = True
-        if self._done.get(job.id) is not None:
+        if getattr(job, "dismissed", False):
             return
-        self._failed.pop(job.id, None)
+        self.index_failures()
+        job.dismissed = True
+        if job.id in self._done:
+            # not filed yet: the mark conflicts with a claim filing it now,
+            # and tells a later one not to list it
+            self._failures[_failure_key(job)] = None
+        else:
+            self._unlist_failure(job)
 
     def forget(self, job):
         """Take a job out of the history (it is retried)."""
+        self.index_failures()
         self._done.discard(job.id)
-        self._failed.pop(job.id, None)
+        self._unlist_failure(job)
         if job._ended_at_us is not None:
             key = (-job._ended_at_us, job.id)
             if self._by_end.pop(key, None) is not None:
@@ -297,11 +332,108 @@ class History(persistent.Persistent):
 
     def failed(self):
         """Failed jobs not dismissed, newest first."""
+        if self._failures is None:
+            return self._failed_before_index()
+        fresh = self._unfiled_failures()
+        return [job for _, job in heapq.merge(
+            self._newest(FAILED, fresh), self._newest(CANCELLED, fresh),
+            key=lambda entry: entry[0][1:])]
+
+    def failure_counts(self):
+        """(failed, cancelled): how many failed jobs not dismissed were not
+        cancelled, and how many were.  Only the jobs not yet filed are
+        loaded (a claim files them)."""
+        if self._failures is None:
+            failed = self._failed_before_index()
+            cancelled = sum(1 for job in failed if _kind(job) == CANCELLED)
+            return len(failed) - cancelled, cancelled
+        counts = [count() for count in self._failure_counts]
+        for job in self._unfiled_failures():
+            counts[_kind(job)] += 1
+        return tuple(counts)
+
+    def newest_failures(self, count, kind=FAILED):
+        """The `count` newest failed jobs not dismissed of one `kind`
+        (FAILED or CANCELLED), newest end first.  Only those are loaded,
+        and the jobs not yet filed."""
+        if self._failures is None:
+            return list(itertools.islice(
+                (job for job in self._failed_before_index() if _kind(job) == kind), count))
+        found = self._newest(kind, self._unfiled_failures())
+        return [job for _, job in itertools.islice(found, count)]
+
+    def _newest(self, kind, fresh):
+        """(key, job) of the failures of `kind` not dismissed, newest end
+        first: those filed, read in key order, and those of `fresh` (not
+        yet filed)."""
+        fresh = sorted(((_failure_key(job), job) for job in fresh if _kind(job) == kind),
+                       key=_first)
+        # (no upper bound: a range's end would load the bucket holding it)
+        filed = ((key, job) for key, job in itertools.takewhile(
+            lambda item: item[0][0] == kind, self._failures.items((kind,)))
+                 if job is not None)     # None: dismissed before it was filed
+        return heapq.merge(fresh, filed, key=_first)
+
+    def _list_failure(self, job):
+        """List a failed job that is being filed (unless dismissed)."""
+        key = _failure_key(job)
+        if key in self._failures:
+            if self._failures[key] is None:   # dismissed before filed
+                del self._failures[key]
+            return
+        if not getattr(job, "dismissed", False):   # (before it was added)
+            self._failures[key] = job
+            self._failure_counts[key[0]].change(1)
+
+    def _unlist_failure(self, job):
+        if job._failure is None:
+            return
+        if self._failures.pop(_failure_key(job), None) is not None:
+            self._failure_counts[_kind(job)].change(-1)
+
+    def _unfiled_failures(self):
+        """Failed jobs not dismissed that no claim filed yet (loaded)."""
+        return [job for _, note, job in self._done.noted()
+                if (note is None or note[1]) and job._failure is not None
+                and not getattr(job, "dismissed", False)]
+
+    def index_failures(self):
+        """Give a history made before `_failures` its list and counts of
+        failures, from `_failed` (once: it loads every failed job).
+
+        `zasync.install` does it in a transaction of its own; every change
+        to the list (filing, a dismissal, a retry) calls this first, for a
+        database not installed again since.  Indexing writes the history
+        itself: two transactions doing it at once conflict, and one whose
+        snapshot was taken before the index was made cannot commit after
+        it, so none changes the old list once it was copied.
+        """
+        if self._failures is not None:
+            return
+        failures = WideTree()
+        counts = (BTrees.Length.Length(), BTrees.Length.Length())
+        if self._failed is not None:
+            listed = list(self._failed.values())
+            prefetch(self._p_jar, listed)
+            for job in listed:
+                # a dismissal racing the claim that filed the job left it
+                if not getattr(job, "dismissed", False):
+                    key = _failure_key(job)
+                    failures[key] = job
+                    counts[key[0]].change(1)
+        self._failures, self._failure_counts = failures, counts
+        if "_failed" in self.__dict__:
+            del self._failed
+
+    def _failed_before_index(self):
+        """`failed` of a history made before `_failures`: every failed job
+        loaded and sorted."""
         jobs = [job for job in self._done if job.failure is not None
                 and not getattr(job, "dismissed", False)]
-        # a dismissal racing the claim that filed the job leaves it here
-        jobs.extend(job for job in self._failed.values()
-                    if not getattr(job, "dismissed", False))
+        if self._failed is not None:
+            # a dismissal racing the claim that filed the job left it here
+            jobs.extend(job for job in self._failed.values()
+                        if not getattr(job, "dismissed", False))
         return sorted(jobs, key=lambda j: (j.ended_at or clock.now(), j.id),
                       reverse=True)
 
@@ -314,6 +446,20 @@ class History(persistent.Persistent):
                        reverse=True)
         yield from fresh
         yield from self._by_end.values()
+
+
+def _kind(job):
+    return CANCELLED if job._failure.check(Cancelled) is not None else FAILED
+
+
+def _failure_key(job):
+    """A failed job's key in `History._failures`: its kind, then newest end
+    first."""
+    return (_kind(job), -(job._ended_at_us or 0), job.id)
+
+
+def _first(entry):
+    return entry[0]
 
 
 def _micros(delta):

@@ -21,7 +21,7 @@ from zasync.web.app import JOB_ID, NotFoundError, Route
 from zasync.web.guard import BASIC, CSRF_FIELD, CSRF_HEADER, SESSION, same_origin
 from zasync.web.present import JobView, WorkerView
 from zasync.web.survey import (
-    FilterError, Filters, failed_jobs, failure_counts, list_jobs, per_minute, queue_counts,
+    FilterError, Filters, failure_counts, list_jobs, per_minute, queue_counts,
     running_count, schedule_views, unserved_queues)
 
 ID = r"(?P<job_id>[^/]+)"
@@ -108,7 +108,7 @@ def _summary(ctx):
     if not ctx.installed:
         return ctx.json({"installed": False, "serial": ctx.serial, "running": 0, "failed": 0,
                          "cancelled": 0})
-    failed, cancelled = failure_counts(failed_jobs(ctx.container))
+    failed, cancelled = failure_counts(ctx.container)
     return ctx.json({"installed": True, "serial": ctx.serial,
                      "running": running_count(ctx.held),
                      "failed": failed, "cancelled": cancelled})

@@ -8,7 +8,7 @@ history keeps, and those that completed in the last hour by outcome.
 import math
 
 from zasync.web.present import HEALTHS, RUNNING, WorkerView
-from zasync.web.survey import failed_jobs, held_jobs, per_minute
+from zasync.web.survey import held_jobs, per_minute
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -75,7 +75,7 @@ def render(container, now):
                "Failed jobs that no operator has dismissed yet.")
     for queue in queues:
         out.sample("zasync_jobs_failed_undismissed", {"queue": queue.name},
-                   len(failed_jobs(container, queue.name)))
+                   sum(queue.history.failure_counts()))
 
     out.family("zasync_jobs_completed_last_hour", "gauge",
                "Jobs that completed in the last hour, by outcome.")

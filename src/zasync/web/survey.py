@@ -46,19 +46,25 @@ def held_jobs(container):
         pair[0].started_at or pair[0].created_at, pair[0].id))
 
 
-def failure_counts(failed):
-    """(failures, cancellations) among `failed` jobs: a cancelled job
-    completes as failed, but the banner counts it apart."""
-    cancelled = sum(1 for job in failed if job.cancelled)
-    return len(failed) - cancelled, cancelled
+def failure_counts(container):
+    """(failures, cancellations) not dismissed, of every queue: a cancelled
+    job completes as failed, but the banner counts it apart.  The
+    histories keep the counts; no filed job is loaded."""
+    failed = cancelled = 0
+    for queue in container.values():
+        counts = queue.history.failure_counts()
+        failed += counts[0]
+        cancelled += counts[1]
+    return failed, cancelled
 
 
-def failed_jobs(container, queue_name=None):
-    """Failed jobs not dismissed, newest end first, of one queue or all."""
-    queues = container.values() if queue_name is None else [container[queue_name]]
-    jobs = [job for queue in queues for job in queue.failed()]
+def newest_failures(container, count):
+    """The `count` newest failures not dismissed (cancellations left out)
+    of every queue, newest end first; only those are loaded."""
+    jobs = [job for queue in container.values()
+            for job in queue.history.newest_failures(count)]
     jobs.sort(key=lambda job: (job.ended_at or job.created_at, job.id), reverse=True)
-    return jobs
+    return jobs[:count]
 
 
 def schedule_views(ctx):
@@ -96,7 +102,7 @@ def queue_counts(queue, held):
     return {
         "pending": len(queue),
         "active": sum(1 for job, _ in held if job.queue_name == queue.name),
-        "failed": len(queue.failed()),
+        "failed": sum(queue.history.failure_counts()),
         "completed": len(queue.history),
     }
 
