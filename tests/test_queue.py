@@ -1020,24 +1020,6 @@ def test_a_lane_left_unchanged_past_the_grace_is_filed_by_another(db, monkeypatc
     assert sorted(taken) == sorted([first, second])
 
 
-def test_a_backlog_in_the_inbox_is_filed_whole_by_any_claim(db, monkeypatch):
-    # Filed in halves by two dispatchers at once, a backlog put while no
-    # worker ran made both commits meet in the ordered trees' splits.
-    from zasync.queue import claim
-    monkeypatch.setattr(claim, "OWNED_UP_TO", 3)
-    monkeypatch.setattr("zasync.queue.queue.random", IntoLane(1))
-    _register(db, "a", "b")
-    drain(db)
-    job_ids = [put(db, unit_jobs.add, n, n) for n in range(3)]
-    assert _claims_at_once(db, ("a", 1)) == [[]]       # b's, and only 3
-    job_ids.append(put(db, unit_jobs.add, 3, 3))
-    [taken] = _claims_at_once(db, ("a", 1))
-    assert len(taken) == 1 and taken[0] in job_ids
-    with fresh(db) as queue:
-        assert not any(len(lane) for lane in queue._inbox)
-        assert queue.pending_count() == 3
-
-
 def test_a_dispatcher_alone_files_every_lane(db, monkeypatch):
     from zasync.worker.record import DispatcherRecord
     monkeypatch.setattr("zasync.queue.queue.random", IntoLane(1))
