@@ -9,6 +9,7 @@ CSS and JavaScript.
 """
 
 import hashlib
+import itertools
 import json
 import logging
 import os
