@@ -45,12 +45,17 @@ failures instead of loading and sorting them all (with 25,000 failures,
 entry: filing, a dismissal, a retry, pruning.  Two of them on one job
 conflict, so a count cannot drift: they write its key in ``_failures``
 (or ``_by_end``), the job itself, or both remove it from ``_done``.
-A dismissal of a job that is not filed yet leaves a mark, None, at its key:
-the claim that files it concurrently writes the same key and conflicts
-(without the mark, it read the job as not dismissed and listed it), and a
-later claim drops the mark instead of listing the job.  Rejected: counting
-in the finishing job's transaction (`add`), which adds a writer to every
-failure's commit and still races a dismissal the same way.
+A dismissal of a job that is not filed yet also adds it to
+``_dismissed_early``, a set that merges: a claim filing the job at the same
+moment read it as not dismissed and listed it, and both commit (the
+dismissal is an operator's transaction, which must not conflict with
+workers); the next claim takes it off the list again, and meanwhile
+`failed` and `newest_failures` skip it (the counts include it until then).
+Rejected: a mark at the job's key, which made that race conflict, on the
+dismissal's side when the claim committed first (an operator's dismissal
+failed in a test); counting in the finishing job's transaction (`add`),
+which adds a writer to every failure's commit and still races a dismissal
+the same way.
 """
 
 import datetime
@@ -95,10 +100,13 @@ class History(persistent.Persistent):
         # (-end micros, id) -> job: iterating gives the newest first, and
         # the oldest, to prune, is the largest key
         self._by_end = WideTree()
-        # (kind, -end micros, id) -> filed failed job not dismissed, or
-        # None for one dismissed before it was filed; and a count of each kind
+        # (kind, -end micros, id) -> filed failed job not dismissed; and a
+        # count of each kind
         self._failures = WideTree()
         self._failure_counts = (BTrees.Length.Length(), BTrees.Length.Length())
+        # failed jobs dismissed before a claim filed them, for the next
+        # claim to take off `_failures` should a racing claim list them
+        self._dismissed_early = JobSet()
         self._length = BTrees.Length.Length()
         self._words = WordTree()
         self._callables = WordTree()
@@ -113,6 +121,7 @@ class History(persistent.Persistent):
     _failures = None
     _failure_counts = None
     _failed = None
+    _dismissed_early = None
 
     def set_retention(self, retention):
         retention = clock.duration(retention, "retention", allow_none=False)
@@ -160,7 +169,7 @@ class History(persistent.Persistent):
             keeper.until = 0
 
     def has_work(self, now_us):
-        if self._done:
+        if self._done or self._dismissed_early:
             return True
         if self._by_end:
             return -self._by_end.maxKey()[0] < now_us - _micros(self.retention)
@@ -170,6 +179,7 @@ class History(persistent.Persistent):
         """Move newly completed jobs into the time-ordered store."""
         self.index_failures()
         if not self._done:
+            self._unlist_dismissed_early()
             return 0
         entries = self._done.noted()
         # The keeper files jobs other workers ran.  Added with a note (their
@@ -205,7 +215,23 @@ class History(persistent.Persistent):
             if job_id not in index:
                 index[job_id] = job
         self._done.remove_all([job_id for job_id, _, _ in entries])
+        self._unlist_dismissed_early()
         return len(entries)
+
+    def _unlist_dismissed_early(self):
+        """Take off the list the jobs dismissed before they were filed,
+        once filed (a claim racing the dismissal may have listed them)."""
+        early = self._dismissed_early
+        if not early:
+            return
+        filed = []
+        for job_id, _, job in early.noted():
+            if job_id in self._done:
+                continue        # a later claim files it, and reads it dismissed
+            if getattr(job, "dismissed", False):   # (not retried since)
+                self._unlist_failure(job)
+            filed.append(job_id)
+        early.remove_all(filed)
 
     def prune(self, now_us, index, limit=500):
         """Forget up to `limit` jobs that ended before the retention."""
@@ -313,9 +339,10 @@ class History(persistent.Persistent):
         self.index_failures()
         job.dismissed = True
         if job.id in self._done:
-            # not filed yet: the mark conflicts with a claim filing it now,
-            # and tells a later one not to list it
-            self._failures[_failure_key(job)] = None
+            # not filed yet: a claim filing it now may list it all the same
+            if self._dismissed_early is None:
+                self._dismissed_early = JobSet()
+            self._dismissed_early.add(job)
         else:
             self._unlist_failure(job)
 
@@ -371,15 +398,14 @@ class History(persistent.Persistent):
         # (no upper bound: a range's end would load the bucket holding it)
         filed = ((key, job) for key, job in itertools.takewhile(
             lambda item: item[0][0] == kind, self._failures.items((kind,)))
-                 if job is not None)     # None: dismissed before it was filed
+                 # (listed by a claim racing its dismissal, until the next)
+                 if not getattr(job, "dismissed", False))
         return heapq.merge(fresh, filed, key=_first)
 
     def _list_failure(self, job):
         """List a failed job that is being filed (unless dismissed)."""
         key = _failure_key(job)
         if key in self._failures:
-            if self._failures[key] is None:   # dismissed before filed
-                del self._failures[key]
             return
         if not getattr(job, "dismissed", False):   # (before it was added)
             self._failures[key] = job
@@ -422,6 +448,7 @@ class History(persistent.Persistent):
                     failures[key] = job
                     counts[key[0]].change(1)
         self._failures, self._failure_counts = failures, counts
+        self._dismissed_early = JobSet()
         if "_failed" in self.__dict__:
             del self._failed
 
