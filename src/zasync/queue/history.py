@@ -340,8 +340,6 @@ class History(persistent.Persistent):
         job.dismissed = True
         if job.id in self._done:
             # not filed yet: a claim filing it now may list it all the same
-            if self._dismissed_early is None:
-                self._dismissed_early = JobSet()
             self._dismissed_early.add(job)
         else:
             self._unlist_failure(job)
