@@ -255,3 +255,55 @@ def test_a_host_cut_off_has_its_jobs_recovered_and_rejoins(
     assert [job.failure for job in done if not job.succeeded] == []
     by = [job.dispatcher_id for job in client.jobs(six)]
     assert sorted(by.count(worker.id) for worker in workers) == [THREADS] * HOSTS
+
+
+# -- a host cut off in the middle of a commit --------------------------------------
+
+_VOTE_AND_HANG = """
+import sys, time
+from ZODB.Connection import TransactionMetaData
+from ZODB.utils import z64
+import zasync
+storage = zasync.open_db(sys.argv[1]).storage
+txn = TransactionMetaData()
+storage.tpc_begin(txn)
+data, serial = storage.load(z64)
+storage.store(z64, serial, data, "", txn)
+storage.tpc_vote(txn)    # the root object's row stays locked until tpc_finish
+print("voted", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("storage", ["relstorage"], indirect=True)
+@pytest.mark.slow(reason="waits for PostgreSQL to find that a host cut off in the "
+                         "middle of a commit is gone (about 11 s)", seconds=20)
+def test_a_host_cut_off_in_the_middle_of_a_commit_does_not_hold_the_others_up(
+        hosts, storage):
+    """A host whose link goes down between a commit's vote and its finish
+    leaves its PostgreSQL session holding the rows it locked: PostgreSQL
+    does not know that the client is gone and, by default, asks nobody for
+    two hours.  Every other process committing to those rows then failed
+    (RelStorage's commit lock timeout, 30 s), again at each retry, and the
+    others could not even count the host dead (issue 19's multihost test,
+    once in CI).  Processes opening RelStorage through zasync ask
+    PostgreSQL to drop a client that stops answering within seconds."""
+    import subprocess
+    import sys
+    db = zasync.open_db(storage[0])
+    try:
+        with db.transaction() as conn:
+            conn.root()["written by"] = "the root namespace"
+        holder = hosts.popen(0, [sys.executable, "-c", _VOTE_AND_HANG, storage[1]],
+                             stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "voted"
+        hosts.cut(0)
+        try:
+            with db.transaction() as conn:     # the same row the cut host holds
+                conn.root()["written by"] = "the root namespace, again"
+        finally:
+            hosts.rejoin(0)
+        with db.transaction() as conn:
+            assert conn.root()["written by"] == "the root namespace, again"
+    finally:
+        db.close()

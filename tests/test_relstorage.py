@@ -17,6 +17,7 @@ ZASYNC_REQUIRE_POSTGRES=1 (set it in CI) makes an unreachable server a
 failure; without it the tests are skipped, saying why.
 """
 
+import os
 import threading
 import time
 
@@ -203,3 +204,34 @@ def test_concurrent_producers_never_see_a_conflict(pg_db, client, workers, folde
     assert len(zasync.get_queue(client.queues(), queue_name)) == 0
     for worker in started:
         assert worker.terminate()[0] == 0
+
+
+def _server_keepalive(pg_uri):
+    """What PostgreSQL says of a new connection's keepalive setting (libpq
+    reads PGOPTIONS at each connection, as RelStorage's do)."""
+    import urllib.parse
+    import psycopg2
+    parts = urllib.parse.urlsplit(pg_uri.replace("postgres://", "http://", 1))
+    with psycopg2.connect(host=parts.hostname, port=parts.port, user=parts.username,
+                          dbname=parts.path[1:], connect_timeout=5) as conn:
+        with conn.cursor() as cursor:
+            cursor.execute("SHOW tcp_keepalives_idle")
+            return cursor.fetchone()[0]
+
+
+def test_a_relstorage_opened_by_zasync_has_postgres_drop_vanished_clients(
+        pg_uri, monkeypatch):
+    """So that a host gone in the middle of a commit does not keep its
+    rows locked for two hours (test_multihost shows it with a cut link)."""
+    monkeypatch.setenv("PGOPTIONS", "-c application_name=mine")
+    zasync.open_db(pg_uri).close()
+    assert os.environ["PGOPTIONS"].startswith("-c application_name=mine ")
+    assert "tcp_keepalives_idle=5" in os.environ["PGOPTIONS"]
+    assert _server_keepalive(pg_uri) == "5"
+
+
+def test_keepalives_the_user_set_are_kept(pg_uri, monkeypatch):
+    monkeypatch.setenv("PGOPTIONS", "-c tcp_keepalives_idle=60")
+    zasync.open_db(pg_uri).close()
+    assert os.environ["PGOPTIONS"] == "-c tcp_keepalives_idle=60"
+    assert _server_keepalive(pg_uri) == "60"

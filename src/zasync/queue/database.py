@@ -38,6 +38,15 @@ DEFAULT_POOL_SIZE = 32
 #: structures (256 inbox lanes, the pending tree's buckets): a producer
 #: reloaded an inbox lane at every second put.
 DEFAULT_CACHE_SIZE = 10_000
+#: What zasync asks of PostgreSQL for the connections RelStorage opens
+#: (libpq's PGOPTIONS): probe a client that stopped talking after 5 s, and
+#: drop it after 3 probes 2 s apart unanswered (or data unacknowledged for
+#: 10 s).  By default PostgreSQL waits two hours, and a client gone between
+#: a commit's vote and its finish (a host cut off, a machine dead) keeps
+#: its rows locked all that time: every other process's commit to them
+#: fails.  A slow client is not dropped: its kernel answers the probes.
+POSTGRES_OPTIONS = ("-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 "
+                    "-c tcp_keepalives_count=3 -c tcp_user_timeout=10000")
 
 
 def open_db(target, **db_kwargs):
@@ -64,6 +73,8 @@ def open_db(target, **db_kwargs):
         except Exception as error:
             raise ConfigurationError(
                 f"database URI {target!r}: {type(error).__name__}: {error}") from None
+        if scheme == "postgres":
+            _postgres_drops_vanished_clients()
         dbkw = dict(dbkw)
         if "pool_size" not in target.partition("?")[2]:
             dbkw["pool_size"] = DEFAULT_POOL_SIZE
@@ -97,6 +108,16 @@ def open_db(target, **db_kwargs):
                 f"zeo://127.0.0.1:8100 in every process") from None
         raise
     return ZODB.DB(storage, **db_kwargs)
+
+
+def _postgres_drops_vanished_clients():
+    """Add `POSTGRES_OPTIONS` to this process's PGOPTIONS, which libpq
+    sends to the server at each connection, unless PGOPTIONS already sets
+    keepalives or a user timeout (the user's choice)."""
+    given = os.environ.get("PGOPTIONS", "")
+    if "tcp_keepalives" in given or "tcp_user_timeout" in given:
+        return
+    os.environ["PGOPTIONS"] = f"{given} {POSTGRES_OPTIONS}".strip()
 
 
 def zeo_address(uri):
