@@ -8,8 +8,9 @@ that many failed jobs, none dismissed (a tenth of them cancelled), and
 2,000 that succeeded, all filed into the history by a keeper's claim as
 workers' would be.  Then asks the WSGI application (WebTest, no network)
 for ``/api/summary`` (what an open page polls after each commit),
-``/workers`` (a page with little but the banner: no workers here), ``/jobs``
-and ``/`` --repeat times each:
+``/workers`` (a page with little but the banner: no workers here), ``/jobs``,
+``/`` and the failures not dismissed (where the banner's "and N more" link
+leads) --repeat times each:
 
 - warm: the connection's cache kept from one request to the next (after
   one warm-up request);
@@ -47,7 +48,10 @@ from zasync.web import make_app
 
 BATCH = 1000
 SUCCEEDED = 2000
-PATHS = ("/api/summary", "/workers", "/jobs", "/")
+#: The last is where the banner's "and N more" link leads.
+PATHS = ("/api/summary", "/workers", "/jobs", "/",
+         "/jobs?state=failure&dismissed=no&cancelled=no")
+WIDTH = 4 + max(map(len, PATHS)) + 2
 
 
 def _noop(*args):
@@ -143,17 +147,17 @@ def main():
             print(f"{failed:,} failed ({summary['failed']:,} failures, "
                   f"{summary['cancelled']:,} cancelled) and {SUCCEEDED:,} succeeded; "
                   f"median of {options.repeat} requests:")
-            print(f"  {'request':<18}{'warm ms':>9}{'cold ms':>9}{'cold loads':>12}")
+            print(f"  {'request':<{WIDTH}}{'warm ms':>9}{'cold ms':>9}{'cold loads':>12}")
             for page, (warm, cold, loaded) in results.items():
-                print(f"  {'GET ' + page:<18}{warm:>9.1f}{cold:>9.1f}{loaded:>12,.0f}")
+                print(f"  {'GET ' + page:<{WIDTH}}{warm:>9.1f}{cold:>9.1f}{loaded:>12,.0f}")
         if len(measured) > 1:
             most, least = max(measured), min(measured)
             print(f"ratio {most:,} failed / {least:,} failed:")
-            print(f"  {'request':<18}{'warm':>9}{'cold':>9}{'loads':>12}")
+            print(f"  {'request':<{WIDTH}}{'warm':>9}{'cold':>9}{'loads':>12}")
             for page in PATHS:
                 (warm_a, cold_a, loads_a), (warm_b, cold_b, loads_b) = (
                     measured[most][page], measured[least][page])
-                print(f"  {'GET ' + page:<18}{warm_a / warm_b:>8.1f}x{cold_a / cold_b:>8.1f}x"
+                print(f"  {'GET ' + page:<{WIDTH}}{warm_a / warm_b:>8.1f}x{cold_a / cold_b:>8.1f}x"
                       f"{loads_a / max(loads_b, 1):>11.1f}x")
     finally:
         shutil.rmtree(folder, ignore_errors=True)

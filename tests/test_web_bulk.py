@@ -309,6 +309,25 @@ def test_the_banner_loads_no_more_jobs_with_more_failures(app, db):
     assert (summary_after, page_after) == (summary_before, page_before)
 
 
+def test_the_list_of_failures_to_look_at_loads_one_page_with_more_failures(app, db):
+    # The banner's "and N more" link lists the failures not dismissed,
+    # newest end first as the banner does: one page's jobs are loaded, not
+    # every failure to sort them (391 objects loaded before, against 82).
+    path = "/api/jobs?state=failure&dismissed=no&cancelled=no&per_page=5"
+    fail_and_cancel(db, 6, 60)
+    loaded_before, reply = loaded_by(db, app, path)
+    assert [job["id"] for job in reply.json["jobs"]] == newest_failures(db, 5)
+    assert reply.json["has_next"]
+
+    fail_and_cancel(db, 150, 150)
+    loaded_after, reply = loaded_by(db, app, path)
+    assert [job["id"] for job in reply.json["jobs"]] == newest_failures(db, 5)
+    page = app.get(path.replace("/api", "") + "&page=32")
+    assert [row["data-job"] for row in page.html.select("tr[data-job]")] == \
+        newest_failures(db, 156)[155:]
+    assert loaded_after == loaded_before
+
+
 def test_banner_counts_cancellations_apart_and_lists_details_on_demand(app, db, failures):
     page = app.get("/")
     assert page.html.select_one("#banner .n-failed").text == "7"

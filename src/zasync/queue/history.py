@@ -357,12 +357,21 @@ class History(persistent.Persistent):
 
     def failed(self):
         """Failed jobs not dismissed, newest first."""
+        return list(self.iter_failed())
+
+    def iter_failed(self, kind=None):
+        """Failed jobs not dismissed, newest end first (`failure_order`),
+        of one `kind` (FAILED or CANCELLED) or both; a job is loaded only
+        when it is reached, but for those no claim filed yet."""
         if self._failures is None:
-            return self._failed_before_index()
+            yield from (job for job in self._failed_before_index()
+                        if kind is None or _kind(job) == kind)
+            return
         fresh = self._unfiled_failures()
-        return [job for _, job in heapq.merge(
-            self._newest(FAILED, fresh), self._newest(CANCELLED, fresh),
-            key=lambda entry: entry[0][1:])]
+        kinds = (FAILED, CANCELLED) if kind is None else (kind,)
+        for _, job in heapq.merge(*(self._newest(each, fresh) for each in kinds),
+                                  key=lambda entry: entry[0][1:]):
+            yield job
 
     def failure_counts(self):
         """(failed, cancelled): how many failed jobs not dismissed were not
@@ -481,6 +490,12 @@ def _failure_key(job):
     """A failed job's key in `History._failures`: its kind, then newest end
     first."""
     return (_kind(job), -(job._ended_at_us or 0), job.id)
+
+
+def failure_order(job):
+    """The order of `History.iter_failed`, as a sort key: newest end first,
+    then by id."""
+    return _failure_key(job)[1:]
 
 
 def _first(entry):

@@ -14,6 +14,7 @@ import heapq
 from zasync.interfaces import COMPLETED, STATUSES, ConfigurationError
 from zasync.web.present import HELD, RUNNING, ScheduleView
 from zasync.web.search import find_ids, terms
+from zasync.queue.history import CANCELLED, FAILED, failure_order
 from zasync.queue.words import job_words
 
 STATES = ("pending", "started", "success", "failure")
@@ -279,13 +280,25 @@ def _newest_first(queue):
         yield job
 
 
+def _failures(queue, kind):
+    """A queue's failed jobs not dismissed, of `kind` (or all), in
+    `failure_order`."""
+    history = getattr(queue, "history", None)
+    if history is None or not hasattr(history, "iter_failed"):     # another IQueue
+        return sorted(queue.failed(), key=failure_order)
+    return history.iter_failed(kind)
+
+
 def candidate_jobs(container, filters):
     queues = container.values() if filters.queue is None else [container[filters.queue]]
     if filters.dismissed is False and filters.state in (None, "failure") \
             and filters.status in (None, COMPLETED):
-        # failures not dismissed: the queues list them apart
-        jobs = [job for queue in queues for job in queue.failed()]
-        return iter(sorted(jobs, key=lambda job: job.id, reverse=True))
+        # failures not dismissed: the histories list them apart, newest
+        # end first, as the banner does, and load a job when it is reached
+        kind = None if filters.cancelled is None else (
+            CANCELLED if filters.cancelled else FAILED)
+        return heapq.merge(*(_failures(queue, kind) for queue in queues),
+                           key=failure_order)
     return heapq.merge(*(_newest_first(queue) for queue in queues),
                        key=lambda job: job.id, reverse=True)
 
