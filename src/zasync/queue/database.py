@@ -54,7 +54,9 @@ def open_db(target, **db_kwargs):
     (``file://``, ``zeo://``, ``memory://``, RelStorage's ``postgres://``).
 
     A path's folder is created if missing.  Keyword arguments go to
-    `ZODB.DB` and win over those the URI sets.
+    `ZODB.DB` and win over those the URI sets.  A ``postgres://`` URI adds
+    `POSTGRES_OPTIONS` to this process's PGOPTIONS (unless it sets
+    keepalives already), so that PostgreSQL drops a vanished client.
     """
     if not isinstance(target, (str, os.PathLike)):
         raise ConfigurationError(
